@@ -1,0 +1,182 @@
+// Package brokertest gives integration tests a RabbitMQ broker: its URL,
+// unique names that are deleted after the test, a raw amqp091 channel for
+// assertions and rabbitmqctl for tests that break things on purpose.
+//
+// When no broker answers, tests skip with a message saying how to run them,
+// unless OMQS_REQUIRE_BROKER=1, where they fail.
+package brokertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DefaultURL is the broker tests use unless OMQS_TEST_AMQP_URL names another.
+const DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
+
+var (
+	probeOnce sync.Once
+	probeErr  error
+)
+
+// URL returns the broker URL for an integration test. When the broker does
+// not answer, the test is skipped, or fails if OMQS_REQUIRE_BROKER=1.
+func URL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("OMQS_TEST_AMQP_URL")
+	if u == "" {
+		u = DefaultURL
+	}
+	probeOnce.Do(func() { probeErr = probe(u) })
+	if probeErr != nil {
+		if Required() {
+			t.Fatalf("RabbitMQ is required (OMQS_REQUIRE_BROKER=1) but does not answer at %s: %v", redact(u), probeErr)
+		}
+		t.Skipf("skipping integration test: no RabbitMQ at %s (%v); start one, set OMQS_TEST_AMQP_URL, or set OMQS_REQUIRE_BROKER=1 to make this a failure", redact(u), probeErr)
+	}
+	return u
+}
+
+// Required reports whether OMQS_REQUIRE_BROKER=1 is set.
+func Required() bool { return os.Getenv("OMQS_REQUIRE_BROKER") == "1" }
+
+func probe(u string) error {
+	c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func redact(u string) string {
+	if p, err := amqpURIPassword(u); err == nil && p != "" {
+		return strings.ReplaceAll(u, ":"+p+"@", ":xxxxx@")
+	}
+	return u
+}
+
+func amqpURIPassword(u string) (string, error) {
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return "", err
+	}
+	return uri.Password, nil
+}
+
+// Unique returns prefix followed by a random suffix, for exchange and queue
+// names that no other test uses.
+func Unique(prefix string) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return prefix + "." + hex.EncodeToString(b[:])
+}
+
+// Names are an exchange, a queue and a key unique to one test.
+type Names struct {
+	Exchange string
+	Queue    string
+	Key      string
+}
+
+// NewNames returns unique names and deletes the exchange and queue (and any
+// extra names registered with Cleanup) when the test ends.
+func NewNames(t testing.TB) Names {
+	t.Helper()
+	n := Names{
+		Exchange: Unique("omqs.test.x"),
+		Queue:    Unique("omqs.test.q"),
+		Key:      Unique("omqs.test.k"),
+	}
+	Cleanup(t, []string{n.Exchange}, []string{n.Queue})
+	return n
+}
+
+// Cleanup deletes the given exchanges and queues from the broker when the
+// test ends. It needs the broker only then; errors are logged, not fatal.
+func Cleanup(t testing.TB, exchanges, queues []string) {
+	t.Helper()
+	u := os.Getenv("OMQS_TEST_AMQP_URL")
+	if u == "" {
+		u = DefaultURL
+	}
+	t.Cleanup(func() {
+		c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+		if err != nil {
+			t.Logf("brokertest: cleanup could not connect: %v", err)
+			return
+		}
+		defer c.Close()
+		for _, q := range queues {
+			if ch, err := c.Channel(); err == nil {
+				if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+					t.Logf("brokertest: delete queue %s: %v", q, err)
+				}
+				ch.Close()
+			}
+		}
+		for _, x := range exchanges {
+			if ch, err := c.Channel(); err == nil {
+				if err := ch.ExchangeDelete(x, false, false); err != nil {
+					t.Logf("brokertest: delete exchange %s: %v", x, err)
+				}
+				ch.Close()
+			}
+		}
+	})
+}
+
+// Channel opens a raw amqp091 channel on its own connection, closed when the
+// test ends.
+func Channel(t testing.TB) *amqp.Channel {
+	t.Helper()
+	c, err := amqp.DialConfig(URL(t), amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("brokertest: dial: %v", err)
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		c.Close()
+		t.Fatalf("brokertest: channel: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ch
+}
+
+// Rabbitmqctl runs rabbitmqctl with args and returns its combined output. It
+// fails the test if the command fails. Only tests in the serial fault
+// packages may use it.
+func Rabbitmqctl(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// WaitPort waits until addr accepts TCP connections or the timeout passes.
+func WaitPort(addr string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}

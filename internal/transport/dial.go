@@ -1,0 +1,132 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DialOptions tune Dial.
+type DialOptions struct {
+	// Name is sent to the broker as the connection_name client property.
+	Name string
+	// TLS, when not nil, is used for amqps:// instead of the URL's
+	// cacertfile, certfile, keyfile and server_name_indication parameters.
+	TLS *tls.Config
+	// Timeout bounds the TCP connect and the AMQP handshake (default 30s);
+	// ctx's deadline bounds it too.
+	Timeout time.Duration
+}
+
+// DialError is returned by Dial. Permanent is true when trying the same
+// address again cannot help (wrong credentials, missing vhost, untrusted
+// certificate); Err is the underlying error, often an *amqp091.Error.
+type DialError struct {
+	Endpoint  string // redacted address
+	Permanent bool
+	Err       error
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("dial %s: %s", e.Endpoint, redactErr(e.Err, e.Endpoint))
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Dial connects to ep.
+func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
+	if ep.Memory {
+		c, err := dialMemory(ep.Name)
+		if err != nil {
+			return nil, &DialError{Endpoint: ep.String(), Permanent: true, Err: err}
+		}
+		return c, nil
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	if ep.URI.ConnectionTimeout > 0 {
+		timeout = time.Duration(ep.URI.ConnectionTimeout) * time.Millisecond
+	}
+	props := amqp.NewConnectionProperties()
+	if o.Name != "" {
+		props.SetClientConnectionName(o.Name)
+	}
+	var (
+		mu        sync.Mutex
+		stopAbort func() bool
+	)
+	cfg := amqp.Config{
+		Properties:      props,
+		TLSClientConfig: o.TLS,
+		Dial: func(network, addr string) (net.Conn, error) {
+			dctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			var d net.Dialer
+			conn, err := d.DialContext(dctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// The handshake must finish in time; amqp091 clears the deadline once open.
+			if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			// Abort a handshake that is still going when ctx ends.
+			mu.Lock()
+			stopAbort = context.AfterFunc(ctx, func() { conn.Close() })
+			mu.Unlock()
+			return conn, nil
+		},
+	}
+	c, err := amqp.DialConfig(ep.URL, cfg)
+	mu.Lock()
+	aborted := stopAbort != nil && !stopAbort()
+	mu.Unlock()
+	if aborted || (err != nil && ctx.Err() != nil) {
+		if c != nil {
+			c.Close()
+		}
+		return nil, &DialError{Endpoint: ep.String(), Err: ctx.Err()}
+	}
+	if err != nil {
+		return nil, &DialError{Endpoint: ep.String(), Permanent: permanent(err), Err: err}
+	}
+	return amqpConn{c}, nil
+}
+
+// permanent reports whether a dial error will not go away by retrying.
+func permanent(err error) bool {
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case amqp.AccessRefused, amqp.NotAllowed, amqp.InvalidPath:
+			return true
+		}
+	}
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var ve *tls.CertificateVerificationError
+	var re tls.RecordHeaderError
+	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) || errors.As(err, &ve) || errors.As(err, &re)
+}
+
+// amqpConn adapts *amqp.Connection to Conn.
+type amqpConn struct{ *amqp.Connection }
+
+func (c amqpConn) Channel() (Channel, error) {
+	ch, err := c.Connection.Channel()
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
+}

@@ -1,0 +1,168 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Endpoint is one broker address of an MQURL.
+type Endpoint struct {
+	// URL is the address as amqp091 takes it (pika parameters translated),
+	// or "memory://NAME".
+	URL string
+	// Memory is true for the in-process broker; Name then names it ("" is the
+	// process's default broker).
+	Memory bool
+	Name   string
+	// URI is the parsed amqp:// or amqps:// address.
+	URI amqp.URI
+}
+
+// String returns the address with its password replaced by "xxxxx".
+func (e Endpoint) String() string { return Redact(e.URL) }
+
+// supported query parameters of an amqp URL, after translation.
+var supportedParams = map[string]bool{
+	"heartbeat":              true,
+	"connection_timeout":     true,
+	"channel_max":            true,
+	"auth_mechanism":         true,
+	"certfile":               true,
+	"keyfile":                true,
+	"cacertfile":             true,
+	"server_name_indication": true,
+}
+
+// pikaParams are the pika URL parameters that have an amqp091 equivalent.
+var pikaParams = map[string]string{
+	"heartbeat_interval": "heartbeat",
+}
+
+// ParseURLs parses an MQURL: one or more broker URLs separated by commas.
+// pika's heartbeat_interval is renamed heartbeat; a query parameter amqp091
+// would ignore is an error naming it. Errors never contain a password.
+func ParseURLs(s string) ([]Endpoint, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("MQURL is empty")
+	}
+	var eps []Endpoint
+	for i, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("MQURL: address %d of %q is empty", i+1, Redact(s))
+		}
+		ep, err := parseOne(part)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, ep)
+	}
+	return eps, nil
+}
+
+func parseOne(raw string) (Endpoint, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return Endpoint{}, fmt.Errorf("MQURL %q: no scheme (want amqp://, amqps:// or memory://)", Redact(raw))
+	}
+	switch strings.ToLower(scheme) {
+	case "memory":
+		name := strings.TrimSuffix(rest, "/")
+		if strings.ContainsAny(name, "/?#@") {
+			return Endpoint{}, fmt.Errorf("MQURL %q: a memory URL is memory:// or memory://NAME", raw)
+		}
+		return Endpoint{URL: "memory://" + name, Memory: true, Name: name}, nil
+	case "amqp", "amqps":
+	default:
+		return Endpoint{}, fmt.Errorf("MQURL %q: unknown scheme %q (want amqp, amqps or memory)", Redact(raw), scheme)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("MQURL %q: %v", Redact(raw), redactErr(err, raw))
+	}
+	q := u.Query()
+	for from, to := range pikaParams {
+		if v, ok := q[from]; ok {
+			if _, dup := q[to]; dup {
+				return Endpoint{}, fmt.Errorf("MQURL %q: both %s and %s are set", Redact(raw), from, to)
+			}
+			q[to] = v
+			delete(q, from)
+		}
+	}
+	var unknown []string
+	for k := range q {
+		if !supportedParams[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return Endpoint{}, fmt.Errorf("MQURL %q: unsupported query parameter %s (supported: heartbeat or heartbeat_interval, connection_timeout, channel_max, auth_mechanism, certfile, keyfile, cacertfile, server_name_indication)",
+			Redact(raw), strings.Join(unknown, ", "))
+	}
+	u.RawQuery = q.Encode()
+	norm := u.String()
+	uri, err := amqp.ParseURI(norm)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("MQURL %q: %v", Redact(raw), redactErr(err, raw))
+	}
+	return Endpoint{URL: norm, URI: uri}, nil
+}
+
+// Redact returns s (one URL or a comma-separated list) with every password
+// replaced by "xxxxx". Text that does not parse as a URL is returned with
+// anything between "://" and "@" hidden.
+func Redact(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = redactOne(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+func redactOne(s string) string {
+	if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			lead := s[:len(s)-len(strings.TrimLeft(s, " \t"))]
+			return lead + u.String()
+		}
+		return s
+	}
+	// Unparseable: hide the whole userinfo.
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.LastIndex(s, "@"); j > i {
+			return s[:i+3] + "xxxxx" + s[j:]
+		}
+	}
+	if j := strings.LastIndex(s, "@"); j >= 0 {
+		return "xxxxx" + s[j:]
+	}
+	return s
+}
+
+// redactErr returns err's text with raw's password removed.
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+			if esc := url.QueryEscape(pw); esc != pw {
+				msg = strings.ReplaceAll(msg, esc, "xxxxx")
+			}
+		}
+	}
+	if strings.Contains(msg, "@") {
+		msg = Redact(msg)
+	}
+	return msg
+}
