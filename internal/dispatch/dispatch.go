@@ -1,0 +1,81 @@
+// Package dispatch runs user callbacks (error and return handlers) on one
+// goroutine owned by the library, so a slow callback never stalls a
+// connection's reader.
+package dispatch
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Dispatcher calls queued functions one at a time, in order, on its own
+// goroutine. When its queue is full, Go drops the function and counts it.
+type Dispatcher struct {
+	q       chan func()
+	dropped atomic.Uint64
+	mu      sync.RWMutex // held shared by Go, exclusive by Close
+	closed  bool
+	once    sync.Once
+	done    chan struct{}
+	stop    chan struct{}
+}
+
+// New starts a Dispatcher holding at most size queued calls.
+func New(size int) *Dispatcher {
+	d := &Dispatcher{q: make(chan func(), size), done: make(chan struct{}), stop: make(chan struct{})}
+	go d.run()
+	return d
+}
+
+func (d *Dispatcher) run() {
+	defer close(d.done)
+	for {
+		select {
+		case f := <-d.q:
+			f()
+		case <-d.stop:
+			// Run what is queued, then end.
+			for {
+				select {
+				case f := <-d.q:
+					f()
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// Go queues f. It never blocks; it reports false (and counts a drop) when
+// the queue is full or the Dispatcher is closed.
+func (d *Dispatcher) Go(f func()) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		d.dropped.Add(1)
+		return false
+	}
+	select {
+	case d.q <- f:
+		return true
+	default:
+		d.dropped.Add(1)
+		return false
+	}
+}
+
+// Dropped returns how many calls were dropped.
+func (d *Dispatcher) Dropped() uint64 { return d.dropped.Load() }
+
+// Close runs the queued calls and waits for the goroutine to end. It is
+// idempotent.
+func (d *Dispatcher) Close() {
+	d.once.Do(func() {
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
+		close(d.stop)
+	})
+	<-d.done
+}

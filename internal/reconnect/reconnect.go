@@ -1,0 +1,126 @@
+// Package reconnect connects to one of several broker addresses, retrying
+// every interval up to a number of attempts, and runs the caller's setup
+// (channels, topology) on each new connection.
+package reconnect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// Dialer connects to Endpoints in turn. It is used by one goroutine at a time.
+type Dialer struct {
+	Endpoints []transport.Endpoint
+	Options   transport.DialOptions
+	// Interval is the wait between attempts; one attempt tries every endpoint once.
+	Interval time.Duration
+	// Times is how many attempts fail before Connect gives up; 0 means no limit.
+	Times  int
+	Logger *slog.Logger
+	// Wait, when set, replaces the timer between attempts (tests).
+	Wait func(ctx context.Context, d time.Duration) error
+
+	next int // index of the endpoint to try first
+}
+
+// SetupFunc prepares a new connection (opens channels, declares topology).
+// When it fails, Connect closes the connection and counts a failed attempt.
+type SetupFunc func(ctx context.Context, c transport.Conn) error
+
+// GiveUpError is returned when every attempt failed.
+type GiveUpError struct {
+	Attempts int
+	Last     error
+}
+
+func (e *GiveUpError) Error() string {
+	return fmt.Sprintf("gave up after %d attempt(s): %v", e.Attempts, e.Last)
+}
+
+func (e *GiveUpError) Unwrap() error { return e.Last }
+
+// PermanentError marks a setup error that retrying cannot fix (a declaration
+// the broker refuses). Connect returns it at once when failFast is set.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Connect dials until an endpoint accepts and setup succeeds. With failFast,
+// an error that retrying cannot fix (wrong credentials, missing vhost,
+// untrusted certificate, a PermanentError from setup) on every endpoint
+// returns at once. It returns ctx's error if ctx ends first, or a
+// *GiveUpError after Times failed attempts.
+func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (transport.Conn, error) {
+	if len(d.Endpoints) == 0 {
+		return nil, errors.New("no broker address")
+	}
+	var last error
+	for attempt := 1; ; attempt++ {
+		allPermanent := true
+		for i := 0; i < len(d.Endpoints); i++ {
+			idx := (d.next + i) % len(d.Endpoints)
+			ep := d.Endpoints[idx]
+			conn, err := transport.Dial(ctx, ep, d.Options)
+			if err == nil {
+				err = setup(ctx, conn)
+				if err != nil {
+					_ = conn.CloseDeadline(time.Now().Add(time.Second))
+					var pe *PermanentError
+					if !errors.As(err, &pe) {
+						allPermanent = false
+					}
+					err = fmt.Errorf("%s: %w", ep, err)
+				} else {
+					d.next = idx
+					return conn, nil
+				}
+			} else {
+				var de *transport.DialError
+				if !errors.As(err, &de) || !de.Permanent {
+					allPermanent = false
+				}
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			last = err
+			if d.Logger != nil {
+				d.Logger.Warn("omqs: connect failed", "attempt", attempt, "error", err.Error())
+			}
+		}
+		// Next attempt starts with the address after the first one tried.
+		d.next = (d.next + 1) % len(d.Endpoints)
+		if failFast && allPermanent {
+			return nil, last
+		}
+		if d.Times > 0 && attempt >= d.Times {
+			return nil, &GiveUpError{Attempts: attempt, Last: last}
+		}
+		if err := d.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (d *Dialer) wait(ctx context.Context) error {
+	if d.Wait != nil {
+		return d.Wait(ctx, d.Interval)
+	}
+	if d.Interval <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d.Interval)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

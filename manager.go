@@ -1,0 +1,465 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/omqs-go/omqs/internal/dispatch"
+	"github.com/omqs-go/omqs/internal/spool"
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// Manager hands messages from the caller to two background workers, one for
+// logs and one for events, through two bounded buffers. Send* methods copy
+// nothing but the message into the buffer and never wait on the network.
+//
+// A Manager is safe for concurrent use. Its life is NewManager, Start, any
+// number of Send* calls, Stop; it cannot be started again after Stop.
+type Manager struct {
+	s        *settings
+	name     string
+	log      *slog.Logger
+	ownLog   *LogManager
+	disp     *dispatch.Dispatcher
+	eventKey string
+	overflow Overflow
+
+	lanes [2]*lane
+
+	state    atomic.Int32 // managerState
+	lifeMu   sync.Mutex   // serializes Start and Stop
+	stopping chan struct{}
+	runCtx   context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+type managerState int32
+
+const (
+	mgrNew managerState = iota
+	mgrStarting
+	mgrRunning
+	mgrStopping
+	mgrStopped
+)
+
+const (
+	logLane   = 0
+	eventLane = 1
+)
+
+// lane is one buffer and the worker that drains it.
+type lane struct {
+	name    string // "log" or "event"
+	ch      chan item
+	senders atomic.Int64 // Send* calls between their state check and their buffer write
+	worker  MsgWorker
+	spool   *spool.Spool
+	st      counters // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
+	busy    atomic.Bool
+	full    error // returned when ch is full
+	ran     bool  // WorkerWillRun was called
+	stopErr error
+}
+
+// item is one buffered message; it holds the caller's strings as they are.
+type item struct {
+	key  string
+	body string
+	ts   int64
+}
+
+var (
+	errLogBufferFull   = fmt.Errorf("%w: log buffer", ErrBufferFull)
+	errEventBufferFull = fmt.Errorf("%w: event buffer", ErrBufferFull)
+)
+
+// NewManager builds a Manager from options, OMQS.cfg and defaults. It does
+// not connect: call Start. Its own log lines go to WithLogger's logger, or to
+// a LogManager built from the [Log] section.
+func NewManager(opts ...Option) (*Manager, error) {
+	s, err := buildSettings(forManager, "NewManager", opts)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: NewManager: %v", ErrInvalidConfig, err)
+	}
+	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{})}
+	if m.name == "" {
+		m.name = "OMQS"
+	}
+	if s.logger == nil {
+		lm, err := NewLogManager(m.name, "OMQS.log", WithLogConfig(s.cfg.Log))
+		if err != nil {
+			return nil, fmt.Errorf("NewManager: %w", err)
+		}
+		m.ownLog = lm
+		s.logger = lm.Logger()
+	}
+	m.log = s.logger
+	m.eventKey = DefaultEventKey
+	if len(s.cfg.EventWorker.Keys) > 0 {
+		m.eventKey = s.cfg.EventWorker.Keys[0]
+	}
+	dir := s.spoolDir
+	if dir == "" {
+		dir = s.cfg.Log.Folder
+	}
+	m.disp = dispatch.New(1024)
+	m.runCtx, m.cancel = context.WithCancel(context.Background())
+	logSpool := spool.New(spoolPath(dir, "backup.log"))
+	eventSpool := spool.New(spoolPath(dir, "backup.evt"))
+	lw, ew := s.logWorker, s.eventWorker
+	if lw == nil {
+		lw = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: logSpool})
+	}
+	if ew == nil {
+		ew = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: eventSpool})
+	}
+	size := s.cfg.Global.BufferSize
+	m.lanes[logLane] = &lane{name: "log", ch: make(chan item, size), worker: lw, spool: logSpool, full: errLogBufferFull}
+	m.lanes[eventLane] = &lane{name: "event", ch: make(chan item, size), worker: ew, spool: eventSpool, full: errEventBufferFull}
+	return m, nil
+}
+
+// Start runs each worker's WorkerWillRun (the built-in workers connect and
+// declare their exchanges and queue) and starts draining the buffers. It
+// returns once both workers are ready. A bad URL, wrong credentials or a
+// refused declaration fail at once; an unreachable broker is retried every
+// RECONNECT_INTERVAL up to RECONNECT_TIMES or until ctx ends. With
+// WithRetryOnFailedConnect(true) Start returns at once and the workers
+// connect in the background.
+//
+// When Start fails, the workers that ran WorkerWillRun get WorkerWillStop and
+// the Manager is stopped.
+func (m *Manager) Start(ctx context.Context) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if !m.state.CompareAndSwap(int32(mgrNew), int32(mgrStarting)) {
+		if managerState(m.state.Load()) >= mgrStopping {
+			return fmt.Errorf("Manager.Start: %w", ErrStopped)
+		}
+		return fmt.Errorf("%w: Manager.Start: already started", ErrInvalidPublisher)
+	}
+	for _, l := range m.lanes {
+		l.ran = true
+		if err := l.worker.WorkerWillRun(ctx); err != nil {
+			for _, r := range m.lanes {
+				if r.ran {
+					if serr := r.worker.WorkerWillStop(ctx); serr != nil {
+						m.log.Warn("omqs: worker stop after failed start", "lane", r.name, "error", serr.Error())
+					}
+				}
+			}
+			m.state.Store(int32(mgrStopped))
+			m.stopOnce.Do(func() {})
+			m.release()
+			return fmt.Errorf("omqs: start %s worker: %w", l.name, err)
+		}
+	}
+	for _, l := range m.lanes {
+		m.wg.Add(1)
+		go m.drain(l)
+	}
+	m.state.Store(int32(mgrRunning))
+	return nil
+}
+
+// drain feeds the lane's messages to its worker until the buffer is closed,
+// then stops the worker.
+func (m *Manager) drain(l *lane) {
+	defer m.wg.Done()
+	for it := range l.ch {
+		l.st.accepted.Add(1)
+		l.busy.Store(true)
+		msg := Message{Key: it.key, Body: []byte(it.body), MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
+		err := l.worker.MsgDidReceive(m.runCtx, msg)
+		if err != nil {
+			m.keep(l, msg, err)
+		} else if _, builtin := l.worker.(laneWorker); !builtin {
+			l.st.confirmed.Add(1)
+		}
+		l.busy.Store(false)
+	}
+}
+
+// keep writes a message its worker did not take to the lane's spool file.
+func (m *Manager) keep(l *lane, msg Message, cause error) {
+	rec := spool.NewRecord(m.laneExchange(l), msg.Key, msg.MessageID, msg.Timestamp, msg.Body, msg.Headers)
+	if err := l.spool.Append(rec); err != nil {
+		l.st.dropped.Add(1)
+		m.report(fmt.Errorf("omqs: %s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err))
+		return
+	}
+	l.st.spooled.Add(1)
+	if m.runCtx.Err() == nil {
+		m.report(fmt.Errorf("omqs: %s worker failed on message %s, written to %s: %w", l.name, msg.MessageID, l.spool.Path(), cause))
+	}
+}
+
+func (m *Manager) laneExchange(l *lane) string {
+	if l == m.lanes[logLane] {
+		return m.s.cfg.LogWorker.Exchange
+	}
+	return m.s.cfg.EventWorker.Exchange
+}
+
+func (m *Manager) report(err error) {
+	m.log.Error(err.Error())
+	if f := m.s.onError; f != nil {
+		m.disp.Go(func() { f(err) })
+	}
+}
+
+// SendLog buffers a log message under key ("" means "info").
+func (m *Manager) SendLog(msg, key string) error {
+	if key == "" {
+		key = KeyInfo
+	}
+	return m.send(context.Background(), false, m.lanes[logLane], key, msg)
+}
+
+// SendFatal buffers a log message under the key "fatal".
+func (m *Manager) SendFatal(msg string) error {
+	return m.send(context.Background(), false, m.lanes[logLane], KeyFatal, msg)
+}
+
+// SendError buffers a log message under the key "error".
+func (m *Manager) SendError(msg string) error {
+	return m.send(context.Background(), false, m.lanes[logLane], KeyError, msg)
+}
+
+// SendWarning buffers a log message under the key "warning".
+func (m *Manager) SendWarning(msg string) error {
+	return m.send(context.Background(), false, m.lanes[logLane], KeyWarning, msg)
+}
+
+// SendInfo buffers a log message under the key "info".
+func (m *Manager) SendInfo(msg string) error {
+	return m.send(context.Background(), false, m.lanes[logLane], KeyInfo, msg)
+}
+
+// SendDebug buffers a log message under the key "debug".
+func (m *Manager) SendDebug(msg string) error {
+	return m.send(context.Background(), false, m.lanes[logLane], KeyDebug, msg)
+}
+
+// SendEvent buffers an event under key ("" means DefaultEventKey, or the
+// first KEYS of [EventWorker]).
+func (m *Manager) SendEvent(msg, key string) error {
+	if key == "" {
+		key = m.eventKey
+	}
+	return m.send(context.Background(), false, m.lanes[eventLane], key, msg)
+}
+
+// SendLogContext is SendLog that waits for room in a full buffer until ctx
+// ends (then returning an error wrapping ErrBufferFull and ctx's error).
+func (m *Manager) SendLogContext(ctx context.Context, msg, key string) error {
+	if key == "" {
+		key = KeyInfo
+	}
+	return m.send(ctx, true, m.lanes[logLane], key, msg)
+}
+
+// SendEventContext is SendEvent that waits for room in a full buffer until
+// ctx ends (then returning an error wrapping ErrBufferFull and ctx's error).
+func (m *Manager) SendEventContext(ctx context.Context, msg, key string) error {
+	if key == "" {
+		key = m.eventKey
+	}
+	return m.send(ctx, true, m.lanes[eventLane], key, msg)
+}
+
+// send validates and buffers one message. When the buffer is full it fails
+// at once, unless wait (a Send*Context call) or the OverflowWait policy make
+// it wait for room until ctx ends or Stop begins.
+func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string) error {
+	if err := m.stateErr(); err != nil {
+		return err
+	}
+	if len(key) > MaxKeyLen || !utf8.ValidString(key) || !utf8.ValidString(body) || len(body) > MaxBodySize {
+		return invalidSend(key, body)
+	}
+	l.senders.Add(1)
+	if err := m.stateErr(); err != nil {
+		l.senders.Add(-1)
+		return err
+	}
+	it := item{key: key, body: body, ts: time.Now().UnixNano()}
+	select {
+	case l.ch <- it:
+		l.senders.Add(-1)
+		return nil
+	default:
+	}
+	if !wait && m.overflow == OverflowFail {
+		l.senders.Add(-1)
+		return l.full
+	}
+	var err error
+	select {
+	case l.ch <- it:
+	case <-ctx.Done():
+		err = fmt.Errorf("%w: %w", l.full, ctx.Err())
+	case <-m.stopping:
+		err = fmt.Errorf("omqs: send: %w", ErrStopped)
+	}
+	l.senders.Add(-1)
+	return err
+}
+
+func (m *Manager) stateErr() error {
+	switch managerState(m.state.Load()) {
+	case mgrRunning:
+		return nil
+	case mgrNew, mgrStarting:
+		return ErrNotStarted
+	}
+	return ErrStopped
+}
+
+func invalidSend(key, body string) error {
+	switch {
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: routing key is %d bytes, longer than %d", ErrInvalidMessage, len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: routing key %q is not valid UTF-8", ErrInvalidMessage, key)
+	case len(body) > MaxBodySize:
+		return fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize)
+	}
+	return fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage)
+}
+
+// Pending returns how many accepted messages of each lane are not yet
+// confirmed by the broker (nor spooled).
+func (m *Manager) Pending() (logs, events int) {
+	return m.lanePending(m.lanes[logLane]), m.lanePending(m.lanes[eventLane])
+}
+
+func (m *Manager) lanePending(l *lane) int {
+	n := len(l.ch)
+	if l.busy.Load() {
+		n++
+	}
+	if w, ok := l.worker.(laneWorker); ok {
+		n += w.pendingMsgs()
+	}
+	return n
+}
+
+// Stats is a snapshot of the Manager's counters: the totals, and each lane's.
+type Stats struct {
+	LaneStats
+	Logs   LaneStats
+	Events LaneStats
+}
+
+// Stats returns the Manager's counters. It is cheap and safe to call at any time.
+func (m *Manager) Stats() Stats {
+	lg, ev := m.laneStats(m.lanes[logLane]), m.laneStats(m.lanes[eventLane])
+	return Stats{LaneStats: lg.add(ev), Logs: lg, Events: ev}
+}
+
+func (m *Manager) laneStats(l *lane) LaneStats {
+	s := l.st.snapshot()
+	s.Accepted += uint64(len(l.ch))
+	if w, ok := l.worker.(laneWorker); ok {
+		ws := w.laneStats()
+		ws.Accepted = 0
+		s = s.add(ws)
+	}
+	return s
+}
+
+// Stop refuses new messages (Send* returns ErrStopped), lets the workers
+// deliver every accepted message and waits for the broker's confirms, calls
+// each worker's WorkerWillStop once, and closes the connections and the log
+// files the Manager opened.
+//
+// If ctx ends first, what is not yet confirmed is written to the spool files
+// and Stop returns an error wrapping ErrNotConfirmed that says how many
+// messages that was. No goroutine of the Manager outlives Stop. Stop is
+// idempotent: later calls return the first call's result.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.stopOnce.Do(func() { m.stopErr = m.doStop(ctx) })
+	return m.stopErr
+}
+
+func (m *Manager) doStop(ctx context.Context) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	prev := managerState(m.state.Swap(int32(mgrStopping)))
+	close(m.stopping)
+	if prev == mgrNew || prev == mgrStopped {
+		m.state.Store(int32(mgrStopped))
+		m.release()
+		return nil
+	}
+	var before [2]uint64
+	for i, l := range m.lanes {
+		before[i] = m.laneStats(l).Spooled
+	}
+	// No Send* call is between its state check and its buffer write once
+	// senders is zero; then the buffers can be closed.
+	for _, l := range m.lanes {
+		for spins := 0; l.senders.Load() != 0; spins++ {
+			if spins < 100 {
+				runtime.Gosched()
+			} else {
+				time.Sleep(50 * time.Microsecond)
+			}
+		}
+		close(l.ch)
+	}
+	// When ctx ends, workers must hand back what they hold.
+	stopCancel := context.AfterFunc(ctx, m.cancel)
+	m.wg.Wait()
+	var errs []error
+	for _, l := range m.lanes {
+		if err := l.worker.WorkerWillStop(ctx); err != nil {
+			l.stopErr = err
+			if !errors.Is(err, ErrNotConfirmed) {
+				errs = append(errs, fmt.Errorf("omqs: stop %s worker: %w", l.name, err))
+			}
+		}
+	}
+	stopCancel()
+	var kept [2]uint64
+	for i, l := range m.lanes {
+		kept[i] = m.laneStats(l).Spooled - before[i]
+	}
+	if ctx.Err() != nil && kept[0]+kept[1] > 0 {
+		errs = append([]error{fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s and %s",
+			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path())}, errs...)
+	}
+	m.state.Store(int32(mgrStopped))
+	m.release()
+	return errors.Join(errs...)
+}
+
+// release closes what the Manager owns besides its workers.
+func (m *Manager) release() {
+	m.cancel()
+	for _, l := range m.lanes {
+		if err := l.spool.Close(); err != nil {
+			m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())
+		}
+	}
+	m.disp.Close()
+	if m.ownLog != nil {
+		m.ownLog.Close()
+	}
+}

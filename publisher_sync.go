@@ -1,0 +1,86 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// SyncPublisher publishes one message at a time: Publish returns once the
+// broker has confirmed the message (nil), refused it (an error wrapping
+// ErrNacked), or the message was written to the spool because the broker
+// stayed unreachable (an error wrapping ErrSpooled). Reconnects, republishing
+// and the spool work as for AsyncPublisher.
+//
+// A SyncPublisher is safe for concurrent use; concurrent Publish calls are
+// pipelined on its connection and each waits for its own confirm.
+type SyncPublisher struct {
+	e *engine
+}
+
+// NewSyncPublisher builds a SyncPublisher. Its topology defaults come from
+// the [SyncPublisher] section (or WithSection), overridden by WithExchange,
+// WithQueue, WithQueueDurable and WithKeys. Publishes are not mandatory
+// unless WithMandatory(true). It does not connect: call Start.
+func NewSyncPublisher(opts ...Option) (*SyncPublisher, error) {
+	s, err := buildSettings(forPublisher, "NewSyncPublisher", opts)
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngineFromSettings(s, "SyncPublisher", false)
+	if err != nil {
+		return nil, err
+	}
+	return &SyncPublisher{e: e}, nil
+}
+
+// Start connects and declares the topology; see AsyncPublisher.Start.
+func (p *SyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx, false) }
+
+// Publish sends body under key ("" means the first configured key) and waits
+// for the broker's confirm or for ctx to end. When ctx ends first the message
+// stays in the publisher and is still confirmed or spooled later; Publish
+// then returns ctx's error.
+func (p *SyncPublisher) Publish(ctx context.Context, key string, body []byte) error {
+	m, err := p.e.newMsg(key, body)
+	if err != nil {
+		return err
+	}
+	return p.wait(ctx, m)
+}
+
+// PublishMessage is Publish with a Message's id, timestamp and headers kept.
+func (p *SyncPublisher) PublishMessage(ctx context.Context, msg Message) error {
+	m, err := p.e.fromMessage(msg, false)
+	if err != nil {
+		return err
+	}
+	return p.wait(ctx, m)
+}
+
+func (p *SyncPublisher) wait(ctx context.Context, m *outMsg) error {
+	m.done = make(chan error, 1)
+	if err := p.e.publish(ctx, m); err != nil {
+		return err
+	}
+	select {
+	case err := <-m.done:
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrSpooled):
+			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, ErrSpooled)
+		default:
+			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop refuses new publishes, waits for outstanding confirms and closes the
+// connection; see AsyncPublisher.Stop. Stop is idempotent.
+func (p *SyncPublisher) Stop(ctx context.Context) error { return p.e.stop(ctx) }
+
+// Stats returns the publisher's counters.
+func (p *SyncPublisher) Stats() LaneStats { return p.e.st.snapshot() }

@@ -1,0 +1,146 @@
+package omqs
+
+import (
+	"context"
+	"time"
+
+	"github.com/omqs-go/omqs/internal/dispatch"
+	"github.com/omqs-go/omqs/internal/spool"
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// MsgWorker takes the messages of one of the Manager's two lanes (logs or
+// events) and delivers them. The Manager calls the hooks from one goroutine
+// per lane, in order: WorkerWillRun once from Start, MsgDidReceive for each
+// message, and WorkerWillStop exactly once from Stop (or from Start when
+// starting failed), even after errors.
+//
+// Replace a built-in worker with WithLogWorker or WithEventWorker.
+type MsgWorker interface {
+	// WorkerWillRun prepares the worker (connects, declares). An error makes
+	// Manager.Start fail. ctx is Start's context.
+	WorkerWillRun(ctx context.Context) error
+	// MsgDidReceive delivers one message. A non-nil error makes the Manager
+	// write the message to the lane's spool file and report the error. ctx is
+	// cancelled when Stop's context ends; the worker should then return
+	// promptly.
+	MsgDidReceive(ctx context.Context, msg Message) error
+	// WorkerWillStop finishes what the worker holds and releases it. ctx is
+	// Stop's context.
+	WorkerWillStop(ctx context.Context) error
+}
+
+// laneWorker is implemented by the built-in workers: they keep their own
+// delivery counters and spool what they cannot deliver themselves.
+type laneWorker interface {
+	laneStats() LaneStats
+	pendingMsgs() int
+}
+
+// LogMsgWorker is the built-in worker of the log lane: it publishes each
+// message through a SyncPublisher (one confirmed publish at a time) to the
+// topic exchange "omqs.exchange.log" ([LogWorker] section), keyed by level.
+// What it cannot deliver goes to FOLDER/backup.log and is replayed later.
+type LogMsgWorker struct {
+	pub        *SyncPublisher
+	background bool
+}
+
+// EventMsgWorker is the built-in worker of the event lane: it publishes each
+// message through an AsyncPublisher (pipelined, mandatory) to the topic
+// exchange "omqs.exchange.event", with the durable queue "omqs.queue.event"
+// bound to "omqs.key.event" ([EventWorker] section). What it cannot deliver
+// goes to FOLDER/backup.evt and is replayed later.
+type EventMsgWorker struct {
+	pub        *AsyncPublisher
+	background bool
+}
+
+// builtinDeps are what the Manager shares with its built-in workers.
+type builtinDeps struct {
+	endpoints []transport.Endpoint
+	disp      *dispatch.Dispatcher
+	spool     *spool.Spool
+}
+
+func workerTopology(w WorkerConfig) topology {
+	return topology{
+		exchange: w.Exchange, kind: w.ExchangeType, durable: w.ExchangeDurable,
+		queue: w.Queue, queueDurable: w.QueueDurable, queueType: w.QueueType, keys: w.Keys,
+	}
+}
+
+func builtinEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
+	return newEngine(engineConfig{
+		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
+		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
+		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
+		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn,
+	})
+}
+
+func newLogMsgWorker(s *settings, name string, d builtinDeps) *LogMsgWorker {
+	e := builtinEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
+	return &LogMsgWorker{pub: &SyncPublisher{e: e}, background: s.background}
+}
+
+func newEventMsgWorker(s *settings, name string, d builtinDeps) *EventMsgWorker {
+	e := builtinEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
+	return &EventMsgWorker{pub: &AsyncPublisher{e: e}, background: s.background}
+}
+
+// WorkerWillRun connects and declares the log exchange.
+func (w *LogMsgWorker) WorkerWillRun(ctx context.Context) error {
+	return w.pub.e.start(ctx, w.background)
+}
+
+// MsgDidReceive publishes msg and waits for the broker's confirm. A message
+// the broker cannot take now is spooled by the publisher, which is not an error.
+func (w *LogMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	m, err := w.pub.e.fromMessage(msg, true)
+	if err != nil {
+		return err
+	}
+	m.done = make(chan error, 1)
+	if err := w.pub.e.publish(ctx, m); err != nil {
+		return err // not taken: the Manager spools it
+	}
+	// Taken: the publisher confirms it, spools it or reports it; the
+	// outcome is in its counters.
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// WorkerWillStop waits for the last confirm and closes the publisher.
+func (w *LogMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.Stop(ctx) }
+
+func (w *LogMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
+func (w *LogMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+
+// WorkerWillRun connects and declares the event exchange, queue and binding.
+func (w *EventMsgWorker) WorkerWillRun(ctx context.Context) error {
+	return w.pub.e.start(ctx, w.background)
+}
+
+// MsgDidReceive hands msg to the AsyncPublisher; it blocks only while
+// MAX_IN_FLIGHT messages await confirms or the broker blocks the connection.
+func (w *EventMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	m, err := w.pub.e.fromMessage(msg, true)
+	if err != nil {
+		return err
+	}
+	return w.pub.e.publish(ctx, m)
+}
+
+// WorkerWillStop waits for every confirm and closes the publisher.
+func (w *EventMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.Stop(ctx) }
+
+func (w *EventMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
+func (w *EventMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+
+// messageTime converts a Send* timestamp.
+func messageTime(ns int64) time.Time { return time.Unix(0, ns) }
