@@ -2,43 +2,136 @@ package omqs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/faultproxy"
+	"github.com/omqs-go/omqs/internal/spool"
 )
 
-func TestSmokeEventRoundTrip(t *testing.T) {
-	url := brokertest.URL(t)
-	n := brokertest.NewNames(t)
-	cfg := DefaultConfig()
-	cfg.EventWorker.Exchange = n.Exchange
-	cfg.EventWorker.Queue = n.Queue
-	cfg.EventWorker.Keys = []string{n.Key}
-	cfg.LogWorker.Exchange = n.Exchange + ".log"
-	brokertest.Cleanup(t, []string{n.Exchange + ".log"}, nil)
-	m, err := NewManager(WithConfig(cfg), WithURL(url), WithSpoolDir(t.TempDir()))
+func startManager(t *testing.T, opts ...Option) *Manager {
+	t.Helper()
+	m, err := NewManager(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	if err := m.Start(testCtx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Stop(context.Background()) })
+	return m
+}
+
+func TestManagerSendRoundTrip(t *testing.T) {
+	url := brokertest.URL(t)
+	cfg, n := testConfig(t)
+	m := startManager(t, WithConfig(cfg), WithURL(url), WithName("roundtrip"))
+	logs := collect(t, cfg.LogWorker.Exchange, "#")
+	events := collect(t, cfg.EventWorker.Exchange, "#")
+
+	before := time.Now().Add(-time.Second)
+	sends := []struct {
+		send     func() error
+		exchange string
+		key      string
+		body     string
+	}{
+		{func() error { return m.SendFatal("f1") }, cfg.LogWorker.Exchange, "fatal", "f1"},
+		{func() error { return m.SendError("e1") }, cfg.LogWorker.Exchange, "error", "e1"},
+		{func() error { return m.SendWarning("w1") }, cfg.LogWorker.Exchange, "warning", "w1"},
+		{func() error { return m.SendInfo("i1") }, cfg.LogWorker.Exchange, "info", "i1"},
+		{func() error { return m.SendDebug("d1") }, cfg.LogWorker.Exchange, "debug", "d1"},
+		{func() error { return m.SendLog("l1", "") }, cfg.LogWorker.Exchange, "info", "l1"},
+		{func() error { return m.SendLog("l2", "audit.login") }, cfg.LogWorker.Exchange, "audit.login", "l2"},
+		{func() error { return m.SendEvent("ev1", "") }, cfg.EventWorker.Exchange, n.Key, "ev1"},
+		{func() error { return m.SendEvent("ev2 ünïcode", "email_notification") }, cfg.EventWorker.Exchange, "email_notification", "ev2 ünïcode"},
+	}
+	for i, s := range sends {
+		if err := s.send(); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	logs.waitCount(t, 7, 10*time.Second)
+	events.waitCount(t, 2, 10*time.Second)
+	got := map[string]amqp.Delivery{}
+	for _, d := range append(logs.all(), events.all()...) {
+		got[string(d.Body)] = d
+	}
+	ids := map[string]bool{}
+	for _, s := range sends {
+		d, ok := got[s.body]
+		if !ok {
+			t.Errorf("%q not received", s.body)
+			continue
+		}
+		if d.Exchange != s.exchange || d.RoutingKey != s.key {
+			t.Errorf("%q: exchange %q key %q, want %q %q", s.body, d.Exchange, d.RoutingKey, s.exchange, s.key)
+		}
+		if d.DeliveryMode != amqp.Persistent {
+			t.Errorf("%q: delivery mode %d, want persistent", s.body, d.DeliveryMode)
+		}
+		if d.ContentType != "text/plain; charset=utf-8" {
+			t.Errorf("%q: content type %q", s.body, d.ContentType)
+		}
+		if d.MessageId == "" || ids[d.MessageId] {
+			t.Errorf("%q: message id %q empty or repeated", s.body, d.MessageId)
+		}
+		ids[d.MessageId] = true
+		if d.Timestamp.Before(before) || d.Timestamp.After(time.Now().Add(time.Second)) {
+			t.Errorf("%q: timestamp %v out of range", s.body, d.Timestamp)
+		}
+		if !strings.HasPrefix(d.AppId, "roundtrip") {
+			t.Errorf("%q: app id %q", s.body, d.AppId)
+		}
+	}
+	// Events are mandatory and went to the declared durable queue too.
+	ch := brokertest.Channel(t)
+	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != 1 {
+		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", q.Messages)
+	}
+}
+
+func TestManagerStopDeliversEverything(t *testing.T) {
+	url := brokertest.URL(t)
+	cfg, n := testConfig(t)
+	m, err := NewManager(WithConfig(cfg), WithURL(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 60*time.Second)
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	const N = 10000
 	for i := 0; i < N; i++ {
-		if err := m.SendEvent("hello", ""); err != nil {
+		if err := m.SendEvent(fmt.Sprintf("event %d", i), ""); err != nil {
 			t.Fatal(i, err)
 		}
 	}
+	// No pause: Stop must drain and wait for the confirms itself.
 	if err := m.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	st := m.Stats()
-	t.Logf("%+v", st)
+	if st.Events.Accepted != N || st.Events.Confirmed != N {
+		t.Fatalf("stats %+v, want %d accepted and confirmed", st.Events, N)
+	}
+	if l, e := m.Pending(); l != 0 || e != 0 {
+		t.Fatalf("pending after Stop = %d, %d", l, e)
+	}
 	ch := brokertest.Channel(t)
 	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
 	if err != nil {
@@ -47,5 +140,462 @@ func TestSmokeEventRoundTrip(t *testing.T) {
 	if q.Messages != N {
 		t.Fatalf("queue has %d messages, want %d", q.Messages, N)
 	}
-	_ = amqp.Persistent
+	if err := m.Stop(ctx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if err := m.SendEvent("late", ""); !errors.Is(err, ErrStopped) {
+		t.Fatalf("send after Stop: %v, want ErrStopped", err)
+	}
+}
+
+// blockingWorker holds every message until release is closed.
+type blockingWorker struct {
+	release chan struct{}
+	mu      sync.Mutex
+	got     []Message
+	calls   []string
+}
+
+func (w *blockingWorker) WorkerWillRun(context.Context) error {
+	w.mu.Lock()
+	w.calls = append(w.calls, "run")
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *blockingWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	select {
+	case <-w.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.mu.Lock()
+	w.got = append(w.got, msg)
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *blockingWorker) WorkerWillStop(context.Context) error {
+	w.mu.Lock()
+	w.calls = append(w.calls, "stop")
+	w.mu.Unlock()
+	return nil
+}
+
+func TestManagerSendErrors(t *testing.T) {
+	lw := &blockingWorker{release: make(chan struct{})}
+	ew := &blockingWorker{release: make(chan struct{})}
+	m, err := NewManager(WithURL("memory://send-errors"), WithLogWorker(lw), WithEventWorker(ew),
+		WithBufferSize(4), WithSpoolDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SendInfo("x"); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("before Start: %v, want ErrNotStarted", err)
+	}
+	if err := m.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// One message in the worker's hands, four in the buffer, then full.
+	if err := m.SendEvent("e", "k"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the worker to take a message", func() bool {
+		return m.lanes[eventLane].busy.Load() && len(m.lanes[eventLane].ch) == 0
+	})
+	for i := 0; i < 4; i++ {
+		if err := m.SendEvent("e", "k"); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if err := m.SendEvent("e", "k"); !errors.Is(err, ErrBufferFull) {
+		t.Fatalf("got %v, want ErrBufferFull", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := m.SendEventContext(ctx, "e", "k"); !errors.Is(err, ErrBufferFull) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SendEventContext on a full buffer: %v", err)
+	}
+	// The log lane is independent of the full event lane.
+	if err := m.SendInfo("still fine"); err != nil {
+		t.Fatal(err)
+	}
+	// Invalid messages are refused; others go on.
+	long := strings.Repeat("k", MaxKeyLen+1)
+	for _, err := range []error{
+		m.SendLog("x", long),
+		m.SendLog("x", "bad\xffkey"),
+		m.SendInfo("bad \xff text"),
+	} {
+		if !errors.Is(err, ErrInvalidMessage) {
+			t.Errorf("got %v, want ErrInvalidMessage", err)
+		}
+	}
+	waitUntil(t, 5*time.Second, "Pending() = 1, 5", func() bool { l, e := m.Pending(); return l == 1 && e == 5 })
+	close(lw.release)
+	close(ew.release)
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if len(ew.got) != 5 || len(lw.got) != 1 {
+		t.Fatalf("workers got %d events and %d logs, want 5 and 1", len(ew.got), len(lw.got))
+	}
+	for _, w := range []*blockingWorker{lw, ew} {
+		if strings.Join(w.calls, ",") != "run,stop" {
+			t.Errorf("hooks %v, want run,stop", w.calls)
+		}
+	}
+	if err := m.SendInfo("x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("after Stop: %v, want ErrStopped", err)
+	}
+}
+
+func TestManagerOverflowWait(t *testing.T) {
+	ew := &blockingWorker{release: make(chan struct{})}
+	m, err := NewManager(WithURL("memory://overflow-wait"), WithLogWorker(&blockingWorker{release: closedChan()}),
+		WithEventWorker(ew), WithBufferSize(1), WithOverflow(OverflowWait), WithSpoolDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		go func() { errs <- m.SendEvent("e", "k") }()
+	}
+	// The worker holds one, the buffer one; the third waits for room.
+	waitUntil(t, 5*time.Second, "a full buffer", func() bool { _, e := m.Pending(); return e == 2 })
+	close(ew.release)
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if len(ew.got) != 3 {
+		t.Fatalf("worker got %d, want 3", len(ew.got))
+	}
+}
+
+type failingRunWorker struct{ blockingWorker }
+
+func (w *failingRunWorker) WorkerWillRun(ctx context.Context) error {
+	w.blockingWorker.WorkerWillRun(ctx)
+	return errors.New("boom")
+}
+
+func TestManagerWorkerHooksAfterFailedStart(t *testing.T) {
+	lw := &blockingWorker{release: closedChan()}
+	ew := &failingRunWorker{blockingWorker{release: closedChan()}}
+	m, err := NewManager(WithURL("memory://hooks"), WithLogWorker(lw), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 5*time.Second)); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("Start: %v, want the worker's error", err)
+	}
+	if err := m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, calls := range [][]string{lw.calls, ew.calls} {
+		if strings.Join(calls, ",") != "run,stop" {
+			t.Errorf("hooks %v, want run,stop exactly once each", calls)
+		}
+	}
+	if err := m.SendInfo("x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("after failed Start: %v, want ErrStopped", err)
+	}
+}
+
+type erringWorker struct{ blockingWorker }
+
+func (w *erringWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	if string(msg.Body) == "bad" {
+		return errors.New("cannot deliver")
+	}
+	return w.blockingWorker.MsgDidReceive(ctx, msg)
+}
+
+func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
+	dir := t.TempDir()
+	ew := &erringWorker{blockingWorker{release: closedChan()}}
+	var mu sync.Mutex
+	var reported []error
+	m, err := NewManager(WithURL("memory://custom-fail"), WithLogWorker(&blockingWorker{release: closedChan()}),
+		WithEventWorker(ew), WithSpoolDir(dir), WithErrorHandler(func(err error) {
+			mu.Lock()
+			reported = append(reported, err)
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"ok1", "bad", "ok2"} {
+		if err := m.SendEvent(b, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Stop(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Stats().Events
+	if st.Confirmed != 2 || st.Spooled != 1 {
+		t.Fatalf("stats %+v, want 2 confirmed and 1 spooled", st)
+	}
+	var recs []spool.Record
+	if _, err := spool.Read(filepath.Join(dir, "backup.evt"), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Body != "bad" || recs[0].Key != "k" {
+		t.Fatalf("spool holds %+v", recs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "cannot deliver") {
+		t.Fatalf("error handler got %v", reported)
+	}
+}
+
+func TestManagerWrongPassword(t *testing.T) {
+	url := brokertest.URL(t)
+	bad := strings.Replace(url, "guest:guest@", "guest:s3cr3t-pw@", 1)
+	if bad == url {
+		t.Skip("broker URL has no guest:guest credentials to replace")
+	}
+	cfg, _ := testConfig(t)
+	m, err := NewManager(WithConfig(cfg), WithURL(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = m.Start(testCtx(t, 30*time.Second))
+	if err == nil {
+		t.Fatal("Start succeeded with a wrong password")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Start took %v to fail", d)
+	}
+	if !errors.Is(err, ErrConnection) {
+		t.Errorf("error %v does not wrap ErrConnection", err)
+	}
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
+		t.Errorf("error %v does not carry the broker's ACCESS_REFUSED", err)
+	}
+	if strings.Contains(err.Error(), "s3cr3t-pw") {
+		t.Errorf("error shows the password: %v", err)
+	}
+	if err := m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewManagerBadURL(t *testing.T) {
+	for _, u := range []string{"http://localhost/", "amqp://guest:pw@localhost:5672/?bogus=1", "", "amqp://a b"} {
+		_, err := NewManager(WithURL(u))
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("WithURL(%q): %v, want ErrInvalidConfig", u, err)
+		}
+		if err != nil && strings.Contains(err.Error(), ":pw@") {
+			t.Errorf("error shows a password: %v", err)
+		}
+	}
+	if _, err := NewManager(WithPrefetch(3)); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("consumer option on a Manager: %v", err)
+	}
+}
+
+func TestManagerUnreachableBrokerRetriesThenFails(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	p.Refuse(true)
+	cfg, _ := testConfig(t)
+	m, err := NewManager(WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Start(testCtx(t, 30*time.Second))
+	if !errors.Is(err, ErrConnection) || !strings.Contains(err.Error(), "3 attempt") {
+		t.Fatalf("Start: %v, want ErrConnection after 3 attempts", err)
+	}
+	m.Stop(context.Background())
+}
+
+func newProxy(t testing.TB, brokerURL string) *faultproxy.Proxy {
+	t.Helper()
+	u, err := amqp.ParseURI(brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func proxyURL(brokerURL string, p *faultproxy.Proxy) string {
+	u, _ := amqp.ParseURI(brokerURL)
+	u.Host, u.Port = strings.Split(p.Addr(), ":")[0], atoiPort(p.Addr())
+	return u.String()
+}
+
+func atoiPort(addr string) int {
+	var port int
+	fmt.Sscanf(addr[strings.LastIndexByte(addr, ':')+1:], "%d", &port)
+	return port
+}
+
+func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	p.Refuse(true)
+	cfg, n := testConfig(t)
+	// Declare the exchanges first so a collector can bind before the Manager connects.
+	ch := brokertest.Channel(t)
+	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := collect(t, cfg.LogWorker.Exchange, "#")
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 2),
+		WithRetryOnFailedConnect(true), WithLogger(testLogger(t)))
+	const N = 100
+	for i := 0; i < N; i++ {
+		if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SendInfo(fmt.Sprintf("log %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "everything spooled", func() bool { return m.Stats().Spooled == 2*N })
+	for _, f := range []string{"backup.evt", "backup.log"} {
+		var recs []spool.Record
+		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != N || recs[0].Key == "" || recs[0].MessageID == "" {
+			t.Fatalf("%s: %d records (first %+v), want %d with key and id", f, len(recs), recs[0], N)
+		}
+	}
+	p.Refuse(false)
+	waitUntil(t, 20*time.Second, "spool replayed", func() bool { return m.Stats().Replayed == 2*N })
+	logs.waitCount(t, N, 10*time.Second)
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != N {
+		t.Fatalf("event queue has %d messages, want %d", q.Messages, N)
+	}
+	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
+	for _, f := range left {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
+			t.Errorf("spool file %s still holds %d bytes after replay", f, fi.Size())
+		}
+	}
+}
+
+func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	cfg, n := testConfig(t)
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
+	ch := brokertest.Channel(t)
+	got := consumeQueue(t, ch, n.Queue)
+	const N = 20000
+	ctx := testCtx(t, 60*time.Second)
+	for i := 0; i < N; i++ {
+		if err := m.SendEventContext(ctx, fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(i, err)
+		}
+		if i == N/3 || i == 2*N/3 {
+			// Cut while messages are in flight, then let the reconnect
+			// happen before the next cut.
+			cuts := m.Stats().Events.Reconnects + 1
+			p.Cut()
+			waitUntil(t, 10*time.Second, "a reconnect", func() bool { return m.Stats().Events.Reconnects >= cuts })
+		}
+	}
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "all events", func() bool {
+		if got.unique() == N {
+			return true
+		}
+		t.Logf("unique %d stats %+v", got.unique(), m.Stats().Events)
+		return false
+	})
+	st := m.Stats().Events
+	t.Logf("sent %d, unique %d, duplicates %d, stats %+v", N, got.unique(), got.count()-got.unique(), st)
+	if st.Reconnects < 2 {
+		t.Errorf("reconnects = %d, want at least 2", st.Reconnects)
+	}
+	if st.Confirmed != N {
+		t.Errorf("confirmed = %d, want %d", st.Confirmed, N)
+	}
+}
+
+func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	cfg, _ := testConfig(t)
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
+	p.Stall(true) // bytes stop flowing; nothing gets confirmed
+	const N = 50
+	for i := 0; i < N; i++ {
+		if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := m.Stop(ctx)
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
+		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
+	}
+	cnt := 0
+	if _, err := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if cnt != N {
+		t.Fatalf("spool holds %d, want %d", cnt, N)
+	}
+	p.Stall(false)
+}
+
+func TestManagerReturnsUnroutableEvents(t *testing.T) {
+	url := brokertest.URL(t)
+	cfg, _ := testConfig(t)
+	returned := make(chan Returned, 1)
+	m := startManager(t, WithConfig(cfg), WithURL(url), WithReturnHandler(func(r Returned) { returned <- r }),
+		WithLogger(testLogger(t)))
+	if err := m.SendEvent("nobody listens", "no.such.binding"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-returned:
+		if r.Key != "no.such.binding" || string(r.Body) != "nobody listens" || r.ReplyCode != amqp.NoRoute || r.MessageID == "" {
+			t.Fatalf("returned %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no return reported")
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Stats().Events; st.Returned != 1 {
+		t.Fatalf("returned = %d, want 1", st.Returned)
+	}
 }

@@ -709,8 +709,15 @@ func (e *engine) write(sess *session, m *outMsg) {
 	}
 	m.wasOut = true
 	if err := sess.ch.PublishWithContext(context.Background(), m.exchange, m.key, e.mandatory, false, pub); err != nil {
-		// The channel or connection is going away; m stays outstanding and
-		// is republished on the next connection.
+		// The channel or connection is going away. amqp091 gives the tag to
+		// the next publish, so m moves from outstanding to held and is
+		// published on the next connection.
+		e.mu.Lock()
+		if e.outstanding[tag] == m {
+			delete(e.outstanding, tag)
+			e.held = append(e.held, m)
+		}
+		e.mu.Unlock()
 		return
 	}
 	e.st.published.Add(1)
