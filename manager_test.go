@@ -599,3 +599,52 @@ func TestManagerReturnsUnroutableEvents(t *testing.T) {
 		t.Fatalf("returned = %d, want 1", st.Returned)
 	}
 }
+
+func TestManagerFailoverToSecondAddress(t *testing.T) {
+	url := brokertest.URL(t)
+	a, b := newProxy(t, url), newProxy(t, url)
+	a.Refuse(true) // the first address is down
+	cfg, n := testConfig(t)
+	list := proxyURL(url, a) + ", " + proxyURL(url, b)
+	m := startManager(t, WithConfig(cfg), WithURL(list), WithReconnect(20*time.Millisecond, 5), WithLogger(testLogger(t)))
+	if err := m.SendEvent("via b", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "a confirm", func() bool { return m.Stats().Events.Confirmed == 1 })
+	// b goes down, a comes back: the next connection goes to a.
+	a.Refuse(false)
+	b.Refuse(true)
+	b.Cut()
+	waitUntil(t, 10*time.Second, "reconnects", func() bool { return m.Stats().Reconnects >= 2 })
+	if err := m.SendEvent("via a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if a.Accepts() < 2 || b.Accepts() < 2 {
+		t.Errorf("accepts: a %d, b %d; want both used by both workers", a.Accepts(), b.Accepts())
+	}
+	q, err := brokertest.Channel(t).QueueDeclarePassive(n.Queue, true, false, false, false, nil)
+	if err != nil || q.Messages != 2 {
+		t.Fatalf("queue: %+v, %v; want 2 messages", q, err)
+	}
+}
+
+func TestManagerQuorumQueue(t *testing.T) {
+	url := brokertest.URL(t)
+	cfg, n := testConfig(t)
+	cfg.EventWorker.QueueType = "quorum"
+	m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
+	if err := m.SendEvent("to a quorum queue", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ch := brokertest.Channel(t)
+	// A passive declare with the wrong type would fail; check the type is quorum.
+	if _, err := ch.QueueDeclare(n.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+		t.Fatalf("queue is not a quorum queue: %v", err)
+	}
+}

@@ -283,6 +283,7 @@ type engine struct {
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
 	started     bool
+	everUp      bool // a session was installed before
 
 	stopOnce sync.Once
 	stopErr  error
@@ -522,7 +523,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		}
 		_ = conn
 		sess = s
-		e.install(sess, false)
+		e.install(sess)
 	}
 	e.wg.Add(1)
 	go e.run(sess)
@@ -619,14 +620,12 @@ func (e *engine) run(sess *session) {
 // reconnectLoop connects until it succeeds or the engine stops. After
 // RECONNECT_TIMES failures it spools what it holds and keeps trying.
 func (e *engine) reconnectLoop() *session {
-	first := true
 	for {
 		_, sess, err := e.connect(e.runCtx, false)
 		if err == nil {
-			e.install(sess, !first || e.hadSession())
+			e.install(sess)
 			return sess
 		}
-		first = false
 		if e.runCtx.Err() != nil {
 			return nil
 		}
@@ -647,12 +646,8 @@ func (e *engine) reconnectLoop() *session {
 	}
 }
 
-func (e *engine) hadSession() bool {
-	return e.st.published.Load() > 0 || e.st.reconnects.Load() > 0
-}
-
 // install makes sess current and publishes what waited for it.
-func (e *engine) install(sess *session, reconnected bool) {
+func (e *engine) install(sess *session) {
 	e.pubMu.Lock()
 	defer e.pubMu.Unlock()
 	e.mu.Lock()
@@ -674,6 +669,8 @@ func (e *engine) install(sess *session, reconnected bool) {
 	e.held = nil
 	e.sess = sess
 	e.blocked = false
+	reconnected := e.everUp
+	e.everUp = true
 	if e.state == stateDown || e.state == stateSpooling {
 		e.state = stateUp
 	}

@@ -4,6 +4,7 @@
 package faultproxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 type Proxy struct {
 	target string
 	ln     net.Listener
+	tls    *tls.Config // when set, the proxy terminates TLS
 
 	mu      sync.Mutex
 	refuse  bool
@@ -33,12 +35,16 @@ type pipe struct {
 }
 
 // New starts a proxy on a random local port forwarding to target.
-func New(target string) (*Proxy, error) {
+func New(target string) (*Proxy, error) { return NewTLS(target, nil) }
+
+// NewTLS starts a proxy that accepts TLS connections with cfg (nil: plain
+// TCP) and forwards the decrypted stream to target.
+func NewTLS(target string, cfg *tls.Config) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, ln: ln, conns: make(map[*pipe]struct{})}
+	p := &Proxy{target: target, ln: ln, tls: cfg, conns: make(map[*pipe]struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
@@ -68,6 +74,16 @@ func (p *Proxy) accept() {
 		if refuse || closed {
 			c.Close()
 			continue
+		}
+		if p.tls != nil {
+			tc := tls.Server(c, p.tls)
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				tc.Close()
+				continue
+			}
+			tc.SetDeadline(time.Time{})
+			c = tc
 		}
 		s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 		if err != nil {

@@ -66,7 +66,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	)
 	cfg := amqp.Config{
 		Properties:      props,
-		TLSClientConfig: o.TLS,
+		TLSClientConfig: o.TLS.Clone(), // amqp091 sets ServerName on it
 		Dial: func(network, addr string) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()

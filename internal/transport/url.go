@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 
@@ -112,6 +115,9 @@ func parseOne(raw string) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("MQURL %q: %v", Redact(raw), redactErr(err, raw))
 	}
+	if err := checkTLSFiles(uri); err != nil {
+		return Endpoint{}, fmt.Errorf("MQURL %q: %w", Redact(raw), err)
+	}
 	return Endpoint{URL: norm, URI: uri}, nil
 }
 
@@ -165,4 +171,33 @@ func redactErr(err error, raw string) string {
 		msg = Redact(msg)
 	}
 	return msg
+}
+
+// checkTLSFiles loads the certificate files an amqps URL names, so that a
+// missing or bad file is reported when the URL is read, not at each dial.
+func checkTLSFiles(u amqp.URI) error {
+	if u.Scheme != "amqps" {
+		if u.CACertFile != "" || u.CertFile != "" || u.KeyFile != "" {
+			return errors.New("cacertfile, certfile and keyfile need an amqps:// URL")
+		}
+		return nil
+	}
+	if u.CACertFile != "" {
+		data, err := os.ReadFile(u.CACertFile)
+		if err != nil {
+			return fmt.Errorf("cacertfile: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return fmt.Errorf("cacertfile %s: no PEM certificate in it", u.CACertFile)
+		}
+	}
+	if (u.CertFile == "") != (u.KeyFile == "") {
+		return errors.New("certfile and keyfile go together: give both or neither")
+	}
+	if u.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(u.CertFile, u.KeyFile); err != nil {
+			return fmt.Errorf("certfile/keyfile: %w", err)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,225 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/brokertest"
+)
+
+// benchManager starts a Manager on the test broker whose buffers hold n messages.
+func benchManager(b *testing.B, url string, n int, opts ...Option) (*Manager, *Config, brokertest.Names) {
+	b.Helper()
+	cfg, names := testConfig(b)
+	cfg.Global.BufferSize = n
+	m, err := NewManager(append([]Option{WithConfig(cfg), WithURL(url), WithLogger(testLogger(b))}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Start(testCtx(b, 30*time.Second)); err != nil {
+		b.Fatal(err)
+	}
+	return m, cfg, names
+}
+
+// reportLatency reports the median and 99th percentile of per-call times.
+func reportLatency(b *testing.B, lat []int64) {
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		return
+	}
+	b.ReportMetric(float64(lat[len(lat)/2]), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100]), "p99-ns")
+}
+
+// benchSend measures the caller's cost of one Send* call; the buffers are
+// large enough that no call is refused, and the workers deliver to RabbitMQ
+// meanwhile.
+func benchSend(b *testing.B, send func(m *Manager) error) {
+	url := brokertest.URL(b)
+	m, _, _ := benchManager(b, url, b.N+16)
+	lat := make([]int64, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		err := send(m)
+		lat[i] = int64(time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportLatency(b, lat)
+	if err := m.Stop(testCtx(b, 2*time.Minute)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkSendInfo(b *testing.B) {
+	benchSend(b, func(m *Manager) error { return m.SendInfo("user 42 signed in from 10.0.0.1") })
+}
+
+func BenchmarkSendEvent(b *testing.B) {
+	benchSend(b, func(m *Manager) error { return m.SendEvent(`{"email":"someone@example.com"}`, "") })
+}
+
+// BenchmarkSendEventParallel is SendEvent from every P at once.
+func BenchmarkSendEventParallel(b *testing.B) {
+	url := brokertest.URL(b)
+	m, _, _ := benchManager(b, url, b.N+16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := m.SendEvent(`{"email":"someone@example.com"}`, ""); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if err := m.Stop(testCtx(b, 2*time.Minute)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkSendEventStalled measures Send* while the connection to the
+// broker carries no bytes at all (as under the broker's flow control or a
+// memory alarm): calls must stay as cheap, succeeding until the buffer is
+// full and failing fast with ErrBufferFull after.
+func BenchmarkSendEventStalled(b *testing.B) {
+	url := brokertest.URL(b)
+	p := newProxy(b, url)
+	m, _, _ := benchManager(b, proxyURL(url, p), 16384)
+	p.Stall(true)
+	lat := make([]int64, b.N)
+	full := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		err := m.SendEvent(`{"email":"someone@example.com"}`, "")
+		lat[i] = int64(time.Since(t0))
+		if errors.Is(err, ErrBufferFull) {
+			full++
+		} else if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportLatency(b, lat)
+	b.ReportMetric(float64(full)/float64(b.N), "refused/op")
+	p.Stall(false)
+	if err := m.Stop(testCtx(b, 2*time.Minute)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkEventThroughput is end-to-end confirmed throughput of the event
+// path (SendEvent to broker confirm, persistent, mandatory, to a durable
+// queue) next to raw amqp091-go publishing the same way with the same window.
+func BenchmarkEventThroughput(b *testing.B) {
+	url := brokertest.URL(b)
+	body := []byte(`{"email":"someone@example.com","n":0000000}`)
+	b.Run("omqs", func(b *testing.B) {
+		m, _, names := benchManager(b, url, 65536)
+		ctx := testCtx(b, 5*time.Minute)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := m.SendEventContext(ctx, string(body), ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := m.Stop(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		if c := m.Stats().Events.Confirmed; c != uint64(b.N) {
+			b.Fatalf("confirmed %d of %d", c, b.N)
+		}
+		purge(b, names.Queue)
+	})
+	b.Run("raw-amqp091", func(b *testing.B) {
+		cfg, names := testConfig(b)
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		x := cfg.EventWorker.Exchange
+		if err := ch.ExchangeDeclare(x, "topic", true, false, false, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ch.QueueDeclare(names.Queue, true, false, false, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := ch.QueueBind(names.Queue, names.Key, x, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			b.Fatal(err)
+		}
+		window := cfg.Global.MaxInFlight
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+16))
+		returns := ch.NotifyReturn(make(chan amqp.Return, window+16))
+		slots := make(chan struct{}, window)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		acked := 0
+		go func() {
+			defer wg.Done()
+			for c := range confirms {
+				<-slots
+				if c.Ack {
+					acked++
+				}
+				if acked == b.N {
+					return
+				}
+			}
+		}()
+		go func() {
+			for range returns {
+			}
+		}()
+		b.ReportAllocs()
+		b.ResetTimer()
+		var seq uint64
+		for i := 0; i < b.N; i++ {
+			slots <- struct{}{}
+			seq++
+			err := ch.PublishWithContext(context.Background(), x, names.Key, true, false, amqp.Publishing{
+				ContentType: "text/plain; charset=utf-8", DeliveryMode: amqp.Persistent,
+				MessageId: strconv.FormatUint(seq, 10), Timestamp: time.Now(), AppId: "raw", Body: body,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		purge(b, names.Queue)
+	})
+}
+
+func purge(b *testing.B, queue string) {
+	ch := brokertest.Channel(b)
+	if _, err := ch.QueuePurge(queue, false); err != nil {
+		b.Fatal(err)
+	}
+}
