@@ -85,6 +85,53 @@ func WithLogLevel(level string) LogOption {
 // same file share one open file, so rotation stays consistent; the file is
 // closed when the last of them is closed.
 //
+// # Format
+//
+// FORMAT is a Python logging format string, such as DefaultLogFormat. Each
+// directive is %(field) followed by optional flags ('-', '0', ' ', '+',
+// '#'), a width, a .precision, and a conversion: s, r or a (text; r and a
+// quote it Go-style, with double quotes), d, i or u (decimal), o, x or X,
+// e, E, f, F, g or G. %% prints a percent sign. The fields:
+//
+//	name             the LogManager's name
+//	levelname        DEBUG, INFO, WARNING, ERROR or CRITICAL (for LevelFatal)
+//	levelno          10, 20, 30, 40 or 50
+//	message          the message, then the record's attributes
+//	asctime          local time as 2006-01-02 15:04:05,000
+//	created          seconds since the Unix epoch, as a float
+//	msecs            the milliseconds of the time
+//	relativeCreated  milliseconds since the LogManager was created
+//	pathname         full path of the source file that logged
+//	filename         base name of pathname
+//	module           filename without its extension
+//	lineno           line that logged
+//	funcName         function that logged, without its package path
+//	process          process id
+//	processName      always "MainProcess"
+//	thread           id of the goroutine that logged
+//	threadName       always "MainThread"
+//
+// The attributes follow the message as " key=value", as slog's TextHandler
+// writes them: a group's name and a dot go before its members' keys, and a
+// value with spaces, quotes, '=' or characters that do not print is quoted.
+// An error in FORMAT (an unknown field, a directive without conversion, a
+// lone '%') makes NewLogManager fail with an error naming its position.
+//
+// # Files
+//
+// With ROTATION=False the file is appended to and never rotated. With
+// ROTATION_TYPE=size, a file about to grow past SIZE megabytes is renamed
+// NAME-2006-01-02T15-04-05.000.EXT (the local time of the rotation; Python
+// numbers them NAME.1, NAME.2 instead) and the oldest of those beyond
+// BACKUP_COUNT are deleted in the background. With ROTATION_TYPE=time, the
+// file is rotated on the ROTATING_TIME schedule (NS, NM, NH, ND: every N
+// seconds, minutes, hours or days; MD: at midnight; W0 to W6: at the midnight
+// that ends Monday ... Sunday) and renamed NAME.2006-01-02 (with _15, _15-04
+// or _15-04-05 for hours, minutes and seconds), named after the start of the
+// interval, as Python does; BACKUP_COUNT of them are kept. BACKUP_COUNT 0
+// keeps every rotated file. LogManagers share a file when their paths are the
+// same once made absolute and cleaned (symbolic links are not resolved).
+//
 // Strings in messages and attributes that hold a URL with a password are
 // printed with the password replaced by "xxxxx"; see RedactedURL.
 //
