@@ -2,24 +2,10 @@ package omqs
 
 // Temporary definitions until the config and logging branches merge.
 
-import (
-	"log/slog"
-	"os"
-)
 
 func resolveConfig() (*Config, error)         { return DefaultConfig(), nil }
 func LoadConfig(path string) (*Config, error) { return DefaultConfig(), nil }
 func (c *Config) Validate() error             { return nil }
-
-type LogManager struct{ l *slog.Logger }
-type LogOption func(*LogManager)
-
-func WithLogConfig(LogConfig) LogOption { return func(*LogManager) {} }
-func NewLogManager(name, file string, opts ...LogOption) (*LogManager, error) {
-	return &LogManager{l: slog.New(slog.NewTextHandler(os.Stderr, nil))}, nil
-}
-func (l *LogManager) Logger() *slog.Logger { return l.l }
-func (l *LogManager) Close() error         { return nil }
 
 // clone returns a deep copy of c. (moves to config.go)
 func (c *Config) clone() *Config {
