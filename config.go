@@ -429,7 +429,7 @@ func (ld *cfgLoader) warn(sections []cfgSection) {
 		for _, k := range s.Keys {
 			for _, line := range k.Overrides {
 				ld.warnings = append(ld.warnings, cfgWarning{line, fmt.Sprintf("%s:%d: [%s] %s is set again on line %d, which wins",
-					ld.name, line, secName, cfgClip(k.Name), k.Line)})
+					ld.name, line, secName, cfgClip(strings.ToUpper(k.Name)), k.Line)})
 			}
 			known := false
 			if cs != nil {
@@ -488,9 +488,41 @@ type cfgField struct {
 // bounded.
 func (fd cfgField) quote(v string) string {
 	if fd.secret {
-		v = transport.Redact(v)
+		v = cfgRedact(v)
 	}
 	return strconv.Quote(cfgClip(v))
+}
+
+// cfgRedact hides the passwords of s, one or more URLs, with
+// transport.Redact, then with cfgHideUserinfo.
+func cfgRedact(s string) string {
+	return cfgHideUserinfo(transport.Redact(s))
+}
+
+// cfgHideUserinfo replaces the password of every "scheme://user:password@"
+// in s, parsable or not (a password may hold the ',' that separates URLs,
+// which transport.Redact does not expect), with "xxxxx".
+func cfgHideUserinfo(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		seg := s
+		if next := strings.Index(s, "://"); next >= 0 {
+			seg = s[:next]
+		}
+		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
+			if user, _, hasPassword := strings.Cut(seg[:at], ":"); hasPassword {
+				b.WriteString(user + ":xxxxx")
+				s = s[at:]
+			}
+		}
+	}
 }
 
 // cfgClip shortens s for a message.
@@ -746,7 +778,7 @@ func cfgParseDuration(v string) (time.Duration, error) {
 	}
 	if cfgIsDecimal(v) {
 		secs, err := strconv.ParseFloat(v, 64)
-		if err != nil || secs*1e9 >= math.MaxInt64/2 {
+		if err != nil || math.Abs(secs)*1e9 >= math.MaxInt64/2 {
 			return 0, fmt.Errorf("%q seconds is too long", cfgClip(v))
 		}
 		return time.Duration(math.Round(secs * 1e9)), nil
@@ -758,9 +790,12 @@ func cfgParseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// cfgIsDecimal reports whether s is digits with at most one '.', as in 5, 0.5,
-// .5 or 5.
+// cfgIsDecimal reports whether s is digits with at most one '.' and an
+// optional sign, as in 5, 0.5, .5, 5. or -1.
 func cfgIsDecimal(s string) bool {
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
 	digits, dots := 0, 0
 	for i := 0; i < len(s); i++ {
 		switch {
@@ -851,17 +886,26 @@ func cfgURL(key string, p *string) cfgField {
 		if strings.TrimSpace(*p) == "" {
 			return errors.New("empty value; want a broker URL such as " + DefaultURL)
 		}
+		// A ',' separates URLs: one inside a password would split it, and
+		// the pieces would be quoted in ParseURLs' message.
+		if parts := strings.Split(*p, ","); len(parts) > 1 {
+			for i, part := range parts {
+				if strings.TrimSpace(part) != "" && !strings.Contains(part, "://") {
+					return fmt.Errorf("address %d of %d has no scheme (a ',' separates addresses: write a ',' inside a password as %%2C)", i+1, len(parts))
+				}
+			}
+		}
 		if _, err := transport.ParseURLs(*p); err != nil {
 			msg := err.Error()
 			for _, prefix := range []string{key + ": ", key + " "} {
 				msg = strings.TrimPrefix(msg, prefix)
 			}
-			return errors.New(msg)
+			return errors.New(cfgHideUserinfo(msg))
 		}
 		return nil
 	}
-	fd.text = func() string { return transport.Redact(*p) }
-	fd.value = func() slog.Value { return slog.StringValue(transport.Redact(*p)) }
+	fd.text = func() string { return cfgRedact(*p) }
+	fd.value = func() slog.Value { return slog.StringValue(cfgRedact(*p)) }
 	return fd
 }
 
@@ -957,14 +1001,14 @@ func (c *Config) LogValue() slog.Value {
 // by "xxxxx", so that printing a Config value does not reveal it either.
 func (g GlobalConfig) String() string {
 	return fmt.Sprintf("{MQURL:%s ReconnectInterval:%v ReconnectTimes:%d BufferSize:%d MaxInFlight:%d}",
-		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+		cfgRedact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
 }
 
 // LogValue makes GlobalConfig log with the password of MQURL replaced by
 // "xxxxx".
 func (g GlobalConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("MQURL", transport.Redact(g.MQURL)),
+		slog.String("MQURL", cfgRedact(g.MQURL)),
 		slog.Duration("RECONNECT_INTERVAL", g.ReconnectInterval),
 		slog.Int("RECONNECT_TIMES", g.ReconnectTimes),
 		slog.Int("BUFFER_SIZE", g.BufferSize),

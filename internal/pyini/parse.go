@@ -240,7 +240,7 @@ func scan(data []byte) (*scanned, error) {
 		name := strings.TrimSpace(string(line[:delim]))
 		rest := strings.TrimLeftFunc(string(line[delim+1:]), unicode.IsSpace)
 		if strings.HasPrefix(rest, "`") || strings.HasPrefix(rest, `"""`) {
-			return nil, &SyntaxError{lineNo, "key " + name + ": a value starting with ` or \"\"\" is not supported"}
+			return nil, &SyntaxError{lineNo, name + ": a value starting with ` or \"\"\" is not supported"}
 		}
 		iniKey := name
 		if name == "-" {
