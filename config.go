@@ -455,7 +455,7 @@ type cfgSection struct {
 
 func (cs *cfgSection) has(key string) bool {
 	for _, fd := range cs.fields {
-		if strings.EqualFold(key, fd.key) || fd.alias != "" && strings.EqualFold(key, fd.alias) {
+		if pyini.Fold(key) == pyini.Fold(fd.key) || fd.alias != "" && pyini.Fold(key) == pyini.Fold(fd.alias) {
 			return true
 		}
 	}
@@ -464,7 +464,7 @@ func (cs *cfgSection) has(key string) bool {
 
 func cfgFindSection(sections []cfgSection, name string) *cfgSection {
 	for i := range sections {
-		if strings.EqualFold(sections[i].name, name) {
+		if pyini.Fold(sections[i].name) == pyini.Fold(name) {
 			return &sections[i]
 		}
 	}

@@ -15,9 +15,9 @@ const MaxDepth = 10
 // multiply at every level. No hand-written configuration comes near them.
 const (
 	// MaxExpansions is how many references one call may expand in total.
-	MaxExpansions = 10000
+	MaxExpansions = 1000
 	// MaxOutput is the longest value, in bytes, a call may produce.
-	MaxOutput = 1 << 20
+	MaxOutput = 1 << 16
 )
 
 // Errors returned by Interpolate, wrapped with detail. The detail never

@@ -43,17 +43,26 @@ type File struct {
 	// Sections in order of first appearance. Sections whose names differ
 	// only in case are one section, as are repeated sections.
 	Sections []*Section
+
+	index map[string]*Section // by Fold(Name)
 }
 
 // Section returns the section called name, in any case, or nil.
 func (f *File) Section(name string) *Section {
+	if f.index != nil {
+		return f.index[Fold(name)]
+	}
 	for _, s := range f.Sections {
-		if strings.EqualFold(s.Name, name) {
+		if Fold(s.Name) == Fold(name) {
 			return s
 		}
 	}
 	return nil
 }
+
+// Fold returns the form of a section or key name in which names that differ
+// only in case are equal (Python's optionxform lowercases).
+func Fold(name string) string { return strings.ToLower(name) }
 
 // Section is one [Name] of a File.
 type Section struct {
@@ -62,15 +71,20 @@ type Section struct {
 	// Keys in order of first appearance. Keys whose names differ only in
 	// case are one key (Python lowercases key names); the last value wins.
 	Keys []*Key
+
+	index map[string]*Key // by Fold(Name)
 }
 
-// Key returns the key called name, in any case, or nil.
+// Key returns the key called name, in any case, or nil. s may be nil.
 func (s *Section) Key(name string) *Key {
 	if s == nil {
 		return nil
 	}
+	if s.index != nil {
+		return s.index[Fold(name)]
+	}
 	for _, k := range s.Keys {
-		if strings.EqualFold(k.Name, name) {
+		if Fold(k.Name) == Fold(name) {
 			return k
 		}
 	}
@@ -307,29 +321,25 @@ func (sc *scanned) compare(f *ini.File) error {
 
 // file merges sections and keys case-insensitively, taking values from f.
 func (sc *scanned) file(f *ini.File) *File {
-	out := &File{}
-	sections := map[string]*Section{}
+	out := &File{index: map[string]*Section{}}
 	for _, h := range sc.headers {
-		low := strings.ToLower(h.name)
-		if sections[low] == nil {
-			s := &Section{Name: h.name, Line: h.line}
-			sections[low] = s
+		if out.index[Fold(h.name)] == nil {
+			s := &Section{Name: h.name, Line: h.line, index: map[string]*Key{}}
+			out.index[Fold(h.name)] = s
 			out.Sections = append(out.Sections, s)
 		}
 	}
-	keys := map[exactKey]*Key{}
 	for _, e := range sc.entries {
-		s := sections[strings.ToLower(e.section)]
-		id := exactKey{strings.ToLower(e.section), strings.ToLower(e.name)}
-		value := f.Section(e.section).Key(e.iniKey).Value()
-		k := keys[id]
+		s := out.index[Fold(e.section)]
+		k := s.index[Fold(e.name)]
 		if k == nil {
 			k = &Key{}
-			keys[id] = k
+			s.index[Fold(e.name)] = k
 			s.Keys = append(s.Keys, k)
 		} else {
 			k.Overrides = append(k.Overrides, k.Line)
 		}
+		value := f.Section(e.section).Key(e.iniKey).Value()
 		k.Name, k.Line, k.Value = e.name, e.line, normalize(value)
 	}
 	return out
