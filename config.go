@@ -233,7 +233,8 @@ const (
 //     "KEY: value" are both accepted;
 //   - only whole lines starting with ';' or '#' are comments: a ';' or '#'
 //     inside a value is part of it;
-//   - an indented line continues the value above it;
+//   - a line indented deeper than its key continues the key's value, up
+//     to a blank line;
 //   - values are %-interpolated: "%%" is a literal '%' (so a vhost "/" is
 //     written %%2F) and "%(KEY)s" is the value of another key of the same
 //     section or of a [DEFAULT] section, which also supplies any key a

@@ -96,8 +96,9 @@ type Key struct {
 	Name string // as written on Line
 	Line int    // line of the setting in effect
 	// Value is the raw value, not interpolated: spaces around it removed,
-	// indented continuation lines appended after a "\n" each, blank ones
-	// dropped.
+	// indented continuation lines appended after a "\n" each. Blank lines
+	// and comment lines among them are dropped (Python keeps a blank first
+	// line: "KEY =" followed by indented lines gives "\nline...").
 	Value string
 	// Overrides lists the lines of earlier settings of the same key in the
 	// same section, which this one replaces.
@@ -110,7 +111,10 @@ type Key struct {
 //     inside a value are part of it (IgnoreInlineComment);
 //   - a trailing backslash is kept, not a line continuation
 //     (IgnoreContinuation); an indented line continues the value above it
-//     (AllowPythonMultilineValues);
+//     (AllowPythonMultilineValues), unless it is a comment: ini.v1 keeps
+//     those in the value and Parse removes them, as Python 3 does; a blank
+//     line ends the value (Python 3 would keep it when more indented lines
+//     follow);
 //   - quotes around a value are kept (PreserveSurroundedQuote) and nothing is
 //     unescaped (UnescapeValueDoubleQuotes and UnescapeValueCommentSymbols
 //     stay off);
@@ -167,6 +171,7 @@ type entry struct {
 	iniKey  string   // key name as ini.v1 stores it ("-" becomes "#1", "#2"...)
 	name    string   // key name as written
 	line    int      // 1-based
+	indent  int      // indentation of the key line
 	parts   []string // the value's first line and continuation lines, trimmed
 }
 
@@ -202,6 +207,11 @@ func isContinuation(raw []byte) bool {
 	return len(raw) > 0 && (raw[0] == ' ' || raw[0] == '\t' || raw[0] == '\f')
 }
 
+// indent returns the width of the leading white space of raw, in bytes.
+func indent(raw []byte) int {
+	return len(raw) - len(bytes.TrimLeftFunc(raw, unicode.IsSpace))
+}
+
 // scan walks the file line by line with the rules ini.v1 applies under
 // loadOptions, recording where every section and key is.
 func scan(data []byte) (*scanned, error) {
@@ -213,18 +223,34 @@ func scan(data []byte) (*scanned, error) {
 		inSect   bool
 		autoIncr = 1    // ini.v1 names the keys "-" of a section #1, #2...
 		last     *entry // the key whose value continuation lines extend
+		prev     *entry // the last key of the current section
 	)
 	for i, raw := range lines {
 		lineNo := i + 1
 		hasNewline := i < len(lines)-1
 		if last != nil && isContinuation(raw) {
-			last.parts = append(last.parts, strings.TrimSpace(string(raw)))
+			part := strings.TrimSpace(string(raw))
+			if part != "" && !isComment(part) && indent(raw) <= last.indent {
+				// Python 3 continues a value only with lines indented
+				// deeper than its key; ini.v1 with any indented line.
+				return nil, &SyntaxError{lineNo, "a line indented no deeper than the key " + last.name + " above it (line " +
+					strconv.Itoa(last.line) + ") is read differently by different Pythons: indent it more to continue the value, or not at all"}
+			}
+			if part != "" && !isComment(part) {
+				last.parts = append(last.parts, part)
+			}
 			continue
 		}
 		last = nil
 		line := bytes.TrimLeftFunc(raw, unicode.IsSpace)
 		if len(line) == 0 || line[0] == '#' || line[0] == ';' {
 			continue
+		}
+		if prev != nil && isContinuation(raw) {
+			// Python goes on with the value of prev across blank and
+			// comment lines; ini.v1 reads a new line. Refuse to guess.
+			return nil, &SyntaxError{lineNo, "an indented line after a blank or comment line: Python would add it to the value of " +
+				prev.name + " (line " + strconv.Itoa(prev.line) + "); remove the indentation or the lines between"}
 		}
 		if line[0] == '[' {
 			end := bytes.LastIndexByte(line, ']')
@@ -234,7 +260,7 @@ func scan(data []byte) (*scanned, error) {
 			if end == 1 {
 				return nil, &SyntaxError{lineNo, "empty section name"}
 			}
-			section, inSect, autoIncr = string(line[1:end]), true, 1
+			section, inSect, autoIncr, prev = string(line[1:end]), true, 1, nil
 			sc.headers = append(sc.headers, header{section, lineNo})
 			continue
 		}
@@ -261,8 +287,9 @@ func scan(data []byte) (*scanned, error) {
 			iniKey = "#" + strconv.Itoa(autoIncr)
 			autoIncr++
 		}
-		e := &entry{section: section, iniKey: iniKey, name: name, line: lineNo, parts: []string{strings.TrimSpace(rest)}}
+		e := &entry{section: section, iniKey: iniKey, name: name, line: lineNo, indent: indent(raw), parts: []string{strings.TrimSpace(rest)}}
 		sc.entries = append(sc.entries, e)
+		prev = e
 		if hasNewline {
 			last = e
 		}
@@ -283,13 +310,23 @@ func joinParts(parts []string) string {
 	return strings.Join(parts[:n], "\n")
 }
 
-// normalize brings a value as ini.v1 returns it to the form of joinParts.
+// normalize brings a value as ini.v1 returns it to the form of joinParts,
+// without the comment lines ini.v1 keeps among continuation lines.
 func normalize(v string) string {
-	parts := strings.Split(v, "\n")
-	for i, p := range parts {
-		parts[i] = strings.TrimSpace(p)
+	lines := strings.Split(v, "\n")
+	parts := lines[:0]
+	for i, line := range lines {
+		if line = strings.TrimSpace(line); i == 0 || !isComment(line) {
+			parts = append(parts, line)
+		}
 	}
 	return joinParts(parts)
+}
+
+// isComment reports whether a trimmed continuation line is a comment, as
+// Python 3's ConfigParser has it.
+func isComment(line string) bool {
+	return strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";")
 }
 
 type exactKey struct{ section, key string }

@@ -43,10 +43,14 @@ func TestParse(t *testing.T) {
 		{"continuation of empty value", "[S]\nKEYS =\n  a\n  b\n", []string{"S.KEYS@2=a\nb"}},
 		{"blank continuation lines dropped", "[S]\nA = x\n   \n  y\n", []string{"S.A@2=x\ny"}},
 		{"blank line ends a value", "[S]\nA = x\n\nB = y\n", []string{"S.A@2=x", "S.B@4=y"}},
+		{"comments among continuation lines", "[S]\nKEYS = a,\n  ; b,\n\t# c,\n  d\nE=#e\n", []string{"S.KEYS@2=a,\nd", "S.E@6=#e"}},
 		{"crlf", "[S]\r\nA = 1\r\nB = 2\r\n", []string{"S.A@2=1", "S.B@3=2"}},
 		{"no final newline", "[S]\nA = 1", []string{"S.A@2=1"}},
 		{"bom", "\xef\xbb\xbf[S]\nA=1\n", []string{"S.A@2=1"}},
 		{"indented header and key", "  [S]\n  A=1\n", []string{"S.A@2=1"}},
+		{"indented key continued deeper", "[S]\n  A=1\n    more\n", []string{"S.A@2=1\nmore"}},
+		{"indented key after a header", "[S]\nA=1\n[T]\n\n  B=2\n", []string{"S.A@2=1", "T.B@5=2"}},
+		{"indented blank and comment lines after a blank line", "[S]\nA=1\n\n   \n  ; c\nB=2\n", []string{"S.A@2=1", "S.B@6=2"}},
 		{"header comment", "[S] ; the section\nA=1\n", []string{"S.A@2=1"}},
 		{"last key wins", "[S]\nA=1\nB=2\na=3\n", []string{"S.a@4=3", "S.B@3=2"}},
 		{"sections merge in any case", "[Global]\nA=1\n[Log]\nB=2\n[GLOBAL]\nC=3\n",
@@ -102,6 +106,9 @@ func TestParseErrors(t *testing.T) {
 		{"backquoted value", "[S]\nA=`x`\n", 2, "not supported"},
 		{"triple quoted value", "[S]\nA=\"\"\"x\"\"\"\n", 2, "not supported"},
 		{"indented line after header", "[S]\n  words\n", 2, "KEY = value"},
+		{"continuation no deeper than its key", "[S]\n  A=1\n  B=2\n", 3, "key A above it (line 2)"},
+		{"indented line after a blank line", "[S]\nA=1\n\n  B=2\n", 4, "value of A (line 2)"},
+		{"indented line after a comment", "[S]\nA=1\n; c\n\tmore\n", 4, "value of A (line 2)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
