@@ -264,8 +264,8 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // resolveConfig finds the configuration to use when the caller gave none: the
-// file named by $OMQS_CONFIG if that is set (it must exist), else ./OMQS.cfg
-// if it exists, else DefaultConfig.
+// file named by $OMQS_CONFIG if that is set and not empty (the file must then
+// exist), else ./OMQS.cfg if it exists, else DefaultConfig.
 func resolveConfig() (*Config, error) {
 	if path := os.Getenv(cfgEnvVar); path != "" {
 		c, err := LoadConfig(path)

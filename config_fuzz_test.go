@@ -122,7 +122,7 @@ func FuzzInterpolate(f *testing.F) {
 		if errors.Is(err, pyini.ErrTooLarge) {
 			return // Python would still be expanding
 		}
-		want, wantErr := pythonInterpolate(value, lookup, 1)
+		want, wantErr := cfgPythonInterpolate(value, lookup, 1)
 		if (err == nil) != (wantErr == nil) || err == nil && got != want ||
 			err != nil && !errors.Is(err, wantErr) {
 			t.Fatalf("Interpolate(%q) with a=%q b=%q = %q, %v; Python gives %q, %v", value, a, b, got, err, want, wantErr)
@@ -130,11 +130,11 @@ func FuzzInterpolate(f *testing.F) {
 	})
 }
 
-var pythonInterpVar = regexp.MustCompile(`^%\(([^)]+)\)s`)
+var cfgPythonInterpVar = regexp.MustCompile(`^%\(([^)]+)\)s`)
 
-// pythonInterpolate transcribes SafeConfigParser._interpolate_some of
+// cfgPythonInterpolate transcribes SafeConfigParser._interpolate_some of
 // Python 2.7 (BasicInterpolation in Python 3), without the bounds on work.
-func pythonInterpolate(rest string, lookup func(string) (string, bool), depth int) (string, error) {
+func cfgPythonInterpolate(rest string, lookup func(string) (string, bool), depth int) (string, error) {
 	if depth > pyini.MaxDepth {
 		return "", pyini.ErrDepth
 	}
@@ -158,7 +158,7 @@ func pythonInterpolate(rest string, lookup func(string) (string, bool), depth in
 			accum.WriteString("%")
 			rest = rest[2:]
 		case "(":
-			m := pythonInterpVar.FindStringSubmatch(rest)
+			m := cfgPythonInterpVar.FindStringSubmatch(rest)
 			if m == nil {
 				return "", pyini.ErrSyntax
 			}
@@ -169,7 +169,7 @@ func pythonInterpolate(rest string, lookup func(string) (string, bool), depth in
 				return "", pyini.ErrMissing
 			}
 			if strings.Contains(v, "%") {
-				sub, err := pythonInterpolate(v, lookup, depth+1)
+				sub, err := cfgPythonInterpolate(v, lookup, depth+1)
 				if err != nil {
 					return "", err
 				}

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// mustParse parses a file named test.cfg and fails the test on error.
-func mustParse(t *testing.T, data string) *Config {
+// cfgMustParse parses a file named test.cfg and fails the test on error.
+func cfgMustParse(t *testing.T, data string) *Config {
 	t.Helper()
 	c, err := parseConfig("test.cfg", []byte(data))
 	if err != nil {
@@ -50,15 +50,15 @@ func TestShippedConfigIsDefault(t *testing.T) {
 	}
 }
 
-// settingCase is one key: its default, and the value a file sets.
-type settingCase struct {
+// cfgSettingCase is one key: its default, and the value a file sets.
+type cfgSettingCase struct {
 	section, key, value string
 	get                 func(*Config) any
 	def, want           any
 }
 
-func settingCases() []settingCase {
-	cases := []settingCase{
+func cfgSettingCases() []cfgSettingCase {
+	cases := []cfgSettingCase{
 		{"Global", "MQURL", "amqp://u:p@broker:5673/%%2F?heartbeat_interval=30",
 			func(c *Config) any { return c.Global.MQURL }, DefaultURL, "amqp://u:p@broker:5673/%2F?heartbeat_interval=30"},
 		{"Global", "RECONNECT_INTERVAL", "0.5",
@@ -104,19 +104,19 @@ func settingCases() []settingCase {
 	for _, p := range publishers {
 		get := p.get
 		cases = append(cases,
-			settingCase{p.section, "EXCHANGE", "app.exchange",
+			cfgSettingCase{p.section, "EXCHANGE", "app.exchange",
 				func(c *Config) any { return get(c).Exchange }, "omqs.default." + p.prefix + ".exchange", "app.exchange"},
-			settingCase{p.section, "EXCHANGE_TYPE", "Headers",
+			cfgSettingCase{p.section, "EXCHANGE_TYPE", "Headers",
 				func(c *Config) any { return get(c).ExchangeType }, p.kind, "headers"},
-			settingCase{p.section, "EXCHANGE_DURABLE", "no",
+			cfgSettingCase{p.section, "EXCHANGE_DURABLE", "no",
 				func(c *Config) any { return get(c).ExchangeDurable }, true, false},
-			settingCase{p.section, "QUEUE", "",
+			cfgSettingCase{p.section, "QUEUE", "",
 				func(c *Config) any { return get(c).Queue }, "omqs.default." + p.prefix + ".queue", ""},
-			settingCase{p.section, "QUEUE_DURABLE", "0",
+			cfgSettingCase{p.section, "QUEUE_DURABLE", "0",
 				func(c *Config) any { return get(c).QueueDurable }, true, false},
-			settingCase{p.section, "ROUTING_KEY", "a, b",
+			cfgSettingCase{p.section, "ROUTING_KEY", "a, b",
 				func(c *Config) any { return get(c).RoutingKeys }, []string{"omqs.default." + p.prefix + ".key"}, []string{"a", "b"}},
-			settingCase{p.section, "ROUTING_KEYS", "c",
+			cfgSettingCase{p.section, "ROUTING_KEYS", "c",
 				func(c *Config) any { return get(c).RoutingKeys }, []string{"omqs.default." + p.prefix + ".key"}, []string{"c"}},
 		)
 	}
@@ -137,19 +137,19 @@ func settingCases() []settingCase {
 	for _, w := range workers {
 		get := w.get
 		cases = append(cases,
-			settingCase{w.section, "EXCHANGE", "app.exchange",
+			cfgSettingCase{w.section, "EXCHANGE", "app.exchange",
 				func(c *Config) any { return get(c).Exchange }, w.exchange, "app.exchange"},
-			settingCase{w.section, "EXCHANGE_TYPE", "direct",
+			cfgSettingCase{w.section, "EXCHANGE_TYPE", "direct",
 				func(c *Config) any { return get(c).ExchangeType }, "topic", "direct"},
-			settingCase{w.section, "EXCHANGE_DURABLE", "false",
+			cfgSettingCase{w.section, "EXCHANGE_DURABLE", "false",
 				func(c *Config) any { return get(c).ExchangeDurable }, true, false},
-			settingCase{w.section, "QUEUE", w.newQueue,
+			cfgSettingCase{w.section, "QUEUE", w.newQueue,
 				func(c *Config) any { return get(c).Queue }, w.queue, w.wantQueue},
-			settingCase{w.section, "QUEUE_DURABLE", "off",
+			cfgSettingCase{w.section, "QUEUE_DURABLE", "off",
 				func(c *Config) any { return get(c).QueueDurable }, true, false},
-			settingCase{w.section, "QUEUE_TYPE", "Quorum",
+			cfgSettingCase{w.section, "QUEUE_TYPE", "Quorum",
 				func(c *Config) any { return get(c).QueueType }, "classic", "quorum"},
-			settingCase{w.section, "KEYS", w.newKeys,
+			cfgSettingCase{w.section, "KEYS", w.newKeys,
 				func(c *Config) any { return get(c).Keys }, w.keys, w.wantKeys},
 		)
 	}
@@ -176,25 +176,25 @@ func settingCases() []settingCase {
 	for _, k := range consumers {
 		get := k.get
 		cases = append(cases,
-			settingCase{k.section, "EXCHANGE", "app.exchange",
+			cfgSettingCase{k.section, "EXCHANGE", "app.exchange",
 				func(c *Config) any { return get(c).Exchange }, k.exchange, "app.exchange"},
-			settingCase{k.section, "EXCHANGE_TYPE", "FANOUT",
+			cfgSettingCase{k.section, "EXCHANGE_TYPE", "FANOUT",
 				func(c *Config) any { return get(c).ExchangeType }, "topic", "fanout"},
-			settingCase{k.section, "EXCHANGE_DURABLE", "0",
+			cfgSettingCase{k.section, "EXCHANGE_DURABLE", "0",
 				func(c *Config) any { return get(c).ExchangeDurable }, true, false},
-			settingCase{k.section, "QUEUE", "app.queue",
+			cfgSettingCase{k.section, "QUEUE", "app.queue",
 				func(c *Config) any { return get(c).Queue }, k.queue, "app.queue"},
-			settingCase{k.section, "QUEUE_DURABLE", k.newDurable,
+			cfgSettingCase{k.section, "QUEUE_DURABLE", k.newDurable,
 				func(c *Config) any { return get(c).QueueDurable }, k.durable, !k.durable},
-			settingCase{k.section, "QUEUE_TYPE", "quorum",
+			cfgSettingCase{k.section, "QUEUE_TYPE", "quorum",
 				func(c *Config) any { return get(c).QueueType }, "classic", "quorum"},
-			settingCase{k.section, "KEYS", k.newKeys,
+			cfgSettingCase{k.section, "KEYS", k.newKeys,
 				func(c *Config) any { return get(c).Keys }, []string{k.key}, k.wantKeys},
-			settingCase{k.section, "PREFETCH", k.newPrefetch,
+			cfgSettingCase{k.section, "PREFETCH", k.newPrefetch,
 				func(c *Config) any { return get(c).Prefetch }, DefaultPrefetch, k.wantPrefetch},
-			settingCase{k.section, "DEAD_LETTER_EXCHANGE", k.newDeadLetter,
+			cfgSettingCase{k.section, "DEAD_LETTER_EXCHANGE", k.newDeadLetter,
 				func(c *Config) any { return get(c).DeadLetterExchange }, "", k.wantDLX},
-			settingCase{k.section, "MAX_REDELIVERIES", k.newMaxRedel,
+			cfgSettingCase{k.section, "MAX_REDELIVERIES", k.newMaxRedel,
 				func(c *Config) any { return get(c).MaxRedeliveries }, DefaultMaxRedeliveries, k.wantMaxRedel},
 		)
 	}
@@ -204,7 +204,7 @@ func settingCases() []settingCase {
 // TestConfigEverySetting checks, for every key of every section, its default
 // and that a file setting it changes the field to the typed value.
 func TestConfigEverySetting(t *testing.T) {
-	cases := settingCases()
+	cases := cfgSettingCases()
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.section+"."+tc.key, func(t *testing.T) {
@@ -215,7 +215,7 @@ func TestConfigEverySetting(t *testing.T) {
 			if reflect.DeepEqual(tc.def, tc.want) {
 				t.Fatalf("test case does not change the default")
 			}
-			c := mustParse(t, "["+tc.section+"]\n"+tc.key+" = "+tc.value+"\n")
+			c := cfgMustParse(t, "["+tc.section+"]\n"+tc.key+" = "+tc.value+"\n")
 			if got := tc.get(c); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("%s = %q: got %#v, want %#v", tc.key, tc.value, got, tc.want)
 			}
@@ -225,7 +225,7 @@ func TestConfigEverySetting(t *testing.T) {
 			// Only that field changed.
 			d := DefaultConfig()
 			d.Source = c.Source
-			setField(t, d, c, tc)
+			cfgSetField(t, d, tc)
 			if !reflect.DeepEqual(c, d) {
 				t.Errorf("other settings changed:\n%s\nwant\n%s", c, d)
 			}
@@ -241,9 +241,9 @@ func TestConfigEverySetting(t *testing.T) {
 	}
 }
 
-// setField copies the field tc covers from got to want, by loading the same
-// one-line file over want through the loader's own binding.
-func setField(t *testing.T, want, got *Config, tc settingCase) {
+// cfgSetField sets on want the field tc covers to tc's value, through the
+// loader's own binding of the key.
+func cfgSetField(t *testing.T, want *Config, tc cfgSettingCase) {
 	t.Helper()
 	for _, cs := range want.sections() {
 		if cs.name != tc.section {
@@ -341,7 +341,7 @@ func TestConfigValueSyntax(t *testing.T) {
 		{"\xef\xbb\xbf[Global]\r\nBUFFER_SIZE = 3\r\n", func(c *Config) any { return c.Global.BufferSize }, 3},
 	}
 	for _, tt := range tests {
-		c := mustParse(t, tt.file)
+		c := cfgMustParse(t, tt.file)
 		if got := tt.get(c); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%q: got %#v, want %#v", tt.file, got, tt.want)
 		}
@@ -473,7 +473,7 @@ func TestConfigWarnings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := mustParse(t, tt.file)
+			c := cfgMustParse(t, tt.file)
 			if !reflect.DeepEqual(c.Warnings, tt.want) {
 				t.Errorf("got  %q\nwant %q", c.Warnings, tt.want)
 			}
@@ -525,7 +525,7 @@ func TestLoadConfigFiles(t *testing.T) {
 		}
 		// Every setting differs from its default.
 		d := DefaultConfig()
-		for _, tc := range settingCases() {
+		for _, tc := range cfgSettingCases() {
 			if tc.section == "EventWorker" && (tc.key == "QUEUE_TYPE" || tc.key == "KEYS" || tc.key == "QUEUE") {
 				continue // set to show that a section overrides [DEFAULT] / clears a list
 			}
@@ -572,7 +572,7 @@ func TestResolveConfig(t *testing.T) {
 	}
 	t.Run("OMQS_CONFIG", func(t *testing.T) {
 		path := writeCfg(t, t.TempDir(), "[Global]\nBUFFER_SIZE=11\n")
-		writeCfg(t, chdirTemp(t), "[Global]\nBUFFER_SIZE=22\n") // not used
+		writeCfg(t, cfgChdirTemp(t), "[Global]\nBUFFER_SIZE=22\n") // not used
 		t.Setenv("OMQS_CONFIG", path)
 		c, err := resolveConfig()
 		if err != nil {
@@ -583,7 +583,7 @@ func TestResolveConfig(t *testing.T) {
 		}
 	})
 	t.Run("OMQS_CONFIG missing", func(t *testing.T) {
-		writeCfg(t, chdirTemp(t), "[Global]\nBUFFER_SIZE=22\n") // not a fallback
+		writeCfg(t, cfgChdirTemp(t), "[Global]\nBUFFER_SIZE=22\n") // not a fallback
 		path := filepath.Join(t.TempDir(), "gone.cfg")
 		t.Setenv("OMQS_CONFIG", path)
 		_, err := resolveConfig()
@@ -603,7 +603,7 @@ func TestResolveConfig(t *testing.T) {
 	})
 	t.Run("current directory", func(t *testing.T) {
 		t.Setenv("OMQS_CONFIG", "")
-		writeCfg(t, chdirTemp(t), "[Global]\nBUFFER_SIZE=22\n")
+		writeCfg(t, cfgChdirTemp(t), "[Global]\nBUFFER_SIZE=22\n")
 		c, err := resolveConfig()
 		if err != nil {
 			t.Fatal(err)
@@ -614,7 +614,7 @@ func TestResolveConfig(t *testing.T) {
 	})
 	t.Run("current directory invalid", func(t *testing.T) {
 		t.Setenv("OMQS_CONFIG", "")
-		writeCfg(t, chdirTemp(t), "[Global]\nBUFFER_SIZE=x\n")
+		writeCfg(t, cfgChdirTemp(t), "[Global]\nBUFFER_SIZE=x\n")
 		_, err := resolveConfig()
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "OMQS.cfg:2: BUFFER_SIZE") {
 			t.Fatalf("got %v", err)
@@ -622,7 +622,7 @@ func TestResolveConfig(t *testing.T) {
 	})
 	t.Run("nothing", func(t *testing.T) {
 		t.Setenv("OMQS_CONFIG", "")
-		chdirTemp(t)
+		cfgChdirTemp(t)
 		c, err := resolveConfig()
 		if err != nil {
 			t.Fatal(err)
@@ -633,8 +633,8 @@ func TestResolveConfig(t *testing.T) {
 	})
 }
 
-// chdirTemp changes to a new empty directory for the rest of the test.
-func chdirTemp(t *testing.T) string {
+// cfgChdirTemp changes to a new empty directory for the rest of the test.
+func cfgChdirTemp(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -772,7 +772,7 @@ func TestConfigStringRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Global.MQURL = "amqp://mq.example:5672/%2F" // no password to hide
-		back := mustParse(t, c.String())
+		back := cfgMustParse(t, c.String())
 		if len(back.Warnings) > 0 {
 			t.Errorf("%s: warnings %q", path, back.Warnings)
 		}

@@ -144,9 +144,12 @@ func loadOptions(size int) ini.LoadOptions {
 // Besides what Python's ConfigParser rejects (a line that is neither a
 // section header, a comment nor KEY=value; a key before the first section; an
 // empty section or key name), Parse refuses what ini.v1 would read otherwise
-// than Python: a key name starting with a quote or backquote, and a value
-// starting with a backquote or three double quotes. Those errors are
-// *SyntaxError. A file larger than MaxSize is an error too.
+// than Python: a key name starting with a quote or backquote; a value
+// starting with a backquote or three double quotes; an indented line after a
+// blank or comment line that follows a key (Python adds it to that key's
+// value); and a continuation line indented no deeper than its key (Python 3
+// reads a new key). Those errors are *SyntaxError. A file larger than
+// MaxSize is an error too.
 func Parse(data []byte) (*File, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("the file has %d bytes, more than the %d a configuration file may have", len(data), MaxSize)
