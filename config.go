@@ -1,6 +1,22 @@
 package omqs
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/omqs-go/omqs/internal/pyini"
+	"github.com/omqs-go/omqs/internal/transport"
+)
 
 // Config holds every setting of OMQS.cfg, typed. DefaultConfig returns the
 // built-in defaults; LoadConfig reads a file over them. Options passed to
@@ -198,4 +214,840 @@ func DefaultConfig() *Config {
 			MaxRedeliveries: DefaultMaxRedeliveries,
 		},
 	}
+}
+
+// Names of the configuration file and of the environment variable that points
+// at one.
+const (
+	cfgFileName = "OMQS.cfg"
+	cfgEnvVar   = "OMQS_CONFIG"
+)
+
+// LoadConfig reads the configuration file at path over DefaultConfig: a
+// setting the file leaves out keeps its default. Source is set to path.
+//
+// The file has the layout of the original OMQS.cfg (see the OMQS.cfg at the
+// root of this module) and is read as Python's ConfigParser read it:
+//
+//   - section and key names match in any case; "KEY = value" and
+//     "KEY: value" are both accepted;
+//   - only whole lines starting with ';' or '#' are comments: a ';' or '#'
+//     inside a value is part of it;
+//   - a line indented deeper than its key continues the key's value, up
+//     to a blank line;
+//   - values are %-interpolated: "%%" is a literal '%' (so a vhost "/" is
+//     written %%2F) and "%(KEY)s" is the value of another key of the same
+//     section or of a [DEFAULT] section, which also supplies any key a
+//     section leaves out. Any other '%' is an error.
+//
+// Integers are whole numbers; booleans are 1, yes, true, on, 0, no, false or
+// off in any case; RECONNECT_INTERVAL is in seconds (5, 0.5) or a Go duration
+// (500ms); KEYS and ROUTING_KEY (or ROUTING_KEYS, not both) are
+// comma-separated lists. An empty value clears a text or list setting and is
+// an error for any other. FORMAT may be wrapped as ('...'), ("..."), '...' or
+// "...", as the original's tutorial wrote it: the wrapping is removed.
+// Enumerations (LEVEL, TYPE, ROTATION_TYPE, ROTATING_TIME, EXCHANGE_TYPE,
+// QUEUE_TYPE) match in any case and are stored in the case DefaultConfig
+// uses.
+//
+// Errors wrap ErrInvalidConfig and name the file, the line, the key and the
+// value, with any password in MQURL replaced by "xxxxx". A missing file is an
+// error that also matches fs.ErrNotExist. An unknown section is an error; an
+// unknown key is not, it is listed in Config.Warnings. LoadConfig does not
+// connect to the broker.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return parseConfig(path, data)
+}
+
+// resolveConfig finds the configuration to use when the caller gave none: the
+// file named by $OMQS_CONFIG if that is set and not empty (the file must then
+// exist), else ./OMQS.cfg if it exists, else DefaultConfig.
+func resolveConfig() (*Config, error) {
+	if path := os.Getenv(cfgEnvVar); path != "" {
+		c, err := LoadConfig(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w (named by $%s)", err, cfgEnvVar)
+		}
+		return c, nil
+	}
+	if _, err := os.Stat(cfgFileName); err == nil {
+		return LoadConfig(cfgFileName)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return DefaultConfig(), nil
+}
+
+// parseConfig reads data, the content of the file name, over DefaultConfig.
+// See LoadConfig.
+func parseConfig(name string, data []byte) (*Config, error) {
+	f, err := pyini.Parse(data)
+	if err != nil {
+		var se *pyini.SyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%w: %s:%d: %s", ErrInvalidConfig, name, se.Line, se.Msg)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, name, err)
+	}
+	c := DefaultConfig()
+	c.Source = name
+	ld := &cfgLoader{name: name, file: f, def: f.Section("DEFAULT"), used: map[*pyini.Key]bool{}}
+	if err := ld.load(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// cfgLoader applies a parsed file to a Config.
+type cfgLoader struct {
+	name string
+	file *pyini.File
+	def  *pyini.Section // [DEFAULT], or nil
+	// used holds the keys that set a field or that a %(KEY)s referred to.
+	used     map[*pyini.Key]bool
+	warnings []cfgWarning
+}
+
+type cfgWarning struct {
+	line int
+	text string
+}
+
+func (ld *cfgLoader) load(c *Config) error {
+	sections := c.sections()
+	for _, s := range ld.file.Sections {
+		if s == ld.def || cfgFindSection(sections, s.Name) != nil {
+			continue
+		}
+		names := make([]string, len(sections))
+		for i, cs := range sections {
+			names[i] = cs.name
+		}
+		return fmt.Errorf("%w: %s:%d: unknown section [%s] (the sections are %s, and DEFAULT)",
+			ErrInvalidConfig, ld.name, s.Line, cfgClip(s.Name), strings.Join(names, ", "))
+	}
+	for _, cs := range sections {
+		s := ld.file.Section(cs.name)
+		for _, fd := range cs.fields {
+			if err := ld.apply(s, fd); err != nil {
+				return err
+			}
+		}
+	}
+	ld.warn(sections)
+	sort.SliceStable(ld.warnings, func(i, j int) bool { return ld.warnings[i].line < ld.warnings[j].line })
+	for _, w := range ld.warnings {
+		c.Warnings = append(c.Warnings, w.text)
+	}
+	return nil
+}
+
+// apply sets one field from section s (nil if the file has none) or from
+// [DEFAULT].
+func (ld *cfgLoader) apply(s *pyini.Section, fd cfgField) error {
+	k, name, err := ld.pick(s, fd)
+	if k == nil || err != nil {
+		return err
+	}
+	ld.used[k] = true
+	v, err := pyini.Interpolate(k.Value, ld.lookup(s))
+	if err != nil {
+		return ld.errorf(k, name, "%s: %v", fd.quote(k.Value), err)
+	}
+	if !fd.list && strings.Contains(v, "\n") {
+		return ld.errorf(k, name, "%s continues on an indented line; only lists (KEYS, ROUTING_KEY) may span lines", fd.quote(v))
+	}
+	if err := fd.set(v); err != nil {
+		return ld.errorf(k, name, "%v", err)
+	}
+	if err := fd.check(); err != nil {
+		return ld.errorf(k, name, "%v", err)
+	}
+	return nil
+}
+
+// pick finds the key that sets fd: the section's own, else [DEFAULT]'s. It
+// returns the name (fd.key or fd.alias) the key matched.
+func (ld *cfgLoader) pick(s *pyini.Section, fd cfgField) (*pyini.Key, string, error) {
+	for _, sec := range []*pyini.Section{s, ld.def} {
+		k := sec.Key(fd.key)
+		if fd.alias == "" {
+			if k != nil {
+				return k, fd.key, nil
+			}
+			continue
+		}
+		a := sec.Key(fd.alias)
+		switch {
+		case k != nil && a != nil:
+			first, second, secondName := k, a, fd.alias
+			if a.Line < k.Line {
+				first, second, secondName = a, k, fd.key
+			}
+			ld.used[first], ld.used[second] = true, true
+			return nil, "", ld.errorf(second, secondName, "%s is also set (line %d); set only one of %s and %s",
+				strings.ToUpper(first.Name), first.Line, fd.key, fd.alias)
+		case k != nil:
+			return k, fd.key, nil
+		case a != nil:
+			return a, fd.alias, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// lookup resolves %(name)s for a value read in section s, as Python's
+// ConfigParser does: the section's keys, then [DEFAULT]'s.
+func (ld *cfgLoader) lookup(s *pyini.Section) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		for _, sec := range []*pyini.Section{s, ld.def} {
+			if k := sec.Key(name); k != nil {
+				ld.used[k] = true
+				return k.Value, true
+			}
+		}
+		return "", false
+	}
+}
+
+func (ld *cfgLoader) errorf(k *pyini.Key, key, format string, args ...any) error {
+	return fmt.Errorf("%w: %s:%d: %s: %s", ErrInvalidConfig, ld.name, k.Line, key, fmt.Sprintf(format, args...))
+}
+
+// warn lists unknown keys (those no field reads and no %(KEY)s refers to)
+// and keys set twice in one section.
+func (ld *cfgLoader) warn(sections []cfgSection) {
+	for _, s := range ld.file.Sections {
+		cs := cfgFindSection(sections, s.Name)
+		secName := "DEFAULT"
+		if cs != nil {
+			secName = cs.name
+		}
+		for _, k := range s.Keys {
+			for _, line := range k.Overrides {
+				ld.warnings = append(ld.warnings, cfgWarning{line, fmt.Sprintf("%s:%d: [%s] %s is set again on line %d, which wins",
+					ld.name, line, secName, cfgClip(strings.ToUpper(k.Name)), k.Line)})
+			}
+			known := false
+			if cs != nil {
+				known = cs.has(k.Name)
+			} else {
+				for i := range sections {
+					known = known || sections[i].has(k.Name)
+				}
+			}
+			if !known && !ld.used[k] {
+				ld.warnings = append(ld.warnings, cfgWarning{k.Line, fmt.Sprintf("%s:%d: unknown key [%s] %s (ignored)",
+					ld.name, k.Line, secName, cfgClip(k.Name))})
+			}
+		}
+	}
+}
+
+// cfgSection is one section of OMQS.cfg bound to the fields of a Config.
+type cfgSection struct {
+	name   string
+	fields []cfgField
+}
+
+func (cs *cfgSection) has(key string) bool {
+	for _, fd := range cs.fields {
+		if pyini.Fold(key) == pyini.Fold(fd.key) || fd.alias != "" && pyini.Fold(key) == pyini.Fold(fd.alias) {
+			return true
+		}
+	}
+	return false
+}
+
+func cfgFindSection(sections []cfgSection, name string) *cfgSection {
+	for i := range sections {
+		if pyini.Fold(sections[i].name) == pyini.Fold(name) {
+			return &sections[i]
+		}
+	}
+	return nil
+}
+
+// cfgField binds one key of OMQS.cfg to a field of a Config. Messages of set
+// and check name the value, never the key.
+type cfgField struct {
+	key    string // INI name
+	alias  string // another accepted name, or ""
+	list   bool   // a list: may span lines
+	secret bool   // may hold a password: redact it in messages and dumps
+	set    func(v string) error
+	check  func() error
+	text   func() string // the value as OMQS.cfg would write it, before %-escaping
+	value  func() slog.Value
+}
+
+// quote returns v quoted for a message, its password hidden and its length
+// bounded.
+func (fd cfgField) quote(v string) string {
+	if fd.secret {
+		v = cfgRedact(v)
+	}
+	return strconv.Quote(cfgClip(v))
+}
+
+// cfgRedact hides the passwords of s, one or more URLs, with
+// transport.Redact, then with cfgHideUserinfo.
+func cfgRedact(s string) string {
+	return cfgHideUserinfo(transport.Redact(s))
+}
+
+// cfgHideUserinfo replaces the password of every "scheme://user:password@"
+// in s, parsable or not (a password may hold the ',' that separates URLs,
+// which transport.Redact does not expect), with "xxxxx".
+func cfgHideUserinfo(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		seg := s
+		if next := strings.Index(s, "://"); next >= 0 {
+			seg = s[:next]
+		}
+		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
+			if user, _, hasPassword := strings.Cut(seg[:at], ":"); hasPassword {
+				b.WriteString(user + ":xxxxx")
+				s = s[at:]
+			}
+		}
+	}
+}
+
+// cfgClip shortens s for a message.
+func cfgClip(s string) string {
+	const max = 120
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// sections binds every section and key of OMQS.cfg to c's fields, in the
+// order of the original file.
+func (c *Config) sections() []cfgSection {
+	pub := func(name string, p *PublisherConfig) cfgSection {
+		rk := cfgList("ROUTING_KEY", &p.RoutingKeys)
+		rk.alias = "ROUTING_KEYS"
+		return cfgSection{name, []cfgField{
+			cfgName("EXCHANGE", &p.Exchange),
+			cfgEnum("EXCHANGE_TYPE", &p.ExchangeType, strings.ToLower, cfgExchangeTypes...),
+			cfgBool("EXCHANGE_DURABLE", &p.ExchangeDurable),
+			cfgName("QUEUE", &p.Queue),
+			cfgBool("QUEUE_DURABLE", &p.QueueDurable),
+			rk,
+		}}
+	}
+	worker := func(name string, w *WorkerConfig) cfgSection {
+		return cfgSection{name, []cfgField{
+			cfgName("EXCHANGE", &w.Exchange),
+			cfgEnum("EXCHANGE_TYPE", &w.ExchangeType, strings.ToLower, cfgExchangeTypes...),
+			cfgBool("EXCHANGE_DURABLE", &w.ExchangeDurable),
+			cfgName("QUEUE", &w.Queue),
+			cfgBool("QUEUE_DURABLE", &w.QueueDurable),
+			cfgEnum("QUEUE_TYPE", &w.QueueType, strings.ToLower, cfgQueueTypes...),
+			cfgList("KEYS", &w.Keys),
+		}}
+	}
+	consumer := func(name string, k *ConsumerConfig) cfgSection {
+		return cfgSection{name, []cfgField{
+			cfgName("EXCHANGE", &k.Exchange),
+			cfgEnum("EXCHANGE_TYPE", &k.ExchangeType, strings.ToLower, cfgExchangeTypes...),
+			cfgBool("EXCHANGE_DURABLE", &k.ExchangeDurable),
+			cfgName("QUEUE", &k.Queue),
+			cfgBool("QUEUE_DURABLE", &k.QueueDurable),
+			cfgEnum("QUEUE_TYPE", &k.QueueType, strings.ToLower, cfgQueueTypes...),
+			cfgList("KEYS", &k.Keys),
+			cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
+			cfgName("DEAD_LETTER_EXCHANGE", &k.DeadLetterExchange),
+			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
+		}}
+	}
+	g, l := &c.Global, &c.Log
+	return []cfgSection{
+		{"Global", []cfgField{
+			cfgURL("MQURL", &g.MQURL),
+			cfgDuration("RECONNECT_INTERVAL", &g.ReconnectInterval),
+			cfgInt("RECONNECT_TIMES", &g.ReconnectTimes, 0, math.MaxInt),
+			cfgInt("BUFFER_SIZE", &g.BufferSize, 1, cfgMaxBufferSize),
+			cfgInt("MAX_IN_FLIGHT", &g.MaxInFlight, 1, cfgMaxInFlight),
+		}},
+		{"Log", []cfgField{
+			cfgText("FOLDER", &l.Folder, nil),
+			cfgEnum("LEVEL", &l.Level, strings.ToUpper, "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "CRITICAL"),
+			cfgText("FORMAT", &l.Format, cfgUnwrapFormat),
+			cfgEnum("TYPE", &l.Type, strings.ToLower, "stream", "file"),
+			cfgBool("ROTATION", &l.Rotation),
+			cfgEnum("ROTATION_TYPE", &l.RotationType, strings.ToLower, "size", "time"),
+			cfgInt("SIZE", &l.Size, 1, cfgMaxLogSize),
+			cfgRotatingTime("ROTATING_TIME", &l.RotatingTime),
+			cfgInt("BACKUP_COUNT", &l.BackupCount, 0, math.MaxInt),
+		}},
+		pub("AsyncBroadcaster", &c.AsyncBroadcaster),
+		pub("SyncBroadcaster", &c.SyncBroadcaster),
+		pub("AsyncRouter", &c.AsyncRouter),
+		pub("SyncRouter", &c.SyncRouter),
+		pub("AsyncPublisher", &c.AsyncPublisher),
+		pub("SyncPublisher", &c.SyncPublisher),
+		worker("LogWorker", &c.LogWorker),
+		worker("EventWorker", &c.EventWorker),
+		consumer("LogConsumer", &c.LogConsumer),
+		consumer("EventConsumer", &c.EventConsumer),
+	}
+}
+
+// Upper bounds that keep a typing slip from exhausting memory.
+const (
+	cfgMaxBufferSize = 1 << 24 // messages per Manager buffer
+	cfgMaxInFlight   = 1 << 20 // unconfirmed publishes
+	cfgMaxLogSize    = 1 << 20 // megabytes: a 1 TiB log file
+)
+
+var (
+	cfgExchangeTypes = []string{"topic", "direct", "fanout", "headers"}
+	cfgQueueTypes    = []string{"classic", "quorum"}
+)
+
+// cfgText is a free text setting; unwrap, if not nil, rewrites a value read
+// from a file.
+func cfgText(key string, p *string, unwrap func(string) string) cfgField {
+	return cfgField{
+		key: key,
+		set: func(v string) error {
+			if unwrap != nil {
+				v = unwrap(v)
+			}
+			*p = v
+			return nil
+		},
+		check: func() error { return nil },
+		text:  func() string { return *p },
+		value: func() slog.Value { return slog.StringValue(*p) },
+	}
+}
+
+// cfgName is an exchange or queue name ("" for none).
+func cfgName(key string, p *string) cfgField {
+	fd := cfgText(key, p, nil)
+	fd.check = func() error { return cfgCheckName(*p) }
+	return fd
+}
+
+// cfgCheckName checks what AMQP can carry as a name or a routing key.
+func cfgCheckName(s string) error {
+	if len(s) > MaxKeyLen {
+		return fmt.Errorf("%q is longer than %d bytes", cfgClip(s), MaxKeyLen)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%q contains a control character", cfgClip(s))
+		}
+	}
+	return nil
+}
+
+// cfgList is a comma-separated list of routing keys or patterns.
+func cfgList(key string, p *[]string) cfgField {
+	return cfgField{
+		key:  key,
+		list: true,
+		set: func(v string) error {
+			var items []string
+			for _, item := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' }) {
+				if item = strings.TrimSpace(item); item != "" {
+					items = append(items, item)
+				}
+			}
+			*p = items
+			return nil
+		},
+		check: func() error {
+			for _, item := range *p {
+				if err := cfgCheckName(item); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		text:  func() string { return strings.Join(*p, ", ") },
+		value: func() slog.Value { return slog.StringValue(strings.Join(*p, ", ")) },
+	}
+}
+
+func cfgInt(key string, p *int, lo, hi int) cfgField {
+	return cfgField{
+		key: key,
+		set: func(v string) error {
+			if v == "" {
+				return errors.New("empty value; want a whole number")
+			}
+			n, err := strconv.Atoi(v)
+			switch {
+			case errors.Is(err, strconv.ErrRange):
+				return fmt.Errorf("%q is out of range", cfgClip(v))
+			case err != nil:
+				return fmt.Errorf("%q is not a whole number", cfgClip(v))
+			}
+			*p = n
+			return nil
+		},
+		check: func() error {
+			switch {
+			case *p < lo:
+				return fmt.Errorf("%d must be at least %d", *p, lo)
+			case *p > hi:
+				return fmt.Errorf("%d must be at most %d", *p, hi)
+			}
+			return nil
+		},
+		text:  func() string { return strconv.Itoa(*p) },
+		value: func() slog.Value { return slog.IntValue(*p) },
+	}
+}
+
+// cfgBool reads a boolean as Python's ConfigParser.getboolean does.
+func cfgBool(key string, p *bool) cfgField {
+	return cfgField{
+		key: key,
+		set: func(v string) error {
+			switch strings.ToLower(v) {
+			case "1", "yes", "true", "on":
+				*p = true
+			case "0", "no", "false", "off":
+				*p = false
+			case "":
+				return errors.New("empty value; want a boolean (1, yes, true, on, 0, no, false or off)")
+			default:
+				return fmt.Errorf("%q is not a boolean (want 1, yes, true, on, 0, no, false or off)", cfgClip(v))
+			}
+			return nil
+		},
+		check: func() error { return nil },
+		text:  func() string { return strconv.FormatBool(*p) },
+		value: func() slog.Value { return slog.BoolValue(*p) },
+	}
+}
+
+// cfgDuration reads seconds (5, 0.5) or a Go duration (500ms).
+func cfgDuration(key string, p *time.Duration) cfgField {
+	return cfgField{
+		key: key,
+		set: func(v string) error {
+			d, err := cfgParseDuration(v)
+			if err != nil {
+				return err
+			}
+			*p = d
+			return nil
+		},
+		check: func() error {
+			if *p < 0 {
+				return fmt.Errorf("%v must not be negative", *p)
+			}
+			return nil
+		},
+		text: func() string {
+			if *p%time.Second == 0 {
+				return strconv.FormatInt(int64(*p/time.Second), 10)
+			}
+			return p.String()
+		},
+		value: func() slog.Value { return slog.DurationValue(*p) },
+	}
+}
+
+func cfgParseDuration(v string) (time.Duration, error) {
+	const want = "want seconds, such as 5 or 0.5, or a Go duration such as 500ms"
+	if v == "" {
+		return 0, errors.New("empty value; " + want)
+	}
+	if cfgIsDecimal(v) {
+		secs, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.Abs(secs)*1e9 >= math.MaxInt64/2 {
+			return 0, fmt.Errorf("%q seconds is too long", cfgClip(v))
+		}
+		return time.Duration(math.Round(secs * 1e9)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (%s)", cfgClip(v), want)
+	}
+	return d, nil
+}
+
+// cfgIsDecimal reports whether s is digits with at most one '.' and an
+// optional sign, as in 5, 0.5, .5, 5. or -1.
+func cfgIsDecimal(s string) bool {
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	digits, dots := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] >= '0' && s[i] <= '9':
+			digits++
+		case s[i] == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && dots <= 1
+}
+
+// cfgEnum is one of allowed, matched in any case and stored as canon
+// returns it.
+func cfgEnum(key string, p *string, canon func(string) string, allowed ...string) cfgField {
+	fd := cfgText(key, p, nil)
+	fd.check = func() error {
+		for _, a := range allowed {
+			if strings.EqualFold(*p, a) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", cfgClip(*p), strings.Join(allowed, ", "))
+	}
+	fd.set = func(v string) error {
+		*p = canon(v)
+		return nil
+	}
+	return fd
+}
+
+// cfgRotatingTime is a time rotation code of Python's TimedRotatingFileHandler
+// as OMQS.cfg writes it: NS, NM, NH, ND (every N seconds, minutes, hours,
+// days), W0..W6 (weekly on that weekday, 0 is Monday) or MD (midnight).
+func cfgRotatingTime(key string, p *string) cfgField {
+	fd := cfgText(key, p, nil)
+	fd.set = func(v string) error {
+		*p = strings.ToUpper(v)
+		return nil
+	}
+	fd.check = func() error {
+		if !cfgValidRotatingTime(*p) {
+			return fmt.Errorf("%q is not a rotation time (want NS, NM, NH or ND with a whole N of at least 1, W0 to W6, or MD)", cfgClip(*p))
+		}
+		return nil
+	}
+	return fd
+}
+
+func cfgValidRotatingTime(s string) bool {
+	s = strings.ToUpper(s)
+	if s == "MD" || len(s) == 2 && s[0] == 'W' && s[1] >= '0' && s[1] <= '6' {
+		return true
+	}
+	if len(s) < 2 {
+		return false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'S':
+		unit = time.Second
+	case 'M':
+		unit = time.Minute
+	case 'H':
+		unit = time.Hour
+	case 'D':
+		unit = 24 * time.Hour
+	default:
+		return false
+	}
+	num := s[:len(s)-1]
+	for i := 0; i < len(num); i++ {
+		if num[i] < '0' || num[i] > '9' {
+			return false
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	return err == nil && n >= 1 && n <= int64(math.MaxInt64/unit)
+}
+
+// cfgURL is MQURL: one or more broker URLs, checked by transport.ParseURLs.
+func cfgURL(key string, p *string) cfgField {
+	fd := cfgText(key, p, nil)
+	fd.secret = true
+	fd.check = func() error {
+		if strings.TrimSpace(*p) == "" {
+			return errors.New("empty value; want a broker URL such as " + DefaultURL)
+		}
+		// A ',' separates URLs: one inside a password would split it, and
+		// the pieces would be quoted in ParseURLs' message.
+		if parts := strings.Split(*p, ","); len(parts) > 1 {
+			for i, part := range parts {
+				if strings.TrimSpace(part) != "" && !strings.Contains(part, "://") {
+					return fmt.Errorf("address %d of %d has no scheme (a ',' separates addresses: write a ',' inside a password as %%2C)", i+1, len(parts))
+				}
+			}
+		}
+		if _, err := transport.ParseURLs(*p); err != nil {
+			msg := err.Error()
+			for _, prefix := range []string{key + ": ", key + " "} {
+				msg = strings.TrimPrefix(msg, prefix)
+			}
+			return errors.New(cfgHideUserinfo(msg))
+		}
+		return nil
+	}
+	fd.text = func() string { return cfgRedact(*p) }
+	fd.value = func() slog.Value { return slog.StringValue(cfgRedact(*p)) }
+	return fd
+}
+
+// cfgUnwrapFormat removes the wrapping the original's tutorial put around
+// FORMAT, a Python expression: ('...'), ("..."), '...' or "...".
+func cfgUnwrapFormat(v string) string {
+	for _, q := range []string{"'", `"`} {
+		if len(v) >= 4 && strings.HasPrefix(v, "("+q) && strings.HasSuffix(v, q+")") {
+			return v[2 : len(v)-2]
+		}
+	}
+	for _, q := range []string{"'", `"`} {
+		if len(v) >= 2 && strings.HasPrefix(v, q) && strings.HasSuffix(v, q) {
+			return v[1 : len(v)-1]
+		}
+	}
+	return v
+}
+
+// Validate checks every setting as LoadConfig checks a file: ranges of
+// numbers, enumerations (in any case), names AMQP can carry and the broker
+// URL. It does not connect to the broker. The error wraps ErrInvalidConfig
+// and names the section and key, as in
+//
+//	omqs: invalid configuration: [Global] BUFFER_SIZE: 0 must be at least 1
+func (c *Config) Validate() error {
+	if c == nil {
+		return fmt.Errorf("%w: nil *Config", ErrInvalidConfig)
+	}
+	for _, cs := range c.sections() {
+		for _, fd := range cs.fields {
+			if err := fd.check(); err != nil {
+				return fmt.Errorf("%w: [%s] %s: %v", ErrInvalidConfig, cs.name, fd.key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// String returns every setting in the syntax of OMQS.cfg (so '%' is written
+// "%%"), with the password of MQURL replaced by "xxxxx". Source and Warnings
+// are written as comments.
+func (c *Config) String() string {
+	if c == nil {
+		return "<nil>"
+	}
+	var b strings.Builder
+	if c.Source != "" {
+		fmt.Fprintf(&b, "; read from %s\n", c.Source)
+	} else {
+		b.WriteString("; built-in defaults and settings made in code\n")
+	}
+	for _, w := range c.Warnings {
+		fmt.Fprintf(&b, "; warning: %s\n", strings.ReplaceAll(w, "\n", " "))
+	}
+	for i, cs := range c.sections() {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "[%s]\n", cs.name)
+		for _, fd := range cs.fields {
+			b.WriteString(fd.key + " =")
+			if v := fd.text(); v != "" {
+				b.WriteString(" " + strings.ReplaceAll(v, "%", "%%"))
+			}
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// LogValue makes a *Config log as a group per section, with the password of
+// MQURL replaced by "xxxxx".
+func (c *Config) LogValue() slog.Value {
+	if c == nil {
+		return slog.StringValue("<nil>")
+	}
+	var attrs []slog.Attr
+	if c.Source != "" {
+		attrs = append(attrs, slog.String("source", c.Source))
+	}
+	for _, cs := range c.sections() {
+		group := make([]slog.Attr, len(cs.fields))
+		for i, fd := range cs.fields {
+			group[i] = slog.Attr{Key: fd.key, Value: fd.value()}
+		}
+		attrs = append(attrs, slog.Attr{Key: cs.name, Value: slog.GroupValue(group...)})
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// String returns the [Global] settings with the password of MQURL replaced
+// by "xxxxx", so that printing a Config value does not reveal it either.
+func (g GlobalConfig) String() string {
+	return fmt.Sprintf("{MQURL:%s ReconnectInterval:%v ReconnectTimes:%d BufferSize:%d MaxInFlight:%d}",
+		cfgRedact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+}
+
+// LogValue makes GlobalConfig log with the password of MQURL replaced by
+// "xxxxx".
+func (g GlobalConfig) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("MQURL", cfgRedact(g.MQURL)),
+		slog.Duration("RECONNECT_INTERVAL", g.ReconnectInterval),
+		slog.Int("RECONNECT_TIMES", g.ReconnectTimes),
+		slog.Int("BUFFER_SIZE", g.BufferSize),
+		slog.Int("MAX_IN_FLIGHT", g.MaxInFlight),
+	)
+}
+
+// clone returns a deep copy of c.
+func (c *Config) clone() *Config {
+	n := *c
+	cp := func(s []string) []string { return append([]string(nil), s...) }
+	for _, p := range []*PublisherConfig{&n.AsyncPublisher, &n.SyncPublisher, &n.AsyncBroadcaster, &n.SyncBroadcaster, &n.AsyncRouter, &n.SyncRouter} {
+		p.RoutingKeys = cp(p.RoutingKeys)
+	}
+	for _, w := range []*WorkerConfig{&n.LogWorker, &n.EventWorker} {
+		w.Keys = cp(w.Keys)
+	}
+	for _, cc := range []*ConsumerConfig{&n.LogConsumer, &n.EventConsumer} {
+		cc.Keys = cp(cc.Keys)
+	}
+	n.Warnings = cp(n.Warnings)
+	return &n
+}
+
+// normalize writes enumerations in the case the broker and the logger
+// expect (Validate accepts any case).
+func (c *Config) normalize() {
+	for _, p := range []*PublisherConfig{&c.AsyncPublisher, &c.SyncPublisher, &c.AsyncBroadcaster, &c.SyncBroadcaster, &c.AsyncRouter, &c.SyncRouter} {
+		p.ExchangeType = strings.ToLower(p.ExchangeType)
+	}
+	for _, w := range []*WorkerConfig{&c.LogWorker, &c.EventWorker} {
+		w.ExchangeType, w.QueueType = strings.ToLower(w.ExchangeType), strings.ToLower(w.QueueType)
+	}
+	for _, cc := range []*ConsumerConfig{&c.LogConsumer, &c.EventConsumer} {
+		cc.ExchangeType, cc.QueueType = strings.ToLower(cc.ExchangeType), strings.ToLower(cc.QueueType)
+	}
+	c.Log.Level = strings.ToUpper(c.Log.Level)
+	c.Log.Type = strings.ToLower(c.Log.Type)
+	c.Log.RotationType = strings.ToLower(c.Log.RotationType)
+	c.Log.RotatingTime = strings.ToUpper(c.Log.RotatingTime)
 }

@@ -38,9 +38,15 @@ const (
 )
 
 // defaultLogConfig returns the [Log] section NewLogManager uses when no
-// WithLogConfig option is given.
-// replaced by resolveConfig when config loading lands
-func defaultLogConfig() (LogConfig, error) { return DefaultConfig().Log, nil }
+// WithLogConfig option is given: that of $OMQS_CONFIG, else ./OMQS.cfg,
+// else the built-in defaults.
+func defaultLogConfig() (LogConfig, error) {
+	cfg, err := resolveConfig()
+	if err != nil {
+		return LogConfig{}, err
+	}
+	return cfg.Log, nil
+}
 
 // LogOption configures NewLogManager. Options are applied in order; a later
 // option overrides an earlier one.

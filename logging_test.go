@@ -303,7 +303,7 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-func TestConfigErrors(t *testing.T) {
+func TestLogConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name string

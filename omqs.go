@@ -336,12 +336,13 @@ func buildSettings(target scope, ctor string, opts []Option) (*settings, error) 
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", ctor, err)
 			}
-			s.cfg = cfg
+			s.cfg = cfg.clone()
 		}
 	}
 	if err := s.cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", ctor, err)
 	}
+	s.cfg.normalize()
 	return s, nil
 }
 
