@@ -489,41 +489,9 @@ type cfgField struct {
 // bounded.
 func (fd cfgField) quote(v string) string {
 	if fd.secret {
-		v = cfgRedact(v)
+		v = transport.Redact(v)
 	}
 	return strconv.Quote(cfgClip(v))
-}
-
-// cfgRedact hides the passwords of s, one or more URLs, with
-// transport.Redact, then with cfgHideUserinfo.
-func cfgRedact(s string) string {
-	return cfgHideUserinfo(transport.Redact(s))
-}
-
-// cfgHideUserinfo replaces the password of every "scheme://user:password@"
-// in s, parsable or not (a password may hold the ',' that separates URLs,
-// which transport.Redact does not expect), with "xxxxx".
-func cfgHideUserinfo(s string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		b.WriteString(s[:i+3])
-		s = s[i+3:]
-		seg := s
-		if next := strings.Index(s, "://"); next >= 0 {
-			seg = s[:next]
-		}
-		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
-			if user, _, hasPassword := strings.Cut(seg[:at], ":"); hasPassword {
-				b.WriteString(user + ":xxxxx")
-				s = s[at:]
-			}
-		}
-	}
 }
 
 // cfgClip shortens s for a message.
@@ -901,12 +869,12 @@ func cfgURL(key string, p *string) cfgField {
 			for _, prefix := range []string{key + ": ", key + " "} {
 				msg = strings.TrimPrefix(msg, prefix)
 			}
-			return errors.New(cfgHideUserinfo(msg))
+			return errors.New(transport.Redact(msg))
 		}
 		return nil
 	}
-	fd.text = func() string { return cfgRedact(*p) }
-	fd.value = func() slog.Value { return slog.StringValue(cfgRedact(*p)) }
+	fd.text = func() string { return transport.Redact(*p) }
+	fd.value = func() slog.Value { return slog.StringValue(transport.Redact(*p)) }
 	return fd
 }
 
@@ -1002,14 +970,14 @@ func (c *Config) LogValue() slog.Value {
 // by "xxxxx", so that printing a Config value does not reveal it either.
 func (g GlobalConfig) String() string {
 	return fmt.Sprintf("{MQURL:%s ReconnectInterval:%v ReconnectTimes:%d BufferSize:%d MaxInFlight:%d}",
-		cfgRedact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
 }
 
 // LogValue makes GlobalConfig log with the password of MQURL replaced by
 // "xxxxx".
 func (g GlobalConfig) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("MQURL", cfgRedact(g.MQURL)),
+		slog.String("MQURL", transport.Redact(g.MQURL)),
 		slog.Duration("RECONNECT_INTERVAL", g.ReconnectInterval),
 		slog.Int("RECONNECT_TIMES", g.ReconnectTimes),
 		slog.Int("BUFFER_SIZE", g.BufferSize),

@@ -1,6 +1,8 @@
 package omqs
 
 import (
+	"github.com/omqs-go/omqs/internal/transport"
+
 	"bytes"
 	"context"
 	"errors"
@@ -653,8 +655,8 @@ func TestRedactText(t *testing.T) {
 		"amqp://h:5672/ mail a@b":       "amqp://h:xxxxx@b",
 	}
 	for in, want := range tests {
-		if got := redactText(in); got != want {
-			t.Errorf("redactText(%q) = %q, want %q", in, got, want)
+		if got := transport.Redact(in); got != want {
+			t.Errorf("transport.Redact(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -54,14 +54,23 @@ func ParseURLs(s string) ([]Endpoint, error) {
 		return nil, errors.New("MQURL is empty")
 	}
 	var eps []Endpoint
-	for i, part := range strings.Split(s, ",") {
+	parts := strings.Split(s, ",")
+	for i, part := range parts {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			return nil, fmt.Errorf("MQURL: address %d of %q is empty", i+1, Redact(s))
 		}
 		ep, err := parseOne(part)
 		if err != nil {
-			return nil, err
+			if len(parts) > 1 {
+				// A part's text may hold a piece of a password split at a
+				// comma: name the address by its position only.
+				return nil, fmt.Errorf("MQURL %q: address %d: %w", Redact(s), i+1, err)
+			}
+			if strings.Contains(part, "@") && !strings.Contains(part, "://") {
+				return nil, fmt.Errorf("MQURL: %w", err)
+			}
+			return nil, fmt.Errorf("MQURL %q: %w", Redact(part), err)
 		}
 		eps = append(eps, ep)
 	}
@@ -71,28 +80,29 @@ func ParseURLs(s string) ([]Endpoint, error) {
 func parseOne(raw string) (Endpoint, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return Endpoint{}, fmt.Errorf("MQURL %q: no scheme (want amqp://, amqps:// or memory://)", Redact(raw))
+		return Endpoint{}, errors.New("no scheme (want amqp://, amqps:// or memory://)")
 	}
 	switch strings.ToLower(scheme) {
 	case "memory":
 		name := strings.TrimSuffix(rest, "/")
 		if strings.ContainsAny(name, "/?#@") {
-			return Endpoint{}, fmt.Errorf("MQURL %q: a memory URL is memory:// or memory://NAME", raw)
+			return Endpoint{}, errors.New("a memory URL is memory:// or memory://NAME")
 		}
 		return Endpoint{URL: "memory://" + name, Memory: true, Name: name}, nil
 	case "amqp", "amqps":
 	default:
-		return Endpoint{}, fmt.Errorf("MQURL %q: unknown scheme %q (want amqp, amqps or memory)", Redact(raw), scheme)
+		return Endpoint{}, fmt.Errorf("unknown scheme %q (want amqp, amqps or memory)", scheme)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("MQURL %q: %v", Redact(raw), redactErr(err, raw))
+		// url.Parse quotes the text, password included: say what to fix instead.
+		return Endpoint{}, errors.New("not a valid URL (check host and port; a user name or password holding one of : / ? # [ ] @ , % must be percent-encoded)")
 	}
 	q := u.Query()
 	for from, to := range pikaParams {
 		if v, ok := q[from]; ok {
 			if _, dup := q[to]; dup {
-				return Endpoint{}, fmt.Errorf("MQURL %q: both %s and %s are set", Redact(raw), from, to)
+				return Endpoint{}, fmt.Errorf("both %s and %s are set", from, to)
 			}
 			q[to] = v
 			delete(q, from)
@@ -106,54 +116,19 @@ func parseOne(raw string) (Endpoint, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return Endpoint{}, fmt.Errorf("MQURL %q: unsupported query parameter %s (supported: heartbeat or heartbeat_interval, connection_timeout, channel_max, auth_mechanism, certfile, keyfile, cacertfile, server_name_indication)",
-			Redact(raw), strings.Join(unknown, ", "))
+		return Endpoint{}, fmt.Errorf("unsupported query parameter %s (supported: heartbeat or heartbeat_interval, connection_timeout, channel_max, auth_mechanism, certfile, keyfile, cacertfile, server_name_indication)",
+			strings.Join(unknown, ", "))
 	}
 	u.RawQuery = q.Encode()
 	norm := u.String()
 	uri, err := amqp.ParseURI(norm)
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("MQURL %q: %v", Redact(raw), redactErr(err, raw))
+		return Endpoint{}, errors.New(redactErr(err, raw))
 	}
 	if err := checkTLSFiles(uri); err != nil {
-		return Endpoint{}, fmt.Errorf("MQURL %q: %w", Redact(raw), err)
+		return Endpoint{}, err
 	}
 	return Endpoint{URL: norm, URI: uri}, nil
-}
-
-// Redact returns s (one URL or a comma-separated list) with every password
-// replaced by "xxxxx". Text that does not parse as a URL is returned with
-// anything between "://" and "@" hidden.
-func Redact(s string) string {
-	if !strings.Contains(s, "@") {
-		return s
-	}
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		parts[i] = redactOne(p)
-	}
-	return strings.Join(parts, ",")
-}
-
-func redactOne(s string) string {
-	if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			lead := s[:len(s)-len(strings.TrimLeft(s, " \t"))]
-			return lead + u.String()
-		}
-		return s
-	}
-	// Unparseable: hide the whole userinfo.
-	if i := strings.Index(s, "://"); i >= 0 {
-		if j := strings.LastIndex(s, "@"); j > i {
-			return s[:i+3] + "xxxxx" + s[j:]
-		}
-	}
-	if j := strings.LastIndex(s, "@"); j >= 0 {
-		return "xxxxx" + s[j:]
-	}
-	return s
 }
 
 // redactErr returns err's text with raw's password removed.

@@ -1,13 +1,13 @@
-package omqs
+package transport
 
 import (
 	"strings"
 	"testing"
 )
 
-// FuzzRedactText checks that the password of a URL embedded in any text is
-// hidden, within the limits redactText documents.
-func FuzzRedactText(f *testing.F) {
+// FuzzRedact checks that the password of a URL embedded in any text is
+// hidden, within the limits Redact documents.
+func FuzzRedact(f *testing.F) {
 	f.Add("dialing ", "guest", "S3cr3t!", "localhost:5672/%2F", " failed")
 	f.Add("", "u", "p@ss w0rd", "h", "")
 	f.Add("see http://x:y@z/ and ", "user@corp", "pw:with:colons", "h1,amqp://v:q@h2", ", mail bob@example.com")
@@ -17,7 +17,7 @@ func FuzzRedactText(f *testing.F) {
 	f.Add("0", "A", "//1", "0", "0")
 	f.Add("0", "0", "//1:", "0", "0")
 	f.Fuzz(func(t *testing.T, prefix, user, pw, host, suffix string) {
-		out := redactText(prefix + "amqp://" + user + ":" + pw + "@" + host + suffix)
+		out := Redact(prefix + "amqp://" + user + ":" + pw + "@" + host + suffix)
 		if strings.Contains(pw, "://") {
 			return
 		}
