@@ -341,8 +341,20 @@ func (c *consumer) run() {
 		batch []entry
 		dead  []deadLetter
 	)
+	q.mu.Lock()
 	for {
-		q.mu.Lock()
+		if c.sending > 0 {
+			c.sending = 0
+			if q.msgs.len() > 0 {
+				q.dispatchLocked(&dead)
+			}
+			if len(dead) > 0 {
+				q.mu.Unlock()
+				q.b.deadLetter(dead)
+				dead = dead[:0]
+				q.mu.Lock()
+			}
+		}
 		for c.outbox.len() == 0 {
 			if c.cancelled {
 				q.mu.Unlock()
@@ -374,6 +386,12 @@ func (c *consumer) run() {
 		for i := range batch {
 			d := c.delivery(&batch[i], first+uint64(i))
 			select {
+			case c.deliveries <- d: // the receiver was waiting
+				batch[i] = entry{}
+				continue
+			default:
+			}
+			select {
 			case c.deliveries <- d:
 			case <-ch.done:
 				if c.noAck {
@@ -388,17 +406,7 @@ func (c *consumer) run() {
 			}
 			batch[i] = entry{}
 		}
-
 		q.mu.Lock()
-		c.sending = 0
-		if q.msgs.len() > 0 {
-			q.dispatchLocked(&dead)
-		}
-		q.mu.Unlock()
-		if len(dead) > 0 {
-			q.b.deadLetter(dead)
-			dead = dead[:0]
-		}
 	}
 }
 
