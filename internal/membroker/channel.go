@@ -431,6 +431,9 @@ func (ch *Channel) consume(queue, tag string, autoAck, exclusive bool, deliverie
 	if q.owner != nil && q.owner != ch.conn {
 		return undo(errLocked(name))
 	}
+	if q.quorum && ch.gPrefetch.Load() > 0 {
+		return undo(serverError(amqp.NotImplemented, "%s does not support global qos", rs("queue", name)))
+	}
 	c.q = q
 	var dead []deadLetter
 	q.mu.Lock()

@@ -684,6 +684,16 @@ func TestConformUnknownDeliveryTag(t *testing.T) {
 		ok(t, d.Ack(false))
 		ok(t, d.Ack(false)) // asynchronous: the channel then closes
 		mustErr(t, recv(t, cn, "NotifyClose"), amqp.PreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 1")
+
+		// With multiple, the tag itself must be outstanding.
+		publish(t, pub, "", q, "y")
+		c = e.open()
+		cn = c.NotifyClose(make(chan *amqp.Error, 1))
+		ds, err = c.Consume(q, "", false, false, false, false, nil)
+		ok(t, err)
+		d = recv(t, ds, "delivery")
+		ok(t, c.Ack(d.DeliveryTag+5, true))
+		mustErr(t, recv(t, cn, "NotifyClose"), amqp.PreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 6")
 	})
 }
 
@@ -974,7 +984,10 @@ func TestConformHeadersExchange(t *testing.T) {
 		pub(amqp.Table{"b": 3})                  // none
 		waitCount(t, e, qany, 2)
 		waitCount(t, e, qall, 1)
-		mustErr(t, ch.QueueBind(qall, "", x, false, amqp.Table{"x-match": "some"}), amqp.PreconditionFailed, "")
+		mustErr(t, ch.QueueBind(qall, "", x, false, amqp.Table{"x-match": "some"}), amqp.PreconditionFailed,
+			"PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; expected all, any, all-with-x, or any-with-x")
+		mustErr(t, e.open().QueueBind(qall, "", x, false, amqp.Table{"x-match": 1}), amqp.PreconditionFailed,
+			"PRECONDITION_FAILED - Invalid x-match field type signedint (value 1); expected longstr")
 	})
 }
 
@@ -998,7 +1011,26 @@ func TestConformQuorumDeliveryCount(t *testing.T) {
 		if d.Headers["x-delivery-count"] != int64(1) || !d.Redelivered {
 			t.Fatalf("second delivery headers %#v", d.Headers)
 		}
+		// Returned by a closing channel: counted too.
+		ok(t, c.Close())
+		ds, err = e.open().Consume(q, "", false, false, false, false, nil)
+		ok(t, err)
+		d = recv(t, ds, "third")
+		if d.Headers["x-delivery-count"] != int64(2) || !d.Redelivered {
+			t.Fatalf("third delivery headers %#v", d.Headers)
+		}
 		ok(t, d.Ack(false))
+
+		// Quorum queues refuse consumers on a channel with a global prefetch;
+		// the connection closes.
+		conn := e.conn()
+		cn := conn.NotifyClose(make(chan *amqp.Error, 1))
+		g := e.channel(conn)
+		ok(t, g.Qos(5, 0, true))
+		_, err = g.Consume(q, "", false, false, false, false, nil)
+		want := "NOT_IMPLEMENTED - queue '" + q + "' in vhost '/' does not support global qos"
+		mustErr(t, err, amqp.NotImplemented, want)
+		mustErr(t, recv(t, cn, "connection NotifyClose"), amqp.NotImplemented, want)
 	})
 }
 
@@ -1026,5 +1058,215 @@ func TestConformMessageTTL(t *testing.T) {
 		cn := bad.NotifyClose(make(chan *amqp.Error, 1))
 		ok(t, bad.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{Expiration: "soon"}))
 		mustErr(t, recv(t, cn, "NotifyClose"), amqp.PreconditionFailed, "PRECONDITION_FAILED - invalid expiration 'soon': no_integer")
+	})
+}
+
+func TestConformOverflowDeadLetter(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		dead := e.queue("dead")
+		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
+		ok(t, err)
+		dh := e.queue("dh")
+		_, err = ch.QueueDeclare(dh, false, false, false, false, amqp.Table{
+			"x-max-length": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
+		})
+		ok(t, err)
+		rp := e.queue("rpdlx")
+		_, err = ch.QueueDeclare(rp, false, false, false, false, amqp.Table{
+			"x-max-length": 1, "x-overflow": "reject-publish-dlx", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
+		})
+		ok(t, err)
+		ok(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 4))
+		publish(t, ch, "", dh, "dh1")
+		publish(t, ch, "", dh, "dh2") // dh1 dropped from the head
+		publish(t, ch, "", rp, "rp1")
+		publish(t, ch, "", rp, "rp2") // rejected and dead-lettered
+		var acks []bool
+		for i := 0; i < 4; i++ {
+			acks = append(acks, recv(t, confirms, "confirm").Ack)
+		}
+		if acks[0] != true || acks[1] != true || acks[2] != true || acks[3] != false {
+			t.Fatalf("acks %v", acks)
+		}
+		ds, err := e.open().Consume(dead, "", true, false, false, false, nil)
+		ok(t, err)
+		got := map[string]string{}
+		for i := 0; i < 2; i++ {
+			d := recv(t, ds, "dead")
+			got[string(d.Body)] = d.Headers["x-death"].([]any)[0].(amqp.Table)["reason"].(string)
+		}
+		if got["dh1"] != "maxlen" || got["rp2"] != "maxlen" {
+			t.Fatalf("dead-lettered %v", got)
+		}
+	})
+}
+
+func TestConformMessageExpiration(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		dead := e.queue("dead")
+		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
+		ok(t, err)
+		q := e.queue("exp")
+		_, err = ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+		ok(t, err)
+		ok(t, ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{Body: []byte("e"), Expiration: "20"}))
+		ds, err := ch.Consume(dead, "", true, false, false, false, nil)
+		ok(t, err)
+		d := recv(t, ds, "expired")
+		xd := d.Headers["x-death"].([]any)[0].(amqp.Table)
+		if xd["reason"] != "expired" || xd["original-expiration"] != "20" || d.Expiration != "" {
+			t.Fatalf("expired %+v %#v", d, xd)
+		}
+	})
+}
+
+func TestConformShortcutsAndDefaults(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		_, err := e.open().Consume("", "", false, false, false, false, nil)
+		mustErr(t, err, amqp.NotFound, "NOT_FOUND - no previously declared queue")
+		ch := e.open()
+		q := e.queue("short")
+		_, err = ch.QueueDeclare(q, false, false, false, false, nil)
+		ok(t, err)
+		ok(t, ch.QueueBind("", "", "amq.direct", false, nil)) // the last queue, keyed by its name
+		publish(t, ch, "amq.direct", q, "via amq.direct")
+		waitCount(t, e, q, 1)
+		n, err := ch.QueuePurge("", false)
+		ok(t, err)
+		if n != 1 {
+			t.Fatalf("purged %d", n)
+		}
+		// A mandatory message to the default exchange with no such queue
+		// comes back.
+		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+		missing := e.queue("missing")
+		ok(t, ch.PublishWithContext(context.Background(), "", missing, true, false, amqp.Publishing{}))
+		if r := recv(t, returns, "return"); r.RoutingKey != missing || r.ReplyCode != amqp.NoRoute {
+			t.Fatalf("return %+v", r)
+		}
+		// An absent queue type is equivalent to classic, not to quorum.
+		ok(t, e.declare(q, false, false, false, false, amqp.Table{"x-queue-type": "classic"}))
+		err = e.declare(q, false, false, false, false, amqp.Table{"x-queue-type": "quorum"})
+		mustErr(t, err, amqp.PreconditionFailed, "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '"+q+"' in vhost '/': received the value 'quorum' of type 'longstr' but current is none")
+		err = e.declare(q, false, false, false, false, amqp.Table{"x-max-length": 5})
+		mustErr(t, err, amqp.PreconditionFailed, "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '"+q+"' in vhost '/': received the value '5' of type 'signedint' but current is none")
+		// Alternate exchange equivalence.
+		x := e.exchange("ae")
+		ok(t, e.open().ExchangeDeclare(x, "fanout", false, false, false, false, amqp.Table{"alternate-exchange": "amq.fanout"}))
+		mustErr(t, e.open().ExchangeDeclare(x, "fanout", false, false, false, false, nil), amqp.PreconditionFailed,
+			"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '"+x+"' in vhost '/': received none but current is the value 'amq.fanout' of type 'longstr'")
+		// prefetch_size is not implemented: a connection error.
+		c := e.conn()
+		cn := c.NotifyClose(make(chan *amqp.Error, 1))
+		mustErr(t, e.channel(c).Qos(1, 4096, false), amqp.NotImplemented, "NOT_IMPLEMENTED - prefetch_size!=0 (4096)")
+		recv(t, cn, "connection NotifyClose")
+	})
+}
+
+func TestConformInternalAndAlternate(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		ix := e.exchange("internal")
+		ok(t, ch.ExchangeDeclare(ix, "fanout", false, false, true, false, nil))
+		cn := ch.NotifyClose(make(chan *amqp.Error, 1))
+		publish(t, ch, ix, "", "m")
+		mustErr(t, recv(t, cn, "NotifyClose"), amqp.AccessRefused, "ACCESS_REFUSED - cannot publish to internal exchange '"+ix+"' in vhost '/'")
+
+		ch = e.open()
+		ae, main := e.exchange("ae"), e.exchange("main")
+		ok(t, ch.ExchangeDeclare(ae, "fanout", false, false, false, false, nil))
+		ok(t, ch.ExchangeDeclare(main, "direct", false, false, false, false, amqp.Table{"alternate-exchange": ae}))
+		q := e.queue("unrouted")
+		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
+		ok(t, err)
+		ok(t, ch.QueueBind(q, "", ae, false, nil))
+		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+		ok(t, ch.PublishWithContext(context.Background(), main, "nokey", true, false, amqp.Publishing{Body: []byte("alt")}))
+		waitCount(t, e, q, 1)
+		nothing(t, returns, "return")
+	})
+}
+
+func TestConformCCAndBCC(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		x := e.exchange("cc")
+		ok(t, ch.ExchangeDeclare(x, "direct", false, false, false, false, nil))
+		qs := []string{e.queue("a"), e.queue("b"), e.queue("c")}
+		for i, q := range qs {
+			_, err := ch.QueueDeclare(q, false, false, false, false, nil)
+			ok(t, err)
+			ok(t, ch.QueueBind(q, string(rune('a'+i)), x, false, nil))
+		}
+		ok(t, ch.PublishWithContext(context.Background(), x, "a", false, false, amqp.Publishing{
+			Headers: amqp.Table{"CC": []any{"b"}, "BCC": []any{"c"}, "other": "kept"},
+		}))
+		for _, q := range qs {
+			ds, err := ch.Consume(q, "", true, false, false, false, nil)
+			ok(t, err)
+			d := recv(t, ds, q)
+			if _, has := d.Headers["BCC"]; has || d.RoutingKey != "a" || d.Headers["other"] != "kept" {
+				t.Fatalf("%s got %+v", q, d)
+			}
+			if cc, _ := d.Headers["CC"].([]any); len(cc) != 1 || cc[0] != "b" {
+				t.Fatalf("%s CC %#v", q, d.Headers["CC"])
+			}
+		}
+	})
+}
+
+func TestConformSingleActiveConsumer(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		q := e.queue("sac")
+		_, err := ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-single-active-consumer": true})
+		ok(t, err)
+		c1, err := ch.Consume(q, "c1", false, false, false, false, nil)
+		ok(t, err)
+		c2, err := ch.Consume(q, "c2", false, false, false, false, nil)
+		ok(t, err)
+		publish(t, ch, "", q, "1")
+		publish(t, ch, "", q, "2")
+		recv(t, c1, "c1")
+		recv(t, c1, "c1")
+		nothing(t, c2, "c2")
+		ok(t, ch.Cancel("c1", false))
+		closed(t, c1, "c1")
+		publish(t, ch, "", q, "3")
+		if d := recv(t, c2, "c2"); string(d.Body) != "3" {
+			t.Fatalf("got %s", d.Body)
+		}
+	})
+}
+
+func TestConformQueueDeleteCancelsConsumers(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		ch := e.open()
+		q := e.queue("del")
+		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
+		ok(t, err)
+		publish(t, ch, "", q, "m")
+		c := e.open()
+		ds, err := c.Consume(q, "tag", false, false, false, false, nil)
+		ok(t, err)
+		d := recv(t, ds, "delivery")
+		_, err = ch.QueueDelete(q, false, false, false)
+		ok(t, err)
+		closed(t, ds, "deliveries of a deleted queue")
+		ok(t, d.Ack(false))
+		_, err = ch.QueueDeclare(q, false, false, false, false, nil)
+		ok(t, err)
+		_, err = c.Consume(q, "tag", false, false, false, false, nil)
+		ok(t, err)
 	})
 }
