@@ -1,6 +1,7 @@
 package membroker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"sync"
@@ -180,10 +181,7 @@ func (b *Broker) SetBlocked(active bool) {
 
 // waitUnblocked returns once no alarm is raised, or with ctx.Err() or
 // amqp.ErrClosed when ctx ends or done is closed first.
-func (b *Broker) waitUnblocked(ctx interface {
-	Done() <-chan struct{}
-	Err() error
-}, done <-chan struct{}) error {
+func (b *Broker) waitUnblocked(ctx context.Context, done <-chan struct{}) error {
 	for b.blocked.Load() {
 		b.blockMu.Lock()
 		wait := b.unblocked

@@ -842,3 +842,46 @@ func TestConcurrentPublishConsume(t *testing.T) {
 		}
 	}
 }
+
+func TestConfirmsDeliveredBeforeClose(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		ch := open(t, b)
+		must(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
+		got := make(chan []uint64)
+		go func() {
+			var tags []uint64
+			for c := range confirms {
+				<-time.After(time.Second) // a slow listener
+				tags = append(tags, c.DeliveryTag)
+			}
+			got <- tags
+		}()
+		for i := 0; i < 3; i++ {
+			send(t, ch, "", "nowhere", "m")
+		}
+		must(t, ch.Close())
+		if tags := <-got; fmt.Sprint(tags) != "[1 2 3]" {
+			t.Fatalf("confirms before close: %v", tags)
+		}
+	})
+}
+
+func TestUnreadListenerDoesNotBlock(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		ch := open(t, b)
+		must(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation)) // never read
+		start := time.Now()
+		send(t, ch, "", "nowhere", "1")
+		send(t, ch, "", "nowhere", "2")
+		if time.Since(start) != 0 {
+			t.Fatalf("publishing waited %s for the listener", time.Since(start))
+		}
+		// Each confirm waits notifyTimeout for the listener, then is dropped.
+		<-time.After(2*notifyTimeout + time.Second)
+		empty(t, confirms)
+		must(t, ch.Close())
+		isClosed(t, confirms)
+	})
+}

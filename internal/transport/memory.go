@@ -2,7 +2,7 @@ package transport
 
 import "github.com/omqs-go/omqs/internal/membroker"
 
-// Channel is implemented by the in-process broker's channel.
+// The in-process broker's channel implements Channel.
 var _ Channel = (*membroker.Channel)(nil)
 
 func dialMemory(name string) (Conn, error) {
