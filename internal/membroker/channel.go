@@ -632,13 +632,13 @@ func (ch *Channel) finish(recs []pendingAck, mode settleMode) {
 			j++
 		}
 		q := c.q
-		q.mu.Lock()
-		c.unacked -= j - i
-		ch.gUnacked.Add(int64(i - j))
+		n := int64(j - i)
+		old := c.unacked.Add(-n) + n
+		ch.gUnacked.Add(-n)
 		switch mode {
 		case settleReject:
 			for _, r := range recs[i:j] {
-				q.discardLocked(r.e, "rejected", &dead)
+				q.discard(r.e, "rejected", &dead)
 			}
 		case settleRequeue:
 			for _, r := range recs[i:j] {
@@ -648,10 +648,14 @@ func (ch *Channel) finish(recs []pendingAck, mode settleMode) {
 				g.add(q, e)
 			}
 		}
-		if q.msgs.len() > 0 && mode != settleRequeue {
+		// The consumer was at its prefetch limit and now has room: give it
+		// what waits. A publisher that found it full did so under q.mu, so
+		// taking the lock here cannot miss its message.
+		if c.prefetch > 0 && old >= int64(c.prefetch) && mode != settleRequeue {
+			q.mu.Lock()
 			q.dispatchLocked(&dead)
+			q.mu.Unlock()
 		}
-		q.mu.Unlock()
 		i = j
 	}
 	g.requeue(&dead)

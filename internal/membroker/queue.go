@@ -2,6 +2,7 @@ package membroker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -100,10 +101,15 @@ type consumer struct {
 	deliveries chan amqp.Delivery
 	wake       chan struct{}
 
+	// unacked counts, for manual acknowledgement, the deliveries taken off
+	// the queue and not settled yet. It grows under q.mu; an ack shrinks it
+	// without the lock and takes the lock only when that gives the consumer
+	// room again (see Channel.finish).
+	unacked atomic.Int64
+
 	// Guarded by q.mu.
 	outbox    deque[entry] // taken off the queue, not yet handed over
 	sending   int          // taken from outbox by run, not yet handed over
-	unacked   int          // manual ack: outbox + sending + delivered, not settled
 	idle      bool         // run waits on wake
 	cancelled bool
 }
@@ -113,14 +119,14 @@ func (c *consumer) hasRoom() bool {
 	if c.cancelled || c.outbox.len()+c.sending >= consumerWindow {
 		return false
 	}
-	return c.noAck || c.prefetch == 0 || c.unacked < c.prefetch
+	return c.noAck || c.prefetch == 0 || c.unacked.Load() < int64(c.prefetch)
 }
 
 // give hands e to c. q.mu is held and c was picked by pick.
 func (c *consumer) give(e entry) {
 	c.outbox.pushBack(e)
 	if !c.noAck {
-		c.unacked++
+		c.unacked.Add(1)
 	}
 	if c.idle {
 		c.idle = false
@@ -220,12 +226,13 @@ func (q *queue) dropHeadLocked(dead *[]deadLetter) {
 		return
 	}
 	for q.msgs.len() > q.maxLen {
-		q.discardLocked(q.msgs.popFront(), "maxlen", dead)
+		q.discard(q.msgs.popFront(), "maxlen", dead)
 	}
 }
 
-// discardLocked dead-letters e or, without a dead-letter exchange, drops it.
-func (q *queue) discardLocked(e entry, reason string, dead *[]deadLetter) {
+// discard dead-letters e or, without a dead-letter exchange, drops it. It
+// reads only fields that do not change, so q.mu need not be held.
+func (q *queue) discard(e entry, reason string, dead *[]deadLetter) {
 	if q.hasDLX {
 		*dead = append(*dead, deadLetter{e, q, reason})
 		return
@@ -257,7 +264,7 @@ func (q *queue) expireLocked(dead *[]deadLetter) {
 			}
 			return
 		}
-		q.discardLocked(q.msgs.popFront(), "expired", dead)
+		q.discard(q.msgs.popFront(), "expired", dead)
 	}
 }
 
@@ -284,7 +291,7 @@ func (q *queue) requeue(list []entry, dead *[]deadLetter) {
 		kept := list[:0]
 		for _, e := range list {
 			if int64(e.count) > q.deliveryLimit {
-				q.discardLocked(e, "delivery_limit", dead)
+				q.discard(e, "delivery_limit", dead)
 				continue
 			}
 			kept = append(kept, e)
