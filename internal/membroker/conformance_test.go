@@ -1270,3 +1270,46 @@ func TestConformQueueDeleteCancelsConsumers(t *testing.T) {
 		ok(t, err)
 	})
 }
+
+func TestConformQosForLaterConsumers(t *testing.T) {
+	conform(t, func(e *env) {
+		t := e.t
+		pub := e.open()
+		early, late := e.queue("early"), e.queue("late")
+		for _, q := range []string{early, late} {
+			_, err := pub.QueueDeclare(q, false, false, false, false, nil)
+			ok(t, err)
+			for i := 0; i < 3; i++ {
+				publish(t, pub, "", q, "m")
+			}
+		}
+		waitCount(t, e, late, 3)
+		c := e.open()
+		de, err := c.Consume(early, "", false, false, false, false, nil)
+		ok(t, err)
+		ok(t, c.Qos(1, 0, false))
+		dl, err := c.Consume(late, "", false, false, false, false, nil)
+		ok(t, err)
+		for i := 0; i < 3; i++ {
+			recv(t, de, "early consumer, no limit")
+		}
+		d := recv(t, dl, "late consumer")
+		nothing(t, dl, "late consumer at its limit")
+		ok(t, d.Ack(false))
+		recv(t, dl, "late consumer after ack")
+
+		// autoAck consumers ignore the prefetch limit.
+		q := e.queue("auto")
+		_, err = pub.QueueDeclare(q, false, false, false, false, nil)
+		ok(t, err)
+		for i := 0; i < 3; i++ {
+			publish(t, pub, "", q, "a")
+		}
+		waitCount(t, e, q, 3)
+		da, err := c.Consume(q, "", true, false, false, false, nil)
+		ok(t, err)
+		for i := 0; i < 3; i++ {
+			recv(t, da, "autoAck consumer")
+		}
+	})
+}
