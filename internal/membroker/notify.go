@@ -1,0 +1,260 @@
+package membroker
+
+import (
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// notifyTimeout bounds how long one notification waits for one full listener,
+// as amqp091's reader does; the notification is then dropped for that
+// listener.
+const notifyTimeout = 5 * time.Second
+
+type eventKind uint8
+
+const (
+	evConfirm eventKind = iota
+	evReturn
+	evBlock
+)
+
+type event struct {
+	kind  eventKind
+	from  int // first listener not yet served
+	conf  amqp.Confirmation
+	block amqp.Blocking
+	ret   *amqp.Return
+}
+
+// notifier holds the Notify* listeners of a channel or connection and hands
+// them events in order, the way amqp091's reader goroutine does: an event is
+// sent to each listener in turn, waiting at most notifyTimeout for each.
+//
+// emit never blocks. When every listener takes the event at once it is
+// delivered in the caller's goroutine; otherwise it is queued and a drain
+// goroutine, owned by the notifier and tracked by wg, delivers the queue and
+// exits when it is empty. No broker lock is held while a listener is waited for.
+type notifier struct {
+	mu       sync.Mutex
+	closes   []chan *amqp.Error
+	confirms []chan amqp.Confirmation
+	returns  []chan amqp.Return
+	blocks   []chan amqp.Blocking
+	pending  deque[event]
+	running  bool
+	stopped  bool // no more events are accepted
+	finished bool // listeners are closed; new ones are closed at once
+	wg       sync.WaitGroup
+}
+
+func (n *notifier) addClose(c chan *amqp.Error) chan *amqp.Error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		close(c)
+	} else {
+		n.closes = append(n.closes, c)
+	}
+	return c
+}
+
+func (n *notifier) addConfirm(c chan amqp.Confirmation) chan amqp.Confirmation {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		close(c)
+	} else {
+		n.confirms = append(n.confirms, c)
+	}
+	return c
+}
+
+func (n *notifier) addReturn(c chan amqp.Return) chan amqp.Return {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		close(c)
+	} else {
+		n.returns = append(n.returns, c)
+	}
+	return c
+}
+
+func (n *notifier) addBlock(c chan amqp.Blocking) chan amqp.Blocking {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		close(c)
+	} else {
+		n.blocks = append(n.blocks, c)
+	}
+	return c
+}
+
+// listenerCount returns how many listeners of kind there are. n.mu is held.
+func (n *notifier) listenerCount(k eventKind) int {
+	switch k {
+	case evConfirm:
+		return len(n.confirms)
+	case evReturn:
+		return len(n.returns)
+	default:
+		return len(n.blocks)
+	}
+}
+
+// offer tries to hand ev to listener i without waiting. n.mu is held or the
+// listener slices are a snapshot that cannot be closed meanwhile.
+func offer(confirms []chan amqp.Confirmation, returns []chan amqp.Return, blocks []chan amqp.Blocking, ev *event, i int) bool {
+	switch ev.kind {
+	case evConfirm:
+		select {
+		case confirms[i] <- ev.conf:
+			return true
+		default:
+		}
+	case evReturn:
+		select {
+		case returns[i] <- *ev.ret:
+			return true
+		default:
+		}
+	default:
+		select {
+		case blocks[i] <- ev.block:
+			return true
+		default:
+		}
+	}
+	return false
+}
+
+// emit delivers ev to the listeners of its kind, in order after every earlier
+// event. It does not block.
+func (n *notifier) emit(ev event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return
+	}
+	if n.running {
+		n.pending.pushBack(ev)
+		return
+	}
+	count := n.listenerCount(ev.kind)
+	for ev.from < count {
+		if !offer(n.confirms, n.returns, n.blocks, &ev, ev.from) {
+			break
+		}
+		ev.from++
+	}
+	if ev.from == count {
+		return
+	}
+	n.pending.pushBack(ev)
+	n.running = true
+	n.wg.Add(1)
+	go n.drain()
+}
+
+// drain delivers queued events until none is left.
+func (n *notifier) drain() {
+	defer n.wg.Done()
+	t := time.NewTimer(notifyTimeout)
+	t.Stop()
+	for {
+		n.mu.Lock()
+		if n.pending.len() == 0 {
+			n.running = false
+			n.mu.Unlock()
+			return
+		}
+		ev := n.pending.popFront()
+		confirms, returns, blocks := n.confirms, n.returns, n.blocks
+		n.mu.Unlock()
+
+		count := 0
+		switch ev.kind {
+		case evConfirm:
+			count = len(confirms)
+		case evReturn:
+			count = len(returns)
+		default:
+			count = len(blocks)
+		}
+		for i := ev.from; i < count; i++ {
+			if offer(confirms, returns, blocks, &ev, i) {
+				continue
+			}
+			t.Reset(notifyTimeout)
+			switch ev.kind {
+			case evConfirm:
+				select {
+				case confirms[i] <- ev.conf:
+				case <-t.C:
+				}
+			case evReturn:
+				select {
+				case returns[i] <- *ev.ret:
+				case <-t.C:
+				}
+			default:
+				select {
+				case blocks[i] <- ev.block:
+				case <-t.C:
+				}
+			}
+			t.Stop()
+		}
+	}
+}
+
+// stop refuses further events and waits until the queued ones are delivered.
+func (n *notifier) stop() {
+	n.mu.Lock()
+	n.stopped = true
+	n.mu.Unlock()
+	n.wg.Wait()
+}
+
+// sendError offers err to every close listener that can take it at once, as
+// amqp091 v1.16 does; a listener that is neither waiting nor buffered with
+// room does not get it.
+func (n *notifier) sendError(err *amqp.Error) {
+	if err == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.closes {
+		select {
+		case c <- err:
+		default:
+		}
+	}
+}
+
+// finish closes every listener; listeners registered later are closed at once.
+func (n *notifier) finish() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.finished {
+		return
+	}
+	n.finished = true
+	for _, c := range n.closes {
+		close(c)
+	}
+	for _, c := range n.confirms {
+		close(c)
+	}
+	for _, c := range n.returns {
+		close(c)
+	}
+	for _, c := range n.blocks {
+		close(c)
+	}
+	n.closes, n.confirms, n.returns, n.blocks = nil, nil, nil, nil
+}
