@@ -1,0 +1,94 @@
+package reconnect
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+func endpoints(t *testing.T, urls string) []transport.Endpoint {
+	t.Helper()
+	eps, err := transport.ParseURLs(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eps
+}
+
+func noWait(ctx context.Context, _ time.Duration) error { return ctx.Err() }
+
+func TestConnectTriesEndpointsInTurn(t *testing.T) {
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-a,memory://rc-b"), Times: 3, Wait: noWait}
+	var tried []string
+	down := map[string]bool{"rc-a": true}
+	setup := func(name string) SetupFunc {
+		return func(context.Context, transport.Conn) error {
+			tried = append(tried, name)
+			if down[name] {
+				return errors.New("down")
+			}
+			return nil
+		}
+	}
+	// The setup cannot see which endpoint it runs on: wrap by order.
+	names := []string{"rc-a", "rc-b"}
+	i := 0
+	c, err := d.Connect(context.Background(), func(ctx context.Context, c transport.Conn) error {
+		n := names[(d.next+i)%2]
+		i++
+		return setup(n)(ctx, c)
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CloseDeadline(time.Now().Add(time.Second))
+	if len(tried) != 2 || tried[0] != "rc-a" || tried[1] != "rc-b" {
+		t.Fatalf("tried %v, want rc-a then rc-b", tried)
+	}
+	if d.next != 1 {
+		t.Fatalf("next = %d, want 1 (the endpoint that worked)", d.next)
+	}
+}
+
+func TestConnectGivesUpAfterTimes(t *testing.T) {
+	waits := 0
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-c"), Times: 4, Wait: func(ctx context.Context, _ time.Duration) error {
+		waits++
+		return nil
+	}}
+	boom := errors.New("boom")
+	_, err := d.Connect(context.Background(), func(context.Context, transport.Conn) error { return boom }, false)
+	var ge *GiveUpError
+	if !errors.As(err, &ge) || ge.Attempts != 4 || !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want GiveUpError after 4 attempts wrapping boom", err)
+	}
+	if waits != 3 {
+		t.Fatalf("waited %d times, want 3", waits)
+	}
+}
+
+func TestConnectFailFastOnPermanent(t *testing.T) {
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-d"), Times: 0, Wait: noWait}
+	perm := &PermanentError{Err: errors.New("inequivalent arg")}
+	_, err := d.Connect(context.Background(), func(context.Context, transport.Conn) error { return perm }, true)
+	if !errors.As(err, new(*PermanentError)) {
+		t.Fatalf("err = %v, want the permanent error at once", err)
+	}
+}
+
+func TestConnectStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-e"), Interval: time.Hour}
+	attempts := 0
+	_, err := d.Connect(ctx, func(context.Context, transport.Conn) error {
+		attempts++
+		cancel()
+		return errors.New("fail")
+	}, false)
+	if !errors.Is(err, context.Canceled) || attempts != 1 {
+		t.Fatalf("err = %v after %d attempts, want context.Canceled after 1", err, attempts)
+	}
+}
