@@ -75,9 +75,9 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// testLogger returns a logger writing to a buffer, which is printed when the
+// consumerLogger returns a logger writing to a buffer, which is printed when the
 // test fails.
-func testLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+func consumerLogger(t *testing.T) (*slog.Logger, *logBuffer) {
 	t.Helper()
 	b := &logBuffer{}
 	t.Cleanup(func() {
@@ -264,31 +264,31 @@ func deadLetterQueue(t testing.TB, url string) (exchange, queue string) {
 	return exchange, queue
 }
 
-// collector gathers the bodies a callback saw.
-type collector struct {
+// recorder keeps the deliveries a callback saw.
+type recorder struct {
 	mu   sync.Mutex
 	seen []Delivery
 }
 
-func (c *collector) add(d Delivery) {
+func (c *recorder) add(d Delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seen = append(c.seen, d)
 }
 
-func (c *collector) len() int {
+func (c *recorder) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.seen)
 }
 
-func (c *collector) all() []Delivery {
+func (c *recorder) all() []Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Delivery(nil), c.seen...)
 }
 
-func (c *collector) keys() []string {
+func (c *recorder) keys() []string {
 	var ks []string
 	for _, d := range c.all() {
 		ks = append(ks, d.RoutingKey)
@@ -296,7 +296,7 @@ func (c *collector) keys() []string {
 	return ks
 }
 
-func (c *collector) callback(ctx context.Context, d Delivery) error {
+func (c *recorder) callback(ctx context.Context, d Delivery) error {
 	c.add(d)
 	return nil
 }
@@ -351,8 +351,8 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			}
 			brokertest.Cleanup(t, xs, qs)
 
-			l, _ := testLogger(t)
-			col := &collector{}
+			l, _ := consumerLogger(t)
+			col := &recorder{}
 			c, err := tc.build(baseOpts(url, l, WithCallback(col.callback))...)
 			if err != nil {
 				t.Fatal(err)
@@ -417,9 +417,9 @@ func testConsumerTopicPatterns(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
 	debugQueue := brokertest.Unique("omqs.test.q.debug")
 	brokertest.Cleanup(t, nil, []string{debugQueue})
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 
-	all, debug := &collector{}, &collector{}
+	all, debug := &recorder{}, &recorder{}
 	ca, err := NewSyncConsumer(baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
 		WithQueue(n.Queue), WithKeys("#"), WithCallback(all.callback))...)
 	if err != nil {
@@ -454,8 +454,8 @@ func TestConsumerAck(t *testing.T) {
 
 func testConsumerAck(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	col := &collector{}
+	l, _ := consumerLogger(t)
+	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
 	if err != nil {
 		t.Fatal(err)
@@ -486,8 +486,8 @@ func TestConsumerNoAck(t *testing.T) {
 
 func testConsumerNoAck(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	col := &collector{}
+	l, _ := consumerLogger(t)
+	col := &recorder{}
 	c, err := NewAsyncConsumer(namedOpts(url, l, n, WithNoAck(true), WithConcurrency(2), WithCallback(func(ctx context.Context, d Delivery) error {
 		col.add(d)
 		return errors.New("ignored: auto-ack")
@@ -512,7 +512,7 @@ func TestConsumerRejectDeadLetters(t *testing.T) {
 func testConsumerRejectDeadLetters(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
 	dlx, dlq := deadLetterQueue(t, url)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	var calls atomic.Int32
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithCallback(func(ctx context.Context, d Delivery) error {
 		calls.Add(1)
@@ -541,8 +541,8 @@ func TestConsumerRequeue(t *testing.T) {
 
 func testConsumerRequeue(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	col := &collector{}
+	l, _ := consumerLogger(t)
+	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		col.add(d)
 		if !d.Redelivered {
@@ -574,7 +574,7 @@ func TestConsumerMaxRedeliveries(t *testing.T) {
 func testConsumerMaxRedeliveries(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
 	dlx, dlq := deadLetterQueue(t, url)
-	l, logs := testLogger(t)
+	l, logs := consumerLogger(t)
 	var calls atomic.Int32
 	reported := make(chan error, 10)
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithMaxRedeliveries(2),
@@ -618,7 +618,7 @@ func TestConsumerQuorumDeliveryCount(t *testing.T) {
 func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
 	dlx, dlq := deadLetterQueue(t, url)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	opts := func(more ...Option) []Option {
 		return namedOpts(url, l, n, append([]Option{WithQueueType("quorum"), WithQueueDurable(true),
 			WithDeadLetterExchange(dlx)}, more...)...)
@@ -646,7 +646,7 @@ func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
 	}
 
 	// Second consumer: at most 2 requeues; the broker says 5 happened.
-	second := &collector{}
+	second := &recorder{}
 	c2, err := NewSyncConsumer(opts(WithMaxRedeliveries(2), WithCallback(func(ctx context.Context, d Delivery) error {
 		second.add(d)
 		return Requeue(nil)
@@ -675,8 +675,8 @@ func TestConsumerPanic(t *testing.T) {
 func testConsumerPanic(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
 	dlx, dlq := deadLetterQueue(t, url)
-	l, logs := testLogger(t)
-	col := &collector{}
+	l, logs := consumerLogger(t)
+	col := &recorder{}
 	reported := make(chan error, 10)
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx),
 		WithErrorHandler(func(err error) { reported <- err }),
@@ -718,10 +718,10 @@ func TestAsyncConsumerConcurrency(t *testing.T) {
 func testAsyncConsumerConcurrency(t *testing.T, url string) {
 	const N = 5
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	var active, maxActive, arrived atomic.Int32
 	barrier := make(chan struct{})
-	col := &collector{}
+	col := &recorder{}
 	c, err := NewAsyncConsumer(namedOpts(url, l, n, WithConcurrency(N), WithPrefetch(1),
 		WithCallback(func(ctx context.Context, d Delivery) error {
 			cur := active.Add(1)
@@ -769,9 +769,9 @@ func TestSyncConsumerOneAtATime(t *testing.T) {
 
 func testSyncConsumerOneAtATime(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	var active, maxActive atomic.Int32
-	col := &collector{}
+	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		if active.Add(1) > 1 {
 			maxActive.Store(2)
@@ -806,7 +806,7 @@ func TestConsumerStopWaitsForCallback(t *testing.T) {
 
 func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	entered := make(chan struct{}, 10)
 	release := make(chan struct{})
 	var returned atomic.Bool
@@ -874,7 +874,7 @@ func TestConsumerStopDeadline(t *testing.T) {
 
 func testConsumerStopDeadline(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	entered := make(chan struct{}, 1)
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		entered <- struct{}{}
@@ -911,8 +911,8 @@ func TestConsumerSetCallbackDuringRun(t *testing.T) {
 
 func testConsumerSetCallbackDuringRun(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	a, b := &collector{}, &collector{}
+	l, _ := consumerLogger(t)
+	a, b := &recorder{}, &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(a.callback))...)
 	if err != nil {
 		t.Fatal(err)
@@ -937,7 +937,7 @@ func TestConsumerReadyAndContext(t *testing.T) {
 
 func testConsumerReadyAndContext(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	c, err := NewAsyncConsumer(namedOpts(url, l, n)...)
 	if err != nil {
 		t.Fatal(err)
@@ -995,7 +995,7 @@ func TestConsumerNoCallbackLogs(t *testing.T) {
 
 func testConsumerNoCallbackLogs(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, logs := testLogger(t)
+	l, logs := consumerLogger(t)
 	c, err := NewSyncConsumer(namedOpts(url, l, n)...)
 	if err != nil {
 		t.Fatal(err)
@@ -1020,8 +1020,8 @@ func TestConsumerServerNamedQueue(t *testing.T) {
 
 func testConsumerServerNamedQueue(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	col := &collector{}
+	l, _ := consumerLogger(t)
+	col := &recorder{}
 	c, err := NewLogMsgConsumer([]string{"#"}, baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
 		WithQueue(""), WithCallback(col.callback))...)
 	if err != nil {
@@ -1039,8 +1039,8 @@ func TestConsumerDeliveryFields(t *testing.T) {
 
 func testConsumerDeliveryFields(t *testing.T, url string) {
 	n := brokertest.NewNames(t)
-	l, _ := testLogger(t)
-	col := &collector{}
+	l, _ := consumerLogger(t)
+	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
 	if err != nil {
 		t.Fatal(err)
@@ -1101,7 +1101,7 @@ func testConsumerWrongPassword(t *testing.T, u string) {
 		t.Skipf("backend URL %q has no credentials to get wrong", transport.Redact(u))
 	}
 	parsed.User = url.UserPassword(parsed.User.Username(), password)
-	l, logs := testLogger(t)
+	l, logs := consumerLogger(t)
 	c, err := NewSyncConsumer(baseOpts(parsed.String(), l, WithReconnect(time.Second, 3))...)
 	if err != nil {
 		t.Fatal(err)
@@ -1132,7 +1132,7 @@ func testConsumerInequivalentQueue(t *testing.T, url string) {
 	if _, err := inspector(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := testLogger(t)
+	l, _ := consumerLogger(t)
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithQueueDurable(false))...)
 	if err != nil {
 		t.Fatal(err)
