@@ -296,8 +296,7 @@ type consumerSession struct {
 	queue      string
 	chClose    chan *amqp.Error
 	connClose  chan *amqp.Error
-	stopping   atomic.Bool   // handlers take no new delivery
-	stopPull   chan struct{} // closed with stopping, to wake idle handlers
+	stopping   atomic.Bool // handlers take no new delivery
 }
 
 // callbackCtxKey marks the context handed to callbacks, so that Stop called
@@ -573,7 +572,6 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 			ch:        ch,
 			chClose:   ch.NotifyClose(make(chan *amqp.Error, 1)),
 			connClose: conn.NotifyClose(make(chan *amqp.Error, 1)),
-			stopPull:  make(chan struct{}),
 		}
 		if s.queue, err = c.declare(ch); err != nil {
 			return permanentIfRefused(err)
@@ -684,14 +682,12 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	c.ready.Store(false)
 	if !c.noAck {
 		sess.stopping.Store(true)
-		close(sess.stopPull)
 	}
 	if err := sess.ch.Cancel(sess.tag, false); err != nil {
+		// The channel is going or gone: closing the connection makes sure
+		// its deliveries close, so the handlers end.
 		c.log.Debug("omqs: cancel subscription", "consumer", c.name, "error", err.Error())
-		if c.noAck {
-			// The channel is gone; handlers end when its deliveries close.
-			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
-		}
+		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 	}
 	<-handlersDone
 	_ = sess.conn.CloseDeadline(time.Now().Add(2 * time.Second))
@@ -723,22 +719,17 @@ func closeCause(sess *consumerSession) error {
 	return fmt.Errorf("%w: the broker cancelled the subscription to queue %q (deleted?)", ErrInvalidQueue, sess.queue)
 }
 
-// handle is one handler: it takes deliveries until the subscription ends or
-// the consumer stops taking new ones.
+// handle is one handler: it takes deliveries until the subscription ends.
+// Once the consumer stops, the deliveries still arriving (received before
+// the subscription was cancelled) are left unacknowledged: they go back to
+// the queue when the channel closes. The delivery channel closes once the
+// cancellation is done, or when the channel or connection closes.
 func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
-	for {
-		select {
-		case d, ok := <-sess.deliveries:
-			if !ok {
-				return
-			}
-			if sess.stopping.Load() {
-				return // not handled: back to the queue when the channel closes
-			}
-			c.deliver(cbCtx, sess, &d)
-		case <-sess.stopPull:
-			return
+	for d := range sess.deliveries {
+		if sess.stopping.Load() {
+			continue
 		}
+		c.deliver(cbCtx, sess, &d)
 	}
 }
 
