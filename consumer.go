@@ -45,26 +45,33 @@ const redeliveryTableSize = 4096
 // up because its context was cancelled (it returns an error wrapping the
 // context's error) has its delivery requeued: it was not handled. With
 // WithNoAck(true) the broker considers every delivery acknowledged when it
-// sends it, and the callback's result only gets logged.
+// sends it, the callback's result only gets logged, and Stop hands the
+// deliveries already received to the callback before it returns (they exist
+// nowhere else).
 //
 // Without a callback each delivery is logged at INFO with its routing key and
 // body, and acknowledged.
 //
 // # Reconnects and duplicates
 //
-// When the broker closes the connection or the channel, Ready turns false and
-// the consumer reconnects every RECONNECT_INTERVAL, declares and binds its
-// queue again and resumes consuming. Deliveries that were not acknowledged
-// when the connection dropped go back to the queue, so delivery is at least
-// once: a callback can see a message again, with Delivery.Redelivered set.
-// Use Delivery.MessageID to drop duplicates where that matters. After
-// RECONNECT_TIMES consecutive failed attempts Run returns an error.
+// When the broker closes the connection or the channel, or cancels the
+// subscription, Ready turns false and the consumer reconnects (at once, then
+// every RECONNECT_INTERVAL), declares and binds its queue again and resumes
+// consuming. Deliveries that were not acknowledged when the connection
+// dropped go back to the queue, so delivery is at least once: a callback can
+// see a message again, with Delivery.Redelivered set. Use Delivery.MessageID
+// to drop duplicates where that matters. A server-named queue
+// (WithQueue("")) goes away with the connection: the consumer gets a new one
+// and what was published in between is not in it. After RECONNECT_TIMES
+// consecutive failed attempts Run returns an error.
 //
 // # Goroutines
 //
-// Run owns every goroutine the consumer starts (the handler, the error
-// handler's dispatcher) and returns only after they have ended. The methods
-// are safe for concurrent use.
+// Run owns every goroutine the consumer starts (the handler that runs the
+// callback, the one that calls the WithErrorHandler function) and returns
+// only after they have ended, so a callback that never returns keeps Run
+// from returning: callbacks should give up when their context is cancelled.
+// The methods are safe for concurrent use.
 type SyncConsumer struct{ c *consumer }
 
 // AsyncConsumer is a SyncConsumer that runs up to WithConcurrency callbacks
