@@ -1320,3 +1320,41 @@ func TestRedeliveryTable(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerQueueDeletedReconnects: when the queue is deleted under the
+// consumer, the broker cancels the subscription; the consumer reports it,
+// declares the queue again and goes on receiving.
+func TestConsumerQueueDeletedReconnects(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testConsumerQueueDeletedReconnects)
+}
+
+func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
+	n := brokertest.NewNames(t)
+	l, _ := consumerLogger(t)
+	rec := &recorder{}
+	reported := make(chan error, 10)
+	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(rec.callback),
+		WithErrorHandler(func(err error) { reported <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, c)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "before")
+	waitFor(t, 10*time.Second, "the first message", func() bool { return rec.len() == 1 })
+
+	if _, err := inspector(t, url).QueueDelete(n.Queue, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reported:
+		if !errors.Is(err, ErrInvalidQueue) {
+			t.Fatalf("reported %v, want ErrInvalidQueue", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled subscription was not reported")
+	}
+	waitFor(t, 10*time.Second, "the consumer to be ready again", c.Ready)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "after")
+	waitFor(t, 10*time.Second, "the message after the reconnect", func() bool { return rec.len() == 2 })
+}
