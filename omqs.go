@@ -131,8 +131,11 @@ var (
 	ErrInvalidChannel = errors.New("omqs: invalid channel")
 	// ErrNotStarted: Send* or Publish was called before Start.
 	ErrNotStarted = errors.New("omqs: not started")
-	// ErrStopped: Send*, Publish or Run was called once Stop had begun.
+	// ErrStopped: Send*, Publish or Run was called once Stop had begun (or,
+	// for a consumer's Run, after Run had returned).
 	ErrStopped = errors.New("omqs: stopped")
+	// ErrRunning: a consumer's Run was called while it was running.
+	ErrRunning = errors.New("omqs: already running")
 	// ErrBufferFull: the lane's buffer holds as many messages as it may.
 	ErrBufferFull = errors.New("omqs: buffer full")
 	// ErrInvalidConfig: an option, a configuration file or a URL is not valid.
@@ -667,7 +670,7 @@ func WithDeadLetterExchange(name string) Option {
 
 // WithMaxRedeliveries bounds how many times one message is requeued by this
 // consumer's callbacks (or redelivered, where the broker counts deliveries)
-// before it is rejected instead (MAX_REDELIVERIES).
+// before it is rejected instead (MAX_REDELIVERIES). 0 means no limit.
 func WithMaxRedeliveries(n int) Option {
 	return opt("WithMaxRedeliveries", forConsumer, func(s *settings) error {
 		if n < 0 {

@@ -1,0 +1,1063 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/dispatch"
+	"github.com/omqs-go/omqs/internal/reconnect"
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// DefaultConcurrency is how many callbacks an AsyncConsumer runs at once
+// unless WithConcurrency says otherwise.
+const DefaultConcurrency = 8
+
+// redeliveryTableSize bounds how many messages a consumer tracks for
+// MAX_REDELIVERIES at once; the oldest entry is forgotten first.
+const redeliveryTableSize = 4096
+
+// SyncConsumer receives the deliveries of one queue and hands them to its
+// callback one at a time, in the order the broker sent them.
+//
+// Its life is NewSyncConsumer, Run (which blocks), and Stop from another
+// goroutine (or the end of Run's context). A consumer runs once: it cannot be
+// run again after Run returned.
+//
+// # Acknowledgements
+//
+// By default a delivery is acknowledged after the callback returns nil,
+// rejected (dead-lettered where the queue has a dead-letter exchange) when it
+// returns an error, and requeued when it returns an error made with Requeue. A
+// panic in the callback is recovered, logged with its stack and treated as a
+// rejection; the consumer goes on with the next delivery. A message requeued
+// more than MAX_REDELIVERIES times is rejected instead. A callback that gives
+// up because its context was cancelled (it returns an error wrapping the
+// context's error) has its delivery requeued: it was not handled. With
+// WithNoAck(true) the broker considers every delivery acknowledged when it
+// sends it, the callback's result only gets logged, and Stop hands the
+// deliveries already received to the callback before it returns (they exist
+// nowhere else).
+//
+// Without a callback each delivery is logged at INFO with its routing key and
+// body, and acknowledged.
+//
+// # Reconnects and duplicates
+//
+// When the broker closes the connection or the channel, or cancels the
+// subscription, Ready turns false and the consumer reconnects (at once, then
+// every RECONNECT_INTERVAL), declares and binds its queue again and resumes
+// consuming. Deliveries that were not acknowledged when the connection
+// dropped go back to the queue, so delivery is at least once: a callback can
+// see a message again, with Delivery.Redelivered set. Use Delivery.MessageID
+// to drop duplicates where that matters. A server-named queue
+// (WithQueue("")) goes away with the connection: the consumer gets a new one
+// and what was published in between is not in it. After RECONNECT_TIMES
+// consecutive failed attempts Run returns an error.
+//
+// # Goroutines
+//
+// Run owns every goroutine the consumer starts (the handler that runs the
+// callback, the one that calls the WithErrorHandler function) and returns
+// only after they have ended, so a callback that never returns keeps Run
+// from returning: callbacks should give up when their context is cancelled.
+// The methods are safe for concurrent use.
+type SyncConsumer struct{ c *consumer }
+
+// AsyncConsumer is a SyncConsumer that runs up to WithConcurrency callbacks
+// at once (DefaultConcurrency by default), on that many goroutines owned by
+// Run. Deliveries are handed out in the broker's order, but callbacks running
+// at the same time finish in any order: there is no ordering promise across
+// handlers. Its prefetch is at least its concurrency.
+//
+// Everything else (acknowledgements, reconnects, Stop) works as for
+// SyncConsumer. The methods are safe for concurrent use; the callback must be
+// safe to call from several goroutines at once.
+type AsyncConsumer struct{ c *consumer }
+
+// LogMsgConsumer receives log records published by a Manager's log worker:
+// its queue (QUEUE of [LogConsumer], "omqs.queue.log" by default, not durable
+// unless WithQueueDurable(true)) is bound to the durable topic exchange
+// "omqs.exchange.log" with the keys given to NewLogMsgConsumer, such as
+// "error", "*" or "#".
+//
+// It runs one callback at a time unless WithConcurrency says otherwise, and
+// otherwise works as SyncConsumer (see there for acknowledgements, reconnects
+// and Stop). The methods are safe for concurrent use.
+type LogMsgConsumer struct{ c *consumer }
+
+// EventMsgConsumer receives events published by a Manager's event worker:
+// its durable queue (QUEUE of [EventConsumer], "omqs.queue.event" by default)
+// is bound to the durable topic exchange "omqs.exchange.event" with the keys
+// of WithKeys, or [EventConsumer] KEYS, or DefaultEventKey. The queue is
+// always durable, so events wait for a consumer that is down.
+//
+// It runs one callback at a time unless WithConcurrency says otherwise, and
+// otherwise works as SyncConsumer (see there for acknowledgements, reconnects
+// and Stop). The methods are safe for concurrent use.
+type EventMsgConsumer struct{ c *consumer }
+
+// NewSyncConsumer builds a consumer of the queue "omqs.default.topicQueue"
+// bound with the key "omqs.default.syncPublisher.key" to the topic exchange
+// "omqs.default.topicExchange" (none of them durable), unless options or
+// WithSection("LogConsumer"/"EventConsumer") say otherwise. WithQueue("")
+// asks for a server-named, exclusive queue that is deleted when the consumer
+// disconnects.
+//
+// Options that do not apply, a nil callback, a negative prefetch or a
+// concurrency other than 1 return an error wrapping ErrInvalidConfig. It does
+// not connect: call Run.
+func NewSyncConsumer(opts ...ConsumerOption) (*SyncConsumer, error) {
+	c, err := newConsumer("SyncConsumer", "", opts, consumerPreset{sync: true})
+	if err != nil {
+		return nil, err
+	}
+	return &SyncConsumer{c: c}, nil
+}
+
+// NewAsyncConsumer builds a consumer like NewSyncConsumer that runs up to
+// WithConcurrency callbacks at once (DefaultConcurrency by default). Its
+// prefetch is raised to its concurrency when it is lower (0, no limit, stays).
+func NewAsyncConsumer(opts ...ConsumerOption) (*AsyncConsumer, error) {
+	c, err := newConsumer("AsyncConsumer", "", opts, consumerPreset{concurrency: DefaultConcurrency})
+	if err != nil {
+		return nil, err
+	}
+	return &AsyncConsumer{c: c}, nil
+}
+
+// NewLogMsgConsumer builds a consumer of log records bound with keys, which
+// are topic patterns ("error", "*.debug", "#"). When keys is empty the keys
+// come from WithKeys, or [LogConsumer] KEYS, or DefaultLogKey; giving both
+// keys and WithKeys is an error. Every other setting comes from options, then
+// the [LogConsumer] section, then the defaults. It does not connect: call Run.
+func NewLogMsgConsumer(keys []string, opts ...ConsumerOption) (*LogMsgConsumer, error) {
+	c, err := newConsumer("LogMsgConsumer", "LogConsumer", opts, consumerPreset{
+		concurrency: 1, keys: keys, fallbackKey: DefaultLogKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &LogMsgConsumer{c: c}, nil
+}
+
+// NewEventMsgConsumer builds a consumer of events. Its queue is durable;
+// WithQueueDurable(false) is an error. Keys are optional (WithKeys, or
+// [EventConsumer] KEYS, or DefaultEventKey). Every other setting comes from
+// options, then the [EventConsumer] section, then the defaults. It does not
+// connect: call Run.
+func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
+	c, err := newConsumer("EventMsgConsumer", "EventConsumer", opts, consumerPreset{
+		concurrency: 1, fallbackKey: DefaultEventKey, durableQueue: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &EventMsgConsumer{c: c}, nil
+}
+
+// Run connects, declares the exchange, the queue and its bindings, and
+// consumes until ctx ends or Stop is called; then it cancels the
+// subscription, waits for the callbacks in flight, settles their deliveries
+// and closes the connection. It blocks all that time and returns nil.
+//
+// An unreachable broker is retried every RECONNECT_INTERVAL up to
+// RECONNECT_TIMES. Run returns an error when the first connection fails for
+// good (wrong credentials: ErrConnection; a declaration the broker refuses,
+// such as a queue that exists with other settings: ErrInvalidQueue), or after
+// RECONNECT_TIMES consecutive failed reconnect attempts (ErrConnection).
+// Calling Run while it runs returns an error wrapping ErrRunning; calling it
+// after it returned, or after Stop, returns ErrStopped.
+//
+// Callbacks get a context derived from ctx that is also cancelled when Stop's
+// context ends.
+func (c *SyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
+
+// Stop cancels the subscription (no new deliveries), waits for the callback
+// in flight to return and settles its delivery, closes the channel and the
+// connection (deliveries received but not handled go back to the queue) and
+// waits for Run to return. If ctx ends first, Stop cancels the callbacks'
+// context, closes the connection anyway and returns an error saying how many
+// callbacks were still running; Run returns once they have.
+//
+// Stop is idempotent and safe for concurrent use. A callback that calls Stop
+// must pass its own context (Stop then starts the shutdown and returns without
+// waiting for itself); with another context it waits until that context ends.
+func (c *SyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
+
+// Ready reports whether the consumer is connected, its queue declared and
+// bound, and its subscription active. It is false before Run, while
+// reconnecting and after Stop.
+func (c *SyncConsumer) Ready() bool { return c.c.ready.Load() }
+
+// SetCallback sets the callback for the deliveries that arrive from now on
+// (the one running finishes with the old callback). It is safe to call before
+// and during Run, from any goroutine. A nil cb restores the default: log each
+// delivery and acknowledge it.
+func (c *SyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
+
+// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
+func (c *AsyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
+
+// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
+func (c *AsyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
+
+// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
+func (c *AsyncConsumer) Ready() bool { return c.c.ready.Load() }
+
+// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
+func (c *AsyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
+
+// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
+func (c *LogMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
+
+// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
+func (c *LogMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
+
+// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
+func (c *LogMsgConsumer) Ready() bool { return c.c.ready.Load() }
+
+// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
+func (c *LogMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
+
+// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
+func (c *EventMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
+
+// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
+func (c *EventMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
+
+// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
+func (c *EventMsgConsumer) Ready() bool { return c.c.ready.Load() }
+
+// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
+func (c *EventMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
+
+// consumerPreset is what distinguishes the four public consumer types.
+type consumerPreset struct {
+	sync         bool     // exactly one callback at a time
+	concurrency  int      // default concurrency
+	keys         []string // NewLogMsgConsumer's argument
+	fallbackKey  string   // when neither options nor the section name keys
+	durableQueue bool     // the queue must be durable
+}
+
+// consumerState is where a consumer is in its life.
+type consumerState int
+
+const (
+	consumerNew consumerState = iota
+	consumerRunning
+	consumerDone // Run returned, or Stop was called before Run
+)
+
+// consumer is the machinery shared by the four public consumer types.
+type consumer struct {
+	kind        string // "SyncConsumer", ...
+	name        string
+	who         string // kind and name, for messages
+	topo        topology
+	deadLetter  string // fanout exchange declared and set as the queue's DLX
+	noAck       bool
+	prefetch    int
+	concurrency int
+	dialer      *reconnect.Dialer
+	log         *slog.Logger
+	ownLog      *LogManager
+	onError     func(error)
+	redeliv     redeliveryTable
+
+	cb       atomic.Pointer[Callback]
+	ready    atomic.Bool
+	inflight atomic.Int64 // callbacks running
+
+	mu       sync.Mutex // guards what follows
+	state    consumerState
+	sess     *consumerSession
+	cbCancel context.CancelFunc
+	disp     *dispatch.Dispatcher
+
+	quit       context.Context // cancelled when Stop begins
+	quitCancel context.CancelFunc
+	runDone    chan struct{} // closed when Run returns
+	stopOnce   sync.Once
+	stopErr    error
+	logOnce    sync.Once
+}
+
+// consumerSession is one connection with its channel and subscription.
+type consumerSession struct {
+	conn       transport.Conn
+	ch         transport.Channel
+	deliveries <-chan amqp.Delivery
+	tag        string
+	queue      string
+	chClose    chan *amqp.Error
+	connClose  chan *amqp.Error
+	stopping   atomic.Bool // handlers take no new delivery
+}
+
+// callbackCtxKey marks the context handed to callbacks, so that Stop called
+// with it does not wait for its own caller.
+type callbackCtxKey struct{}
+
+func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consumer, error) {
+	ctor := "New" + kind
+	s, err := buildSettings(forConsumer, ctor, opts)
+	if err != nil {
+		return nil, err
+	}
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, ctor, fmt.Sprintf(format, args...))
+	}
+
+	// The section: the preset's, unless WithSection names another.
+	sec := section
+	if s.section != "" {
+		sec = s.section
+	}
+	var cc ConsumerConfig
+	switch sec {
+	case "":
+		cc = ConsumerConfig{
+			Exchange: DefaultExchange, ExchangeType: "topic",
+			Queue: DefaultQueue, Keys: []string{DefaultRoutingKey},
+			Prefetch: DefaultPrefetch, MaxRedeliveries: DefaultMaxRedeliveries,
+		}
+	case "LogConsumer":
+		cc = s.cfg.LogConsumer
+	case "EventConsumer":
+		cc = s.cfg.EventConsumer
+	default:
+		return nil, invalid("WithSection(%q) is a publisher section; a consumer reads LogConsumer or EventConsumer", sec)
+	}
+	t := topology{
+		exchange: cc.Exchange, kind: cc.ExchangeType, durable: cc.ExchangeDurable,
+		queue: cc.Queue, queueDurable: cc.QueueDurable, queueType: cc.QueueType,
+		keys: append([]string(nil), cc.Keys...),
+	}
+	if t.kind == "" {
+		t.kind = "topic"
+	}
+	if t.queueType == "" {
+		t.queueType = "classic"
+	}
+	s.overrideTopology(&t)
+
+	// Keys: NewLogMsgConsumer's argument, then WithKeys, then the section,
+	// then the preset's fallback.
+	if len(p.keys) > 0 {
+		if s.keysSet {
+			return nil, invalid("keys were given both as the argument and with WithKeys; give them once")
+		}
+		for _, k := range p.keys {
+			if err := checkKey(k); err != nil {
+				return nil, invalid("keys: %v", err)
+			}
+		}
+		t.keys = append([]string(nil), p.keys...)
+	}
+	if len(t.keys) == 0 && !s.keysSet && p.fallbackKey != "" {
+		t.keys = []string{p.fallbackKey}
+	}
+
+	if p.durableQueue {
+		if s.queueDurable != nil && !*s.queueDurable {
+			return nil, invalid("WithQueueDurable(false): the event queue is always durable, so that events published while no consumer runs are kept")
+		}
+		t.queueDurable = true
+	}
+	if t.queue == "" {
+		// Server-named, exclusive, deleted with the connection.
+		if t.queueDurable && (s.queueDurable != nil || p.durableQueue) {
+			return nil, invalid("a server-named queue (WithQueue(\"\")) cannot be durable")
+		}
+		if t.queueType == "quorum" {
+			return nil, invalid("a server-named queue (WithQueue(\"\")) cannot be a quorum queue")
+		}
+		t.queueDurable = false
+	}
+	if t.queueType == "quorum" && !t.queueDurable {
+		return nil, invalid("a quorum queue must be durable (WithQueueDurable(true))")
+	}
+	if t.queueType != "classic" && t.queueType != "quorum" {
+		return nil, invalid("queue type %q is not classic or quorum", t.queueType)
+	}
+
+	c := &consumer{kind: kind, name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
+	if c.name == "" {
+		c.name = kind
+	}
+	c.who = kind
+	if c.name != kind {
+		c.who = fmt.Sprintf("%s %q", kind, c.name)
+	}
+
+	c.concurrency = p.concurrency
+	if s.concurrency != 0 {
+		if p.sync && s.concurrency != 1 {
+			return nil, invalid("WithConcurrency(%d): a SyncConsumer runs one callback at a time; use NewAsyncConsumer", s.concurrency)
+		}
+		c.concurrency = s.concurrency
+	}
+	if c.concurrency < 1 {
+		c.concurrency = 1
+	}
+
+	c.prefetch = cc.Prefetch
+	if s.prefetch != nil {
+		c.prefetch = *s.prefetch
+	}
+	if c.prefetch < 0 {
+		return nil, invalid("PREFETCH %d is negative", c.prefetch)
+	}
+	if c.prefetch != 0 && c.prefetch < c.concurrency {
+		c.prefetch = c.concurrency
+	}
+
+	maxRedeliveries := cc.MaxRedeliveries
+	if s.maxRedeliveries != nil {
+		maxRedeliveries = *s.maxRedeliveries
+	}
+	if maxRedeliveries < 0 {
+		return nil, invalid("MAX_REDELIVERIES %d is negative", maxRedeliveries)
+	}
+	c.redeliv.init(maxRedeliveries, redeliveryTableSize)
+
+	c.deadLetter = cc.DeadLetterExchange
+	if s.deadLetter != nil {
+		c.deadLetter = *s.deadLetter
+	}
+	if c.deadLetter != "" {
+		c.topo.queueArgs = amqp.Table{"x-dead-letter-exchange": c.deadLetter}
+	}
+
+	if s.callback != nil {
+		cb := s.callback
+		c.cb.Store(&cb)
+	}
+
+	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	if s.logger == nil {
+		lm, err := NewLogManager(c.name, "OMQS.log", WithLogConfig(s.cfg.Log))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ctor, err)
+		}
+		c.ownLog = lm
+		s.logger = lm.Logger()
+	}
+	c.log = s.logger
+	if p.durableQueue && !cc.QueueDurable && s.queueDurable == nil {
+		c.log.Warn(fmt.Sprintf("omqs: [%s] QUEUE_DURABLE is false; the event queue is declared durable anyway", sec), "consumer", c.name)
+	}
+	c.dialer = &reconnect.Dialer{
+		Endpoints: eps,
+		Options:   transport.DialOptions{Name: c.name, TLS: s.tls},
+		Interval:  s.cfg.Global.ReconnectInterval,
+		Times:     s.cfg.Global.ReconnectTimes,
+		Logger:    c.log,
+		Wait:      s.reconnectWaitFn,
+	}
+	c.quit, c.quitCancel = context.WithCancel(context.Background())
+	c.runDone = make(chan struct{})
+	return c, nil
+}
+
+func (c *consumer) setCallback(cb Callback) {
+	if cb == nil {
+		c.cb.Store(nil)
+		return
+	}
+	c.cb.Store(&cb)
+}
+
+// run is Run of every consumer type. It owns the session and the handlers.
+func (c *consumer) run(ctx context.Context) (err error) {
+	c.mu.Lock()
+	switch c.state {
+	case consumerRunning:
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %s: Run was called while it runs", ErrRunning, c.who)
+	case consumerDone:
+		c.mu.Unlock()
+		return fmt.Errorf("%s: %w", c.who, ErrStopped)
+	}
+	c.state = consumerRunning
+	cbCtx, cbCancel := context.WithCancel(context.WithValue(ctx, callbackCtxKey{}, c))
+	c.cbCancel = cbCancel
+	c.disp = dispatch.New(64)
+	c.mu.Unlock()
+
+	// lctx ends when ctx ends or Stop begins.
+	lctx, lcancel := context.WithCancel(ctx)
+	stopWatch := context.AfterFunc(c.quit, lcancel)
+	defer func() {
+		stopWatch()
+		lcancel()
+		cbCancel()
+		c.ready.Store(false)
+		c.mu.Lock()
+		c.state = consumerDone
+		disp := c.disp
+		c.mu.Unlock()
+		disp.Close()
+		c.closeLog()
+		close(c.runDone)
+	}()
+
+	sess, err := c.connect(lctx, true)
+	for {
+		if err != nil {
+			if lctx.Err() != nil {
+				return nil
+			}
+			return c.connectError(err)
+		}
+		if !c.install(sess) {
+			// Stop began while connecting.
+			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+			return nil
+		}
+		cause := c.serve(lctx, cbCtx, sess)
+		c.mu.Lock()
+		c.sess = nil
+		c.mu.Unlock()
+		if lctx.Err() != nil {
+			return nil
+		}
+		c.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
+		sess, err = c.connect(lctx, false)
+		if err == nil {
+			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "queue", sess.queue)
+		}
+	}
+}
+
+// install makes sess the current session unless Stop began.
+func (c *consumer) install(sess *consumerSession) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.quit.Err() != nil {
+		return false
+	}
+	c.sess = sess
+	return true
+}
+
+func (c *consumer) connectError(err error) error {
+	var ge *reconnect.GiveUpError
+	var de *transport.DialError
+	switch {
+	case errors.As(err, &ge), errors.As(err, &de):
+		return fmt.Errorf("%w: %s: %w", ErrConnection, c.who, err)
+	}
+	return fmt.Errorf("%s: %w", c.who, err)
+}
+
+// connect dials and sets up a session: channel, topology, Qos, subscription.
+func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession, error) {
+	var sess *consumerSession
+	_, err := c.dialer.Connect(ctx, func(ctx context.Context, conn transport.Conn) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
+		}
+		s := &consumerSession{
+			conn:      conn,
+			ch:        ch,
+			chClose:   ch.NotifyClose(make(chan *amqp.Error, 1)),
+			connClose: conn.NotifyClose(make(chan *amqp.Error, 1)),
+		}
+		if s.queue, err = c.declare(ch); err != nil {
+			return permanentIfRefused(err)
+		}
+		if !c.noAck {
+			if err := ch.Qos(c.prefetch, 0, false); err != nil {
+				return fmt.Errorf("%w: set prefetch %d: %w", ErrInvalidChannel, c.prefetch, err)
+			}
+		}
+		s.tag = consumerTag(c.name)
+		s.deliveries, err = ch.Consume(s.queue, s.tag, c.noAck, false, false, false, nil)
+		if err != nil {
+			return permanentIfRefused(fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err))
+		}
+		sess = s
+		return nil
+	}, failFast)
+	if err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+func permanentIfRefused(err error) error {
+	if isPreconditionOrAccess(err) {
+		return &reconnect.PermanentError{Err: err}
+	}
+	return err
+}
+
+// declare declares the dead-letter exchange, the exchange, the queue and its
+// bindings, and returns the queue's name (chosen by the server when the
+// configured name is "").
+func (c *consumer) declare(ch transport.Channel) (string, error) {
+	if c.deadLetter != "" {
+		if err := ch.ExchangeDeclare(c.deadLetter, "fanout", true, false, false, false, nil); err != nil {
+			return "", fmt.Errorf("%w: declare dead-letter exchange %q (fanout, durable): %w", ErrInvalidChannel, c.deadLetter, err)
+		}
+	}
+	t := c.topo
+	if t.queue != "" {
+		return t.queue, t.declare(ch)
+	}
+	exchangeOnly := t
+	exchangeOnly.queue = ""
+	if err := exchangeOnly.declare(ch); err != nil {
+		return "", err
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, t.queueArgs)
+	if err != nil {
+		return "", fmt.Errorf("%w: declare a server-named queue: %w", ErrInvalidQueue, err)
+	}
+	if t.exchange == "" {
+		return q.Name, nil
+	}
+	keys := t.keys
+	if len(keys) == 0 && (t.kind == "fanout" || t.kind == "headers") {
+		keys = []string{""}
+	}
+	for _, k := range keys {
+		if err := ch.QueueBind(q.Name, k, t.exchange, false, nil); err != nil {
+			return "", fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, q.Name, t.exchange, k, err)
+		}
+	}
+	return q.Name, nil
+}
+
+// consumerTag is unique per subscription and at most 255 bytes.
+func consumerTag(name string) string {
+	id := newMessageID()
+	if len(name)+1+len(id) > MaxKeyLen {
+		name = name[:MaxKeyLen-1-len(id)]
+	}
+	return name + "." + id
+}
+
+// serve runs the handlers on sess until the subscription ends (returning the
+// cause) or lctx ends (returning nil after a graceful stop).
+func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) error {
+	var left atomic.Int32
+	left.Store(int32(c.concurrency))
+	handlersDone := make(chan struct{})
+	for range c.concurrency {
+		go func() {
+			defer func() {
+				if left.Add(-1) == 0 {
+					close(handlersDone)
+				}
+			}()
+			c.handle(cbCtx, sess)
+		}()
+	}
+	c.ready.Store(true)
+	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
+
+	select {
+	case <-handlersDone:
+		c.ready.Store(false)
+		cause := closeCause(sess)
+		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+		return cause
+	case <-lctx.Done():
+	}
+
+	// Graceful stop: no new deliveries, finish the callbacks in flight,
+	// settle them, then close. With auto-ack the deliveries already received
+	// belong to this process, so they are handled too.
+	c.ready.Store(false)
+	if !c.noAck {
+		sess.stopping.Store(true)
+	}
+	if err := sess.ch.Cancel(sess.tag, false); err != nil {
+		// The channel is going or gone: closing the connection makes sure
+		// its deliveries close, so the handlers end.
+		c.log.Debug("omqs: cancel subscription", "consumer", c.name, "error", err.Error())
+		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+	}
+	<-handlersDone
+	_ = sess.conn.CloseDeadline(time.Now().Add(2 * time.Second))
+	return nil
+}
+
+// closeCause says why a subscription ended on its own.
+func closeCause(sess *consumerSession) error {
+	select {
+	case e := <-sess.connClose:
+		if e != nil {
+			return fmt.Errorf("%w: connection closed: %w", ErrConnection, e)
+		}
+	default:
+	}
+	select {
+	case e := <-sess.chClose:
+		if e != nil {
+			return fmt.Errorf("%w: channel closed: %w", ErrInvalidChannel, e)
+		}
+	default:
+	}
+	if sess.conn.IsClosed() {
+		return fmt.Errorf("%w: connection closed", ErrConnection)
+	}
+	if sess.ch.IsClosed() {
+		return fmt.Errorf("%w: channel closed", ErrInvalidChannel)
+	}
+	return fmt.Errorf("%w: the broker cancelled the subscription to queue %q (deleted?)", ErrInvalidQueue, sess.queue)
+}
+
+// handle is one handler: it takes deliveries until the subscription ends.
+// Once the consumer stops, the deliveries still arriving (received before
+// the subscription was cancelled) are left unacknowledged: they go back to
+// the queue when the channel closes. The delivery channel closes once the
+// cancellation is done, or when the channel or connection closes.
+func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
+	for d := range sess.deliveries {
+		if sess.stopping.Load() {
+			continue
+		}
+		c.deliver(cbCtx, sess, &d)
+	}
+}
+
+// deliver runs the callback on d and settles it.
+func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
+	cbp := c.cb.Load()
+	if cbp == nil {
+		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "body", string(d.Body))
+		if !c.noAck {
+			c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+		}
+		return
+	}
+	c.inflight.Add(1)
+	panicked, err := c.call(cbCtx, *cbp, d)
+	c.inflight.Add(-1)
+	if c.noAck {
+		if err != nil {
+			c.log.Warn("omqs: callback failed on an auto-acknowledged delivery", "consumer", c.name,
+				"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+		}
+		return
+	}
+	switch {
+	case err == nil:
+		c.redeliv.forget(d)
+		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+	case panicked:
+		c.redeliv.forget(d)
+		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+	case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
+		// The callback gave up because the consumer is stopping.
+		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+	case IsRequeue(err):
+		if n, ok := c.redeliv.requeue(d); !ok {
+			c.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
+				c.who, d.MessageId, d.RoutingKey, n, c.redeliv.max, err))
+			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+			return
+		}
+		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+	default:
+		c.redeliv.forget(d)
+		c.log.Warn("omqs: callback rejected a delivery", "consumer", c.name,
+			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+	}
+}
+
+// settled logs an acknowledgement that could not be sent.
+func (c *consumer) settled(err error, d *amqp.Delivery) {
+	if err != nil {
+		c.log.Warn("omqs: could not settle a delivery; the broker will deliver it again", "consumer", c.name,
+			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+	}
+}
+
+// call runs cb, turning a panic into an error.
+func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (panicked bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := debug.Stack()
+			panicked, err = true, fmt.Errorf("callback panicked: %v", r)
+			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
+				"key", d.RoutingKey, "id", d.MessageId, "panic", fmt.Sprint(r), "stack", string(stack))
+			c.reportAsync(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
+		}
+	}()
+	return false, cb(ctx, toDelivery(d))
+}
+
+// toDelivery converts an amqp091 delivery without copying the body.
+func toDelivery(d *amqp.Delivery) Delivery {
+	return Delivery{
+		Exchange:    d.Exchange,
+		RoutingKey:  d.RoutingKey,
+		Body:        d.Body,
+		ContentType: d.ContentType,
+		MessageID:   d.MessageId,
+		AppID:       d.AppId,
+		Timestamp:   d.Timestamp,
+		Headers:     plainHeaders(d.Headers),
+		Redelivered: d.Redelivered,
+	}
+}
+
+// plainHeaders returns t as a map[string]any whose nested tables are
+// map[string]any too, copying only when there are nested tables.
+func plainHeaders(t amqp.Table) map[string]any {
+	if t == nil {
+		return nil
+	}
+	for _, v := range t {
+		if hasTable(v) {
+			return plainValue(t).(map[string]any)
+		}
+	}
+	return map[string]any(t)
+}
+
+func hasTable(v any) bool {
+	switch v := v.(type) {
+	case amqp.Table:
+		return true
+	case []any:
+		for _, e := range v {
+			if hasTable(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func plainValue(v any) any {
+	switch v := v.(type) {
+	case amqp.Table:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[k] = plainValue(e)
+		}
+		return m
+	case []any:
+		s := make([]any, len(v))
+		for i, e := range v {
+			s[i] = plainValue(e)
+		}
+		return s
+	}
+	return v
+}
+
+// report passes a background error to the logger and the error handler.
+func (c *consumer) report(err error) {
+	c.log.Error(err.Error())
+	c.reportAsync(err)
+}
+
+// reportAsync passes err to the error handler only.
+func (c *consumer) reportAsync(err error) {
+	f := c.onError
+	if f == nil {
+		return
+	}
+	c.mu.Lock()
+	d := c.disp
+	c.mu.Unlock()
+	if d != nil && !d.Go(func() { f(err) }) {
+		c.log.Warn("omqs: error handler queue full; error not passed on", "consumer", c.name)
+	}
+}
+
+// stop is Stop of every consumer type.
+func (c *consumer) stop(ctx context.Context) error {
+	if ctx.Value(callbackCtxKey{}) == c {
+		// Called from a callback: start the shutdown, do not wait for it.
+		c.beginStop()
+		return nil
+	}
+	c.stopOnce.Do(func() { c.stopErr = c.doStop(ctx) })
+	return c.stopErr
+}
+
+// beginStop makes Run stop taking deliveries and return; it reports whether
+// Run was running.
+func (c *consumer) beginStop() (running bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.quitCancel()
+	if c.state == consumerNew {
+		c.state = consumerDone
+	}
+	return c.state == consumerRunning
+}
+
+func (c *consumer) doStop(ctx context.Context) error {
+	if !c.beginStop() {
+		// Never ran, or Run already returned (it closed everything).
+		select {
+		case <-c.runDone:
+		default:
+			c.closeLog()
+		}
+		return nil
+	}
+	select {
+	case <-c.runDone:
+		return nil
+	case <-ctx.Done():
+		select {
+		case <-c.runDone:
+			return nil
+		default:
+		}
+	}
+	// Out of time: give up on the callbacks and close the connection.
+	n := c.inflight.Load()
+	c.mu.Lock()
+	cbCancel, sess := c.cbCancel, c.sess
+	c.mu.Unlock()
+	cbCancel()
+	if sess != nil {
+		_ = sess.conn.CloseDeadline(time.Now())
+	}
+	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, their deliveries go back to the queue, Run returns once they return: %w",
+		c.who, n, ctx.Err())
+}
+
+func (c *consumer) closeLog() {
+	c.logOnce.Do(func() {
+		if c.ownLog != nil {
+			_ = c.ownLog.Close()
+		}
+	})
+}
+
+// redeliveryTable counts, per message, how often this consumer's callbacks
+// asked to requeue it. It holds at most size messages; the oldest is
+// forgotten first.
+type redeliveryTable struct {
+	max   int          // 0: no limit
+	used  atomic.Int32 // entries, read without the lock on the fast path
+	mu    sync.Mutex
+	count map[string]*redeliveryEntry
+	ring  []string // keys in insertion order
+	next  int
+}
+
+type redeliveryEntry struct {
+	n    int
+	slot int
+}
+
+func (r *redeliveryTable) init(max, size int) {
+	r.max = max
+	r.count = make(map[string]*redeliveryEntry)
+	r.ring = make([]string, size)
+}
+
+// requeue counts one more requeue of d and reports whether it is allowed.
+// The broker's x-delivery-count header (quorum queues) counts too.
+func (r *redeliveryTable) requeue(d *amqp.Delivery) (n int, ok bool) {
+	if r.max == 0 {
+		return 0, true
+	}
+	key := redeliveryKey(d)
+	r.mu.Lock()
+	e := r.count[key]
+	if e == nil {
+		if old := r.ring[r.next]; old != "" {
+			if oe := r.count[old]; oe != nil && oe.slot == r.next {
+				delete(r.count, old)
+			}
+		}
+		e = &redeliveryEntry{slot: r.next}
+		r.ring[r.next] = key
+		r.next = (r.next + 1) % len(r.ring)
+		r.count[key] = e
+	}
+	e.n++
+	n = e.n
+	if hc := deliveryCount(d.Headers) + 1; hc > n {
+		n = hc
+	}
+	ok = n <= r.max
+	if !ok {
+		delete(r.count, key)
+	}
+	r.used.Store(int32(len(r.count)))
+	r.mu.Unlock()
+	return n, ok
+}
+
+// forget drops d's count once its delivery is settled for good.
+func (r *redeliveryTable) forget(d *amqp.Delivery) {
+	if r.used.Load() == 0 {
+		return
+	}
+	key := redeliveryKey(d)
+	r.mu.Lock()
+	delete(r.count, key)
+	r.used.Store(int32(len(r.count)))
+	r.mu.Unlock()
+}
+
+// redeliveryKey identifies a message: its id, or without one a hash of its
+// exchange, routing key and body.
+func redeliveryKey(d *amqp.Delivery) string {
+	if d.MessageId != "" {
+		return "id:" + d.MessageId
+	}
+	h := fnv.New64a()
+	h.Write([]byte(d.Exchange))
+	h.Write([]byte{0})
+	h.Write([]byte(d.RoutingKey))
+	h.Write([]byte{0})
+	h.Write(d.Body)
+	return "h:" + strconv.FormatUint(h.Sum64(), 16)
+}
+
+// deliveryCount reads the x-delivery-count header quorum queues set.
+func deliveryCount(h amqp.Table) int {
+	switch v := h["x-delivery-count"].(type) {
+	case int:
+		return v
+	case int8:
+		return int(v)
+	case int16:
+		return int(v)
+	case int32:
+		return int(v)
+	case int64:
+		return int(v)
+	case uint8:
+		return int(v)
+	case uint16:
+		return int(v)
+	case uint32:
+		return int(v)
+	case uint64:
+		return int(v)
+	}
+	return 0
+}
