@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -482,7 +483,7 @@ func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
 		m.ts = msg.Timestamp
 	}
 	if len(msg.Headers) > 0 {
-		h := amqp.Table(msg.Headers)
+		h := toTable(msg.Headers)
 		if err := h.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err)
 		}
@@ -1121,7 +1122,7 @@ func (e *engine) replay(delay time.Duration) {
 			}
 			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
 			if len(r.Headers) > 0 {
-				m.headers = amqp.Table(r.Headers)
+				m.headers = toTable(r.Headers)
 			}
 			b.remaining.Add(1)
 			if err := e.publish(e.runCtx, m); err != nil {
@@ -1243,4 +1244,38 @@ func contentTypeOf(b []byte) string {
 		return "text/plain; charset=utf-8"
 	}
 	return "application/octet-stream"
+}
+
+// toTable converts headers to an amqp091 table, nested maps and slices
+// included (amqp091 accepts only its own Table type for nested tables).
+func toTable(m map[string]any) amqp.Table {
+	t := make(amqp.Table, len(m))
+	for k, v := range m {
+		t[k] = toTableValue(v)
+	}
+	return t
+}
+
+func toTableValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		return toTable(x)
+	case amqp.Table:
+		return toTable(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = toTableValue(e)
+		}
+		return out
+	case uint:
+		if x <= math.MaxInt64 {
+			return int64(x)
+		}
+	case uint64:
+		if x <= math.MaxInt64 {
+			return int64(x)
+		}
+	}
+	return v
 }

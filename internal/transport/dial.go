@@ -35,7 +35,7 @@ type DialError struct {
 }
 
 func (e *DialError) Error() string {
-	return fmt.Sprintf("dial %s: %s", e.Endpoint, redactErr(e.Err, e.Endpoint))
+	return Redact(fmt.Sprintf("dial %s: %v", e.Endpoint, e.Err))
 }
 
 func (e *DialError) Unwrap() error { return e.Err }
