@@ -33,12 +33,17 @@ type Manager struct {
 
 	lanes [2]*lane
 
-	state    atomic.Int32 // managerState
-	lifeMu   sync.Mutex   // serializes Start and Stop
+	state atomic.Int32 // managerState
+	// now is the time in Unix nanoseconds, refreshed every clockTick while
+	// running: Send* stamps messages from it instead of reading the clock.
+	// AMQP carries timestamps in whole seconds.
+	now      atomic.Int64
+	lifeMu   sync.Mutex // serializes Start and Stop
 	stopping chan struct{}
 	runCtx   context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	clockWG  sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -169,12 +174,33 @@ func (m *Manager) Start(ctx context.Context) error {
 			return fmt.Errorf("omqs: start %s worker: %w", l.name, err)
 		}
 	}
+	m.now.Store(time.Now().UnixNano())
+	m.clockWG.Add(1)
+	go m.tick()
 	for _, l := range m.lanes {
 		m.wg.Add(1)
 		go m.drain(l)
 	}
 	m.state.Store(int32(mgrRunning))
 	return nil
+}
+
+// clockTick is how often the send clock is refreshed.
+const clockTick = 5 * time.Millisecond
+
+// tick refreshes m.now until the Manager stops.
+func (m *Manager) tick() {
+	defer m.clockWG.Done()
+	t := time.NewTicker(clockTick)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			m.now.Store(now.UnixNano())
+		case <-m.stopping:
+			return
+		}
+	}
 }
 
 // drain feeds the lane's messages to its worker until the buffer is closed,
@@ -298,7 +324,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return err
 	}
-	it := item{key: key, body: body, ts: time.Now().UnixNano()}
+	it := item{key: key, body: body, ts: m.now.Load()}
 	select {
 	case l.ch <- it:
 		l.senders.Add(-1)
@@ -447,6 +473,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 	}
 	m.state.Store(int32(mgrStopped))
 	m.release()
+	m.clockWG.Wait()
 	return errors.Join(errs...)
 }
 

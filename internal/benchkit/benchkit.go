@@ -1,0 +1,195 @@
+// Package benchkit holds the raw amqp091-go baselines and the helpers that
+// the Go benchmarks and the omqs-bench program share, so that OMQS and raw
+// amqp091-go are measured the same way in the same run.
+package benchkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Body is a message of about one hundred bytes, like a log line or an event.
+const Body = "a benchmark message of about one hundred bytes, as a typical log line or event would be....."
+
+// Topology is an exchange with one queue bound to it by Key.
+type Topology struct {
+	Exchange string
+	Kind     string // default "topic"
+	Durable  bool   // exchange and queue
+	Queue    string
+	Key      string
+}
+
+// Declare declares t on the broker at url.
+func Declare(url string, t Topology) error {
+	return withChannel(url, func(ch *amqp.Channel) error {
+		kind := t.Kind
+		if kind == "" {
+			kind = "topic"
+		}
+		if err := ch.ExchangeDeclare(t.Exchange, kind, t.Durable, false, false, false, nil); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(t.Queue, t.Durable, false, false, false, nil); err != nil {
+			return err
+		}
+		return ch.QueueBind(t.Queue, t.Key, t.Exchange, false, nil)
+	})
+}
+
+// Delete removes t's queue and exchange.
+func Delete(url string, t Topology) error {
+	return withChannel(url, func(ch *amqp.Channel) error {
+		if _, err := ch.QueueDelete(t.Queue, false, false, false); err != nil {
+			return err
+		}
+		return ch.ExchangeDelete(t.Exchange, false, false)
+	})
+}
+
+// Purge empties t's queue.
+func Purge(url string, t Topology) error {
+	return withChannel(url, func(ch *amqp.Channel) error {
+		_, err := ch.QueuePurge(t.Queue, false)
+		return err
+	})
+}
+
+func withChannel(url string, f func(*amqp.Channel) error) error {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	return f(ch)
+}
+
+// RawPublish publishes n persistent, mandatory messages to t with raw
+// amqp091-go in confirm mode, pipelined with at most window unconfirmed, and
+// returns the time from the first publish to the last confirm.
+func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return 0, err
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+16))
+	returns := ch.NotifyReturn(make(chan amqp.Return, window+16))
+	slots := make(chan struct{}, window)
+	done := make(chan error, 1)
+	go func() {
+		acked := 0
+		for c := range confirms {
+			<-slots
+			if !c.Ack {
+				done <- errors.New("nacked")
+				return
+			}
+			if acked++; acked == n {
+				done <- nil
+				return
+			}
+		}
+		done <- errors.New("channel closed")
+	}()
+	go func() {
+		for range returns {
+		}
+	}()
+	body := []byte(Body)
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		slots <- struct{}{}
+		err := ch.PublishWithContext(context.Background(), t.Exchange, t.Key, true, false, amqp.Publishing{
+			ContentType: "text/plain; charset=utf-8", DeliveryMode: amqp.Persistent,
+			MessageId: strconv.Itoa(i), Timestamp: time.Now(), AppId: "raw", Body: body,
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// Fill publishes n messages to t and waits for their confirms.
+func Fill(url string, t Topology, n int) error {
+	_, err := RawPublish(url, t, n, 1000)
+	return err
+}
+
+// RawConsume consumes n messages from queue with raw amqp091-go, manual ack
+// per message and the given prefetch, and returns the time from connecting
+// to the last ack.
+func RawConsume(url, queue string, n, prefetch int) (time.Duration, error) {
+	start := time.Now()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		return 0, err
+	}
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; i < n; i++ {
+		d, ok := <-deliveries
+		if !ok {
+			return 0, fmt.Errorf("deliveries closed after %d", i)
+		}
+		if err := d.Ack(false); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
+// Percentile returns the p-th percentile (0 < p < 100) of samples, sorting
+// them in place.
+func Percentile(samples []int64, p float64) int64 {
+	if len(samples) == 0 {
+		return 0
+	}
+	slices.Sort(samples)
+	i := int(float64(len(samples)) * p / 100)
+	if i >= len(samples) {
+		i = len(samples) - 1
+	}
+	return samples[i]
+}
+
+// Median returns the median of xs (sorting a copy).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
