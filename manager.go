@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/spool"
@@ -207,14 +208,23 @@ func (m *Manager) tick() {
 // then stops the worker.
 func (m *Manager) drain(l *lane) {
 	defer m.wg.Done()
+	_, builtin := l.worker.(laneWorker)
 	for it := range l.ch {
 		l.st.accepted.Add(1)
 		l.busy.Store(true)
-		msg := Message{Key: it.key, Body: []byte(it.body), MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
+		var body []byte
+		if builtin {
+			// The built-in workers only read the body (to publish or spool
+			// it): share the string's bytes instead of copying them.
+			body = unsafe.Slice(unsafe.StringData(it.body), len(it.body))
+		} else {
+			body = []byte(it.body)
+		}
+		msg := Message{Key: it.key, Body: body, MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
 		err := l.worker.MsgDidReceive(m.runCtx, msg)
 		if err != nil {
 			m.keep(l, msg, err)
-		} else if _, builtin := l.worker.(laneWorker); !builtin {
+		} else if !builtin {
 			l.st.confirmed.Add(1)
 		}
 		l.busy.Store(false)

@@ -193,3 +193,19 @@ func Median(xs []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// TimerOverhead returns the median and 99th percentile cost of timing an
+// empty region with time.Now and time.Since on this machine, to subtract from
+// per-call timings (on some virtual machines a clock read costs tens of
+// nanoseconds).
+func TimerOverhead(samples int) (p50, p99 int64) {
+	lat := make([]int64, samples)
+	for i := range lat {
+		t0 := time.Now()
+		lat[i] = int64(time.Since(t0))
+	}
+	return Percentile(lat, 50), Percentile(slices.Clone(lat), 99)
+}
+
+// Net subtracts the timer's cost from a timed figure, never going below zero.
+func Net(timed, overhead int64) int64 { return max(timed-overhead, 0) }

@@ -153,9 +153,10 @@ func sendLatency(ctx context.Context) error {
 	if err := m.Stop(ctx); err != nil {
 		return err
 	}
-	p50, p99 := benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
+	o50, o99 := benchkit.TimerOverhead(len(lat))
+	p50, p99 := benchkit.Net(benchkit.Percentile(lat, 50), o50), benchkit.Net(benchkit.Percentile(lat, 99), o99)
 	results = append(results,
-		row{"SendEvent p50, workers publishing to RabbitMQ", fmt.Sprintf("%d ns", p50), "", "", "≤ 150 ns", verdict(p50 <= 150)},
+		row{fmt.Sprintf("SendEvent p50, workers publishing to RabbitMQ (clock read of %d ns subtracted)", o50), fmt.Sprintf("%d ns", p50), "", "", "≤ 150 ns", verdict(p50 <= 150)},
 		row{"SendEvent p99", fmt.Sprintf("%d ns", p99), "", "", "≤ 2 µs", verdict(p99 <= 2000)})
 	return nil
 }
@@ -223,7 +224,8 @@ func sendStalled(ctx context.Context) error {
 	if err := m.Stop(sctx); err != nil {
 		return err
 	}
-	p50, p99 := benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99)
+	o50, o99 := benchkit.TimerOverhead(len(lat))
+	p50, p99 := benchkit.Net(benchkit.Percentile(lat, 50), o50), benchkit.Net(benchkit.Percentile(lat, 99), o99)
 	results = append(results, row{
 		fmt.Sprintf("SendEvent while no byte flows (p50 / p99; %d%% refused with ErrBufferFull)", refused*100/len(lat)),
 		fmt.Sprintf("%d / %d ns", p50, p99), "", "", "no stall: p99 ≤ 2 µs", verdict(p99 <= 2000)})
