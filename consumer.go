@@ -799,9 +799,10 @@ func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (pan
 	defer func() {
 		if r := recover(); r != nil {
 			stack := debug.Stack()
-			panicked, err = true, fmt.Errorf("callback panicked: %v", r)
+			pv := transport.Redact(fmt.Sprint(r))
+			panicked, err = true, fmt.Errorf("callback panicked: %s", pv)
 			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
-				"key", d.RoutingKey, "id", d.MessageId, "panic", fmt.Sprint(r), "stack", string(stack))
+				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", string(stack))
 			c.reportAsync(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
 		}
 	}()
@@ -871,12 +872,13 @@ func plainValue(v any) any {
 
 // report passes a background error to the logger and the error handler.
 func (c *consumer) report(err error) {
-	c.log.Error(err.Error())
+	c.log.Error(redactError(err).Error())
 	c.reportAsync(err)
 }
 
 // reportAsync passes err to the error handler only.
 func (c *consumer) reportAsync(err error) {
+	err = redactError(err)
 	f := c.onError
 	if f == nil {
 		return

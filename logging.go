@@ -683,3 +683,92 @@ func releaseFileSink(s *logSink) error {
 	delete(fileSinks.m, s.path)
 	return s.close()
 }
+
+// redactingHandler wraps a handler the user gave (WithLogger) so that the
+// library's own log lines never carry a password: the message and every
+// attribute that prints a URL with user information are passed through
+// transport.Redact. Lines without "://" pass unchanged.
+type redactingHandler struct{ h slog.Handler }
+
+func redacting(h slog.Handler) slog.Handler {
+	if _, ok := h.(redactingHandler); ok {
+		return h
+	}
+	if _, ok := h.(*logHandler); ok {
+		return h // LogManager's handler redacts already
+	}
+	return redactingHandler{h: h}
+}
+
+func (r redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return r.h.Enabled(ctx, l)
+}
+
+func (r redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	dirty := strings.Contains(rec.Message, "://")
+	if !dirty {
+		rec.Attrs(func(a slog.Attr) bool {
+			dirty = attrNeedsRedact(a)
+			return !dirty
+		})
+	}
+	if !dirty {
+		return r.h.Handle(ctx, rec)
+	}
+	nr := slog.NewRecord(rec.Time, rec.Level, transport.Redact(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		nr.AddAttrs(redactAttr(a))
+		return true
+	})
+	return r.h.Handle(ctx, nr)
+}
+
+func (r redactingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	out := make([]slog.Attr, len(as))
+	for i, a := range as {
+		out[i] = redactAttr(a)
+	}
+	return redactingHandler{h: r.h.WithAttrs(out)}
+}
+
+func (r redactingHandler) WithGroup(name string) slog.Handler {
+	return redactingHandler{h: r.h.WithGroup(name)}
+}
+
+func attrNeedsRedact(a slog.Attr) bool {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return strings.Contains(v.String(), "://")
+	case slog.KindGroup:
+		for _, g := range v.Group() {
+			if attrNeedsRedact(g) {
+				return true
+			}
+		}
+		return false
+	case slog.KindAny:
+		return strings.Contains(fmt.Sprint(v.Any()), "://")
+	}
+	return false
+}
+
+func redactAttr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, transport.Redact(v.String()))
+	case slog.KindGroup:
+		gs := v.Group()
+		out := make([]any, len(gs))
+		for i, g := range gs {
+			out[i] = redactAttr(g)
+		}
+		return slog.Group(a.Key, out...)
+	case slog.KindAny:
+		if s := fmt.Sprint(v.Any()); strings.Contains(s, "://") {
+			return slog.String(a.Key, transport.Redact(s))
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}

@@ -253,6 +253,7 @@ func (m *Manager) laneExchange(l *lane) string {
 }
 
 func (m *Manager) report(err error) {
+	err = redactError(err)
 	m.log.Error(err.Error())
 	if f := m.s.onError; f != nil {
 		m.disp.Go(func() { f(err) })

@@ -86,6 +86,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -403,7 +404,7 @@ func WithLogger(l *slog.Logger) Option {
 		if l == nil {
 			return errors.New("nil *slog.Logger")
 		}
-		s.logger = l
+		s.logger = slog.New(redacting(l.Handler()))
 		return nil
 	})
 }
@@ -735,3 +736,21 @@ func isText(b []byte) bool { return utf8.Valid(b) }
 
 // spoolPath joins the spool folder and file name.
 func spoolPath(dir, file string) string { return filepath.Join(dir, file) }
+
+// redactedError hides the passwords of URLs in an error's text while
+// keeping errors.Is and errors.As working on what it wraps.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return transport.Redact(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+// redactError wraps err in a redactedError when its text holds a URL.
+func redactError(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "://") {
+		return err
+	}
+	if _, ok := err.(redactedError); ok {
+		return err
+	}
+	return redactedError{err: err}
+}

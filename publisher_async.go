@@ -1067,6 +1067,7 @@ func (e *engine) release(m *outMsg, result error, spooled bool) {
 
 // report passes a background error to the logger and the error handler.
 func (e *engine) report(err error) {
+	err = redactError(err)
 	e.log.Error(err.Error())
 	if f := e.onError; f != nil {
 		e.disp.Go(func() { f(err) })
