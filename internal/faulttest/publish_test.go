@@ -282,3 +282,17 @@ func heapAlloc() uint64 {
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
+// TestStallWithFullSocketBuffers stalls the event publisher's connection
+// while 64 KiB events fill the socket buffers, so that a publish is blocked
+// writing to the socket when the heartbeats notice the silence: the
+// publisher must still drop the connection and reconnect within seconds,
+// not when the kernel gives up on the socket.
+func TestStallWithFullSocketBuffers(t *testing.T) {
+	faulttest.Require(t)
+	r := runStream(t, streamOpts{
+		path:  pathEvent,
+		fault: faultSpec{name: "stall, 64 KiB events", kind: faultStall, at: []float64{0.3}},
+		n:     4000, size: 64 << 10,
+	})
+	t.Logf("%s", row(r))
+}
