@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/omqs-go/omqs"
 	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/faulttest"
+	"github.com/omqs-go/omqs/internal/spool"
 )
 
 // TestManagerSurvivesCloseAllConnections sends 20,000 events while the
@@ -295,4 +297,78 @@ func TestStallWithFullSocketBuffers(t *testing.T) {
 		n:     4000, size: 64 << 10,
 	})
 	t.Logf("%s", row(r))
+}
+
+// TestStopWhileBlockedSpoolsAndReplays stops a Manager while the broker
+// blocks it: Stop's context ends, so what is not confirmed goes to the spool
+// files and Stop says so (ErrNotConfirmed). A new Manager on the same spool
+// folder replays them once the alarm cleared: every accepted message
+// arrives.
+func TestStopWhileBlockedSpoolsAndReplays(t *testing.T) {
+	faulttest.Require(t)
+	faulttest.Restore(t)
+	const perLane = 3000
+	b := newBlockedManager(t, namePrefix+" stop-blocked", perLane+1)
+	clear := b.block(t)
+	for i := 0; i < perLane; i++ {
+		if err := b.m.SendInfo(body("stop-blocked", i, 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.m.SendEvent(body("stop-blocked", i, 100), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := b.m.Stop(ctx)
+	if !errors.Is(err, omqs.ErrNotConfirmed) {
+		t.Fatalf("Stop while blocked: %v, want ErrNotConfirmed", err)
+	}
+	st := b.m.Stats()
+	t.Logf("Stop: %v; stats: logs %+v, events %+v", err, st.Logs, st.Events)
+	spooled := func(file string) int {
+		n := 0
+		for _, p := range spoolFiles(t, b.cfg.Log.Folder, file) {
+			if _, err := spool.Read(p, func(spool.Record) error { n++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+	logs, events := spooled("backup.log"), spooled("backup.evt")
+	t.Logf("spooled: %d logs, %d events (accepted %d each)", logs, events, perLane+1)
+	if logs+b.logs.got.unique() < perLane+1 || events+b.evts.got.unique() < perLane+1 {
+		t.Fatalf("spooled %d logs and %d events, delivered %d and %d: fewer than the %d accepted per lane",
+			logs, events, b.logs.got.unique(), b.evts.got.unique(), perLane+1)
+	}
+
+	clear()
+	m2, err := omqs.NewManager(omqs.WithConfig(b.cfg), omqs.WithURL(withParams(t, brokertest.URL(t), "", nil)),
+		omqs.WithLogger(slog.New(newLogSink(t))), omqs.WithName(namePrefix+" stop-blocked replay"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Start(stopCtx(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitDelivered(t, perLane+1, perLane+1)
+	if err := m2.Stop(stopCtx(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if left := spooled("backup.log") + spooled("backup.evt"); left != 0 {
+		t.Errorf("%d records left in the spool after the replay", left)
+	}
+	t.Logf("replayed: logs %d, events %d; duplicates: logs %d, events %d",
+		m2.Stats().Logs.Replayed, m2.Stats().Events.Replayed, dups(b.logs.got), dups(b.evts.got))
+}
+
+// spoolFiles returns the spool file of that name in dir and the files moved
+// aside for replay.
+func spoolFiles(t *testing.T, dir, name string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, name+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
