@@ -3,6 +3,7 @@ package faulttest_test
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,17 @@ func TestFaultMatrix(t *testing.T) {
 
 func matrixTable(n int, rows []result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d messages of 100 bytes per case. recover: from the fault's start to the first confirm (delivery, for the consumer) after it, one figure per injection.\n\n", n)
+	fmt.Fprintf(&b, "%d messages of 100 bytes per case; %d CPUs", n, runtime.NumCPU())
+	if raceEnabled {
+		b.WriteString("; built with -race")
+	}
+	if faulttest.OwnOnly() {
+		b.WriteString("; kills closed only the tests' own connections (OMQS_FAULT_OWN_ONLY=1)")
+	}
+	b.WriteString(".\n\n")
+	b.WriteString("- sent: Send*Context calls; accepted: those that returned nil.\n")
+	b.WriteString("- delivered: distinct message ids that reached the queue's consumer; duplicates: deliveries beyond the first; lost: accepted − delivered.\n")
+	b.WriteString("- recover: from the fault's start to the first confirm (for the consumer path, delivery) after it, one figure per injection: on a new connection for kills, restart, cut and stall; once the alarm cleared for the memory alarm; through the slowed link for the slow link.\n\n")
 	b.WriteString("| path | fault | sent | accepted | delivered (unique) | duplicates | lost | recover | notes |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---|\n")
 	for _, r := range rows {

@@ -23,7 +23,7 @@ type pathKind string
 
 const (
 	// pathLog: Manager.SendLogContext -> LogMsgWorker (SyncPublisher) ->
-	// log exchange -> a durable queue bound with "#" -> a plain collector.
+	// log exchange -> a queue bound with "#" -> a plain collector.
 	pathLog pathKind = "log"
 	// pathEvent: Manager.SendEventContext -> EventMsgWorker (AsyncPublisher)
 	// -> event exchange -> the event queue -> a plain collector.
@@ -104,10 +104,13 @@ func (h *history) add(s sample) {
 	h.samples = append(h.samples, s)
 }
 
-func (h *history) snapshot() []sample {
+// since returns a copy of the samples taken at or after t, and the one
+// before them.
+func (h *history) since(t time.Time) []sample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]sample(nil), h.samples...)
+	i := sort.Search(len(h.samples), func(i int) bool { return !h.samples[i].at.Before(t) })
+	return append([]sample(nil), h.samples[max(i-1, 0):]...)
 }
 
 // injection is one fault put in place.
@@ -550,7 +553,7 @@ func (s *stream) awaitRecovery(inj injection, timeout time.Duration) (time.Durat
 		ok  bool
 	)
 	err := faulttest.Poll(timeout, func() bool {
-		rec, ok = s.recovery(inj, s.hist.snapshot())
+		rec, ok = s.recovery(inj, s.hist.since(inj.start))
 		return ok || s.finished()
 	})
 	switch {
