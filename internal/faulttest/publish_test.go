@@ -253,12 +253,13 @@ func TestBurstWhileBlocked(t *testing.T) {
 	if full[0]+full[1] < calls-maxLogs-maxEvents {
 		t.Errorf("%d calls returned ErrBufferFull, want at least %d", full[0]+full[1], calls-maxLogs-maxEvents)
 	}
-	// Each held message costs its text (a Send* string in the buffer, a
-	// []byte copy once a worker took it) and the Manager's and the
-	// publisher's bookkeeping: 1 KiB per message is generous, plus 4 MiB
-	// for everything else.
+	// The heap may grow by what the Manager can hold: at most maxLogs +
+	// maxEvents messages, each costing its text twice (the Send* string in
+	// the buffer, the []byte copy a worker takes) and bookkeeping (the
+	// buffer's slots are allocated up front; a publisher's message record,
+	// its AMQP properties and id: under 512 bytes), plus 4 MiB for the rest.
 	held := accepted[0] + accepted[1]
-	bound := int64(held)*1024 + 4<<20
+	bound := int64(maxLogs+maxEvents)*(2*msgSize+512) + 4<<20
 	growth := int64(after) - int64(before)
 	t.Logf("%d Send* calls in %v while blocked: %d logs and %d events accepted, %d refused with ErrBufferFull; heap %.1f MiB before, %.1f MiB after (growth %.1f MiB, %.0f bytes per held message; bound %.1f MiB)",
 		calls, elapsed.Round(time.Millisecond), accepted[0], accepted[1], full[0]+full[1],
