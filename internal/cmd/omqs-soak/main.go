@@ -289,7 +289,9 @@ send:
 		case <-pace.C:
 			owed += perTick
 			for ; owed >= 1; owed-- {
-				lane := (seq[0] + seq[1]) % 2
+				// Alternate lanes by call; a refused message is sent
+				// again on its lane's next turn.
+				lane := (sent[0] + sent[1]) % 2
 				if seq[lane] >= expect {
 					continue
 				}
