@@ -176,7 +176,8 @@ func undo(t testing.TB, f func() error) func() {
 // function also runs when the test ends, if it was not called.
 func StopApp(t testing.TB) (start func()) {
 	t.Helper()
-	start = undo(t, func() error { return startApp(brokertest.URL(t)) })
+	url := brokertest.URL(t)
+	start = undo(t, func() error { return startApp(url) })
 	ctl(t, "-q", "stop_app")
 	return start
 }
