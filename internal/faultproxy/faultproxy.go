@@ -32,6 +32,7 @@ type Proxy struct {
 
 type pipe struct {
 	client, server net.Conn
+	stalled        bool // guarded by Proxy.mu; see StallOpen
 }
 
 // New starts a proxy on a random local port forwarding to target.
@@ -113,10 +114,11 @@ func (p *Proxy) copy(pp *pipe, dst, src net.Conn) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := src.Read(buf)
+		// While stalled nothing goes through, not even a close.
+		if !p.wait(pp, n > 0) {
+			return
+		}
 		if n > 0 {
-			if !p.wait() {
-				return
-			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -127,11 +129,11 @@ func (p *Proxy) copy(pp *pipe, dst, src net.Conn) {
 	}
 }
 
-// wait blocks while the proxy is stalled and applies the delay; false when
-// the proxy closed.
-func (p *Proxy) wait() bool {
+// wait blocks while the proxy or pp is stalled and, for data, applies the
+// delay; false when the proxy closed.
+func (p *Proxy) wait(pp *pipe, data bool) bool {
 	p.mu.Lock()
-	for p.stalled && !p.closed {
+	for (p.stalled || pp.stalled) && !p.closed {
 		p.cond.Wait()
 	}
 	d, closed := p.delay, p.closed
@@ -139,7 +141,7 @@ func (p *Proxy) wait() bool {
 	if closed {
 		return false
 	}
-	if d > 0 {
+	if d > 0 && data {
 		time.Sleep(d)
 	}
 	return true
@@ -176,12 +178,40 @@ func (p *Proxy) Cut() {
 }
 
 // Stall stops (true) or resumes (false) forwarding bytes in both directions
-// without closing anything.
+// without closing anything. Stall(false) also resumes the connections
+// StallOpen stalled.
 func (p *Proxy) Stall(on bool) {
 	p.mu.Lock()
 	p.stalled = on
+	if !on {
+		for pp := range p.conns {
+			pp.stalled = false
+		}
+	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
+}
+
+// StallOpen stops forwarding bytes on the connections open now, in both
+// directions, without closing them, while connections accepted later flow
+// normally: a peer that goes silent on an established connection, which only
+// heartbeats (or a read timeout) can detect, while the network still lets a
+// new connection through. It returns how many connections it stalled.
+// Stall(false) resumes them.
+func (p *Proxy) StallOpen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pp := range p.conns {
+		pp.stalled = true
+	}
+	return len(p.conns)
+}
+
+// Open returns how many connections the proxy is forwarding now.
+func (p *Proxy) Open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
 }
 
 // Slow delays every forwarded chunk by d (0 for none).

@@ -38,6 +38,7 @@ func (s *syncBuffer) String() string {
 // goes not ready, comes back, and receives every message at least once.
 func TestConsumerSurvivesClosedConnections(t *testing.T) {
 	faulttest.Require(t)
+	faulttest.Restore(t)
 	url := brokertest.URL(t)
 	n := brokertest.NewNames(t)
 	logs := &syncBuffer{}
@@ -149,7 +150,7 @@ func TestConsumerSurvivesClosedConnections(t *testing.T) {
 		before := published.Load()
 		faulttest.WaitFor(t, time.Minute, fmt.Sprintf("500 messages published before fault %d", k),
 			func() bool { return published.Load() >= before+500 })
-		faulttest.CloseAllConnections(t, "omqs fault test")
+		faulttest.CloseConnections(t, "omqs fault test", "omqs fault test")
 		faulttest.WaitFor(t, 30*time.Second, fmt.Sprintf("Ready to turn false after fault %d", k),
 			func() bool { return falls.Load() >= k })
 		faulttest.WaitFor(t, 30*time.Second, fmt.Sprintf("Ready to turn true again after fault %d", k),

@@ -63,6 +63,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	var (
 		mu        sync.Mutex
 		stopAbort func() bool
+		sock      net.Conn
 	)
 	cfg := amqp.Config{
 		Properties:      props,
@@ -83,6 +84,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 			// Abort a handshake that is still going when ctx ends.
 			mu.Lock()
 			stopAbort = context.AfterFunc(ctx, func() { conn.Close() })
+			sock = conn
 			mu.Unlock()
 			return conn, nil
 		},
@@ -100,7 +102,34 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	if err != nil {
 		return nil, &DialError{Endpoint: ep.String(), Permanent: permanent(err), Err: err}
 	}
+	mu.Lock()
+	closeSocketWhenDead(c, sock)
+	mu.Unlock()
 	return amqpConn{c}, nil
+}
+
+// closeSocketWhenDead closes sock as soon as c fails (a missed heartbeat, a
+// read or write error, the broker closing it).
+//
+// amqp091 tells close listeners why a connection failed before it shuts the
+// connection's channels down, and shutting a channel down waits for a
+// publish that is writing to the socket. When the peer stopped reading (a
+// stalled network that drops packets without a reset, a proxy that hangs)
+// and the socket's send buffer is full, that write would wait for the
+// kernel to give up on the connection (many minutes), and so would the
+// publisher that owns it. Closing the socket makes the write fail at once.
+func closeSocketWhenDead(c *amqp.Connection, sock net.Conn) {
+	if sock == nil {
+		return
+	}
+	failed := c.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		// The channel is closed without a value when the connection is
+		// closed on purpose; it is closed in every case.
+		if e := <-failed; e != nil {
+			sock.Close()
+		}
+	}()
 }
 
 // permanent reports whether a dial error will not go away by retrying.
