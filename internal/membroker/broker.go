@@ -131,6 +131,14 @@ func (b *Broker) Stats() Stats {
 	}
 }
 
+// Connections returns how many connections to b are open. Tests use it to
+// check that a client closed what it opened.
+func (b *Broker) Connections() int {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	return len(b.conns)
+}
+
 func (b *Broker) connections() []*Connection {
 	b.connMu.Lock()
 	defer b.connMu.Unlock()

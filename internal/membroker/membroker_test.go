@@ -757,6 +757,26 @@ func TestDialSharesBrokerByName(t *testing.T) {
 	must(t, c2.Close())
 }
 
+func TestConnectionsCount(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		if n := b.Connections(); n != 0 {
+			t.Fatalf("new broker: %d connections", n)
+		}
+		c1, c2 := dial(t, b), dial(t, b)
+		if n := b.Connections(); n != 2 {
+			t.Fatalf("after two dials: %d connections", n)
+		}
+		must(t, c1.Close())
+		if n := b.Connections(); n != 1 {
+			t.Fatalf("after one close: %d connections", n)
+		}
+		b.CloseAllConnections("test")
+		if n := b.Connections(); n != 0 || !c2.IsClosed() {
+			t.Fatalf("after closing all: %d connections", n)
+		}
+	})
+}
+
 // TestConcurrentPublishConsume moves messages from several publishers to
 // competing consumers that ack, nack with requeue or reject at random, and
 // checks that every message is acknowledged exactly once.
