@@ -32,11 +32,15 @@ func startManager(t *testing.T, opts ...Option) *Manager {
 }
 
 func TestManagerSendRoundTrip(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerSendRoundTrip)
+}
+
+func testManagerSendRoundTrip(t *testing.T, url string) {
+	cfg, n := testConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithName("roundtrip"))
-	logs := collect(t, cfg.LogWorker.Exchange, "#")
-	events := collect(t, cfg.EventWorker.Exchange, "#")
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	events := collect(t, url, cfg.EventWorker.Exchange, "#")
 
 	before := time.Now().Add(-time.Second)
 	sends := []struct {
@@ -94,19 +98,21 @@ func TestManagerSendRoundTrip(t *testing.T) {
 		}
 	}
 	// Events are mandatory and went to the declared durable queue too.
-	ch := brokertest.Channel(t)
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
+		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", depth)
 	}
-	if q.Messages != 1 {
-		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", q.Messages)
+	if st := m.Stats(); st.Returned != 0 || st.Nacked != 0 {
+		t.Errorf("stats %+v: nothing should be returned or nacked", st.LaneStats)
 	}
 }
 
 func TestManagerStopDeliversEverything(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerStopDeliversEverything)
+}
+
+func testManagerStopDeliversEverything(t *testing.T, url string) {
+	cfg, n := testConfig(t, url)
 	m, err := NewManager(WithConfig(cfg), WithURL(url))
 	if err != nil {
 		t.Fatal(err)
@@ -132,13 +138,8 @@ func TestManagerStopDeliversEverything(t *testing.T) {
 	if l, e := m.Pending(); l != 0 || e != 0 {
 		t.Fatalf("pending after Stop = %d, %d", l, e)
 	}
-	ch := brokertest.Channel(t)
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Messages != N {
-		t.Fatalf("queue has %d messages, want %d", q.Messages, N)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != N {
+		t.Fatalf("queue has %d messages, want %d", depth, N)
 	}
 	if err := m.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
@@ -173,6 +174,17 @@ func (w *blockingWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 	w.got = append(w.got, msg)
 	w.mu.Unlock()
 	return nil
+}
+
+// bodies returns the bodies of the messages the worker delivered.
+func (w *blockingWorker) bodies() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, m := range w.got {
+		out = append(out, string(m.Body))
+	}
+	return out
 }
 
 func (w *blockingWorker) WorkerWillStop(context.Context) error {
@@ -319,12 +331,26 @@ func (w *erringWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 	return w.blockingWorker.MsgDidReceive(ctx, msg)
 }
 
+// TestManagerCustomWorkerFailureIsSpooled replaces the event worker with one
+// that fails on some messages, next to the built-in log worker publishing to
+// the broker.
 func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerCustomWorkerFailureIsSpooled)
+}
+
+func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
+	cfg, _ := testConfig(t, url)
 	dir := t.TempDir()
 	ew := &erringWorker{blockingWorker{release: closedChan()}}
 	var mu sync.Mutex
 	var reported []error
-	m, err := NewManager(WithURL("memory://custom-fail"), WithLogWorker(&blockingWorker{release: closedChan()}),
+	// The collector needs the log exchange before the Manager declares it.
+	if err := backendChannel(t, url).ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	m, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
 		WithEventWorker(ew), WithSpoolDir(dir), WithErrorHandler(func(err error) {
 			mu.Lock()
 			reported = append(reported, err)
@@ -341,12 +367,28 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Stop(testCtx(t, 5*time.Second)); err != nil {
+	if err := m.SendWarning("the log lane goes on"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	st := m.Stats().Events
 	if st.Confirmed != 2 || st.Spooled != 1 {
 		t.Fatalf("stats %+v, want 2 confirmed and 1 spooled", st)
+	}
+	if got := ew.bodies(); strings.Join(got, ",") != "ok1,ok2" {
+		t.Fatalf("the custom worker delivered %v, want ok1,ok2", got)
+	}
+	if strings.Join(ew.calls, ",") != "run,stop" {
+		t.Errorf("hooks %v, want run,stop", ew.calls)
+	}
+	if st := m.Stats().Logs; st.Confirmed != 1 || st.Spooled != 0 {
+		t.Fatalf("log stats %+v, want 1 confirmed", st)
+	}
+	logs.waitCount(t, 1, 10*time.Second)
+	if d := logs.all()[0]; string(d.Body) != "the log lane goes on" || d.RoutingKey != KeyWarning {
+		t.Fatalf("log delivery %q with key %q", d.Body, d.RoutingKey)
 	}
 	var recs []spool.Record
 	if _, err := spool.Read(filepath.Join(dir, "backup.evt"), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
@@ -362,13 +404,15 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 	}
 }
 
+// TestManagerWrongPassword runs on RabbitMQ only: the in-process broker has
+// no credentials.
 func TestManagerWrongPassword(t *testing.T) {
 	url := brokertest.URL(t)
 	bad := strings.Replace(url, "guest:guest@", "guest:s3cr3t-pw@", 1)
 	if bad == url {
 		t.Skip("broker URL has no guest:guest credentials to replace")
 	}
-	cfg, _ := testConfig(t)
+	cfg, _ := testConfig(t, url)
 	m, err := NewManager(WithConfig(cfg), WithURL(bad))
 	if err != nil {
 		t.Fatal(err)
@@ -411,11 +455,15 @@ func TestNewManagerBadURL(t *testing.T) {
 	}
 }
 
+// The tests from here to TestManagerFailoverToSecondAddress put a TCP proxy
+// between the Manager and RabbitMQ that refuses, cuts or stalls connections.
+// The in-process broker has no network to break: they run on RabbitMQ only.
+
 func TestManagerUnreachableBrokerRetriesThenFails(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
 	p.Refuse(true)
-	cfg, _ := testConfig(t)
+	cfg, _ := testConfig(t, url)
 	m, err := NewManager(WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 3))
 	if err != nil {
 		t.Fatal(err)
@@ -457,13 +505,13 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
 	p.Refuse(true)
-	cfg, n := testConfig(t)
+	cfg, n := testConfig(t, url)
 	// Declare the exchanges first so a collector can bind before the Manager connects.
-	ch := brokertest.Channel(t)
+	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	logs := collect(t, cfg.LogWorker.Exchange, "#")
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 2),
 		WithRetryOnFailedConnect(true), WithLogger(testLogger(t)))
 	const N = 100
@@ -491,12 +539,8 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Messages != N {
-		t.Fatalf("event queue has %d messages, want %d", q.Messages, N)
+	if depth := queueDepth(t, ch, n.Queue); depth != N {
+		t.Fatalf("event queue has %d messages, want %d", depth, N)
 	}
 	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
 	for _, f := range left {
@@ -509,10 +553,9 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
-	cfg, n := testConfig(t)
+	cfg, n := testConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
-	ch := brokertest.Channel(t)
-	got := consumeQueue(t, ch, n.Queue)
+	got := consumeQueue(t, backendChannel(t, url), n.Queue)
 	const N = 20000
 	ctx := testCtx(t, 60*time.Second)
 	for i := 0; i < N; i++ {
@@ -550,7 +593,7 @@ func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
 func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
-	cfg, _ := testConfig(t)
+	cfg, _ := testConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
 	p.Stall(true) // bytes stop flowing; nothing gets confirmed
 	const N = 50
@@ -576,8 +619,12 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 }
 
 func TestManagerReturnsUnroutableEvents(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, _ := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerReturnsUnroutableEvents)
+}
+
+func testManagerReturnsUnroutableEvents(t *testing.T, url string) {
+	cfg, _ := testConfig(t, url)
 	returned := make(chan Returned, 1)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithReturnHandler(func(r Returned) { returned <- r }),
 		WithLogger(testLogger(t)))
@@ -604,7 +651,7 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	url := brokertest.URL(t)
 	a, b := newProxy(t, url), newProxy(t, url)
 	a.Refuse(true) // the first address is down
-	cfg, n := testConfig(t)
+	cfg, n := testConfig(t, url)
 	list := proxyURL(url, a) + ", " + proxyURL(url, b)
 	m := startManager(t, WithConfig(cfg), WithURL(list), WithReconnect(20*time.Millisecond, 5), WithLogger(testLogger(t)))
 	if err := m.SendEvent("via b", ""); err != nil {
@@ -625,15 +672,18 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	if a.Accepts() < 2 || b.Accepts() < 2 {
 		t.Errorf("accepts: a %d, b %d; want both used by both workers", a.Accepts(), b.Accepts())
 	}
-	q, err := brokertest.Channel(t).QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil || q.Messages != 2 {
-		t.Fatalf("queue: %+v, %v; want 2 messages", q, err)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
+		t.Fatalf("queue holds %d messages, want 2", depth)
 	}
 }
 
 func TestManagerQuorumQueue(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerQuorumQueue)
+}
+
+func testManagerQuorumQueue(t *testing.T, url string) {
+	cfg, n := testConfig(t, url)
 	cfg.EventWorker.QueueType = "quorum"
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
 	if err := m.SendEvent("to a quorum queue", ""); err != nil {
@@ -642,9 +692,14 @@ func TestManagerQuorumQueue(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	ch := brokertest.Channel(t)
-	// A passive declare with the wrong type would fail; check the type is quorum.
-	if _, err := ch.QueueDeclare(n.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+	// A passive declare does not compare the type; a declaration does.
+	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
 		t.Fatalf("queue is not a quorum queue: %v", err)
+	}
+	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err == nil {
+		t.Fatal("declaring the queue as a classic queue was accepted")
+	}
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
+		t.Fatalf("quorum queue holds %d messages, want 1", depth)
 	}
 }

@@ -7,13 +7,15 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/omqs-go/omqs/internal/brokertest"
 )
 
 func TestPublishersNestedHeaders(t *testing.T) {
-	url := brokertest.URL(t)
-	n := brokertest.NewNames(t)
+	t.Parallel()
+	forEachBackend(t, testPublishersNestedHeaders)
+}
+
+func testPublishersNestedHeaders(t *testing.T, url string) {
+	n := testNames(t, url)
 	p, err := NewAsyncPublisher(WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
 		WithQueueDurable(false), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
@@ -23,7 +25,7 @@ func TestPublishersNestedHeaders(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got := consumeQueue(t, brokertest.Channel(t), n.Queue)
+	got := consumeQueue(t, backendChannel(t, url), n.Queue)
 	msg := Message{Key: n.Key, Body: []byte("with headers"), Headers: map[string]any{
 		"plain": "v", "n": 7, "nested": map[string]any{"a": []any{1, "x", map[string]any{"deep": true}}},
 	}}
@@ -48,9 +50,13 @@ func TestPublishersNestedHeaders(t *testing.T) {
 }
 
 func TestSyncPublisherNack(t *testing.T) {
-	url := brokertest.URL(t)
-	n := brokertest.NewNames(t)
-	ch := brokertest.Channel(t)
+	t.Parallel()
+	forEachBackend(t, testSyncPublisherNack)
+}
+
+func testSyncPublisherNack(t *testing.T, url string) {
+	n := testNames(t, url)
+	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -84,10 +90,14 @@ func TestSyncPublisherNack(t *testing.T) {
 }
 
 func TestPublisherSections(t *testing.T) {
-	url := brokertest.URL(t)
+	t.Parallel()
+	forEachBackend(t, testPublisherSections)
+}
+
+func testPublisherSections(t *testing.T, url string) {
 	for _, sec := range []string{"AsyncBroadcaster", "SyncRouter", "AsyncPublisher", "SyncPublisher"} {
 		t.Run(sec, func(t *testing.T) {
-			n := brokertest.NewNames(t)
+			n := testNames(t, url)
 			cfg := DefaultConfig()
 			pc := PublisherConfig{Exchange: n.Exchange, ExchangeDurable: true, Queue: n.Queue, QueueDurable: true, RoutingKeys: []string{n.Key}}
 			switch sec {
@@ -134,13 +144,24 @@ func TestPublisherSections(t *testing.T) {
 			if err := stop(ctx); err != nil {
 				t.Fatal(err)
 			}
-			ch := brokertest.Channel(t)
+			ch := backendChannel(t, url)
 			if err := ch.ExchangeDeclarePassive(n.Exchange, pc.ExchangeType, true, false, false, false, nil); err != nil {
 				t.Fatalf("exchange: %v", err)
 			}
-			q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-			if err != nil || q.Messages != 1 {
-				t.Fatalf("queue %+v, %v; want 1 message", q, err)
+			if depth := queueDepth(t, ch, n.Queue); depth != 1 {
+				t.Fatalf("queue holds %d messages, want 1", depth)
+			}
+			// The exchange has the section's type and is durable, and so is
+			// the queue: declaring them otherwise is refused.
+			other := map[string]string{"fanout": "topic", "direct": "topic", "topic": "direct"}[pc.ExchangeType]
+			if err := backendChannel(t, url).ExchangeDeclare(n.Exchange, other, true, false, false, false, nil); err == nil {
+				t.Errorf("exchange %s redeclared as %s", n.Exchange, other)
+			}
+			if err := backendChannel(t, url).ExchangeDeclare(n.Exchange, pc.ExchangeType, true, false, false, false, nil); err != nil {
+				t.Errorf("exchange %s is not a durable %s exchange: %v", n.Exchange, pc.ExchangeType, err)
+			}
+			if _, err := backendChannel(t, url).QueueDeclare(n.Queue, false, false, false, false, nil); err == nil {
+				t.Errorf("queue %s redeclared as not durable", n.Queue)
 			}
 		})
 	}
