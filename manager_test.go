@@ -703,3 +703,98 @@ func testManagerQuorumQueue(t *testing.T, url string) {
 		t.Fatalf("quorum queue holds %d messages, want 1", depth)
 	}
 }
+
+// refusingWorker fails every message, so that the Manager spools it.
+type refusingWorker struct{}
+
+func (refusingWorker) WorkerWillRun(context.Context) error { return nil }
+func (refusingWorker) MsgDidReceive(context.Context, Message) error {
+	return errors.New("refused by the test worker")
+}
+func (refusingWorker) WorkerWillStop(context.Context) error { return nil }
+
+// TestManagerReplaysSpool: what one Manager could not deliver stays in the
+// spool files of its folder, and the next Manager started on that folder
+// publishes it, ids and keys unchanged, then empties the files.
+func TestManagerReplaysSpool(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerReplaysSpool)
+}
+
+func testManagerReplaysSpool(t *testing.T, url string) {
+	cfg, n := testConfig(t, url)
+	const N = 50
+
+	// The first Manager's workers refuse everything: all of it is spooled.
+	first, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
+		WithLogWorker(refusingWorker{}), WithEventWorker(refusingWorker{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range N {
+		if err := first.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.SendLog(fmt.Sprintf("log %d", i), "audit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st := first.Stats(); st.Spooled != 2*N {
+		t.Fatalf("first Manager spooled %d, want %d", st.Spooled, 2*N)
+	}
+	spooled := map[string]spool.Record{}
+	for _, f := range []string{"backup.evt", "backup.log"} {
+		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error {
+			spooled[r.MessageID] = r
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(spooled) != 2*N {
+		t.Fatalf("spool files hold %d distinct messages, want %d", len(spooled), 2*N)
+	}
+
+	// The second Manager publishes the spool when it connects.
+	ch := backendChannel(t, url)
+	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	second := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
+	waitUntil(t, 20*time.Second, "the spool to be replayed", func() bool { return second.Stats().Replayed == 2*N })
+	if err := second.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	logs.waitCount(t, N, 10*time.Second)
+	events := consumeQueue(t, ch, n.Queue)
+	events.waitCount(t, N, 10*time.Second)
+	for _, d := range append(logs.all(), events.all()...) {
+		r, ok := spooled[d.MessageId]
+		if !ok {
+			t.Fatalf("delivery %q has id %q, which is not in the spool", d.Body, d.MessageId)
+		}
+		if string(d.Body) != r.Body || d.RoutingKey != r.Key {
+			t.Fatalf("delivery %q key %q, spooled as %q key %q", d.Body, d.RoutingKey, r.Body, r.Key)
+		}
+		delete(spooled, d.MessageId)
+	}
+	if len(spooled) != 0 {
+		t.Fatalf("%d spooled messages were not delivered", len(spooled))
+	}
+	if st := second.Stats(); st.Accepted != 0 || st.Spooled != 0 || st.Dropped != 0 {
+		t.Fatalf("second Manager stats %+v: it only replayed", st.LaneStats)
+	}
+	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
+	for _, f := range left {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
+			t.Errorf("spool file %s still holds %d bytes after replay", f, fi.Size())
+		}
+	}
+}
