@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/faultproxy"
+	"github.com/omqs-go/omqs/internal/membroker"
 	"github.com/omqs-go/omqs/internal/spool"
 )
 
@@ -796,5 +798,92 @@ func testManagerReplaysSpool(t *testing.T, url string) {
 		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
 			t.Errorf("spool file %s still holds %d bytes after replay", f, fi.Size())
 		}
+	}
+}
+
+// breakable returns the URL clients should use so that the test can close
+// their connections under them, and the function that does it: on the
+// in-process broker, the broker closes every connection (320
+// CONNECTION_FORCED, as `rabbitmqctl close_all_connections` would); on
+// RabbitMQ, a TCP proxy in front of it cuts them.
+func breakable(t *testing.T, url string) (clientURL string, cut func()) {
+	t.Helper()
+	if isMemory(url) {
+		b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+		return url, func() { b.CloseAllConnections("closed by the test") }
+	}
+	p := newProxy(t, url)
+	return proxyURL(url, p), p.Cut
+}
+
+// TestManagerAndConsumerSurviveConnectionLoss: while events flow from a
+// Manager to a consumer, every connection is lost twice. The Manager
+// republishes what was not confirmed, the consumer reconnects, and every
+// event arrives (duplicates allowed, nothing lost).
+func TestManagerAndConsumerSurviveConnectionLoss(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerAndConsumerSurviveConnectionLoss)
+}
+
+func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
+	cfg, n := testConfig(t, url)
+	clientURL, cut := breakable(t, url)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var lost atomic.Int32 // connection losses the consumer reported
+	c, err := NewSyncConsumer(WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
+		WithErrorHandler(func(err error) {
+			if errors.Is(err, ErrConnection) {
+				lost.Add(1)
+			}
+		}),
+		WithExchange(cfg.EventWorker.Exchange, "topic", true), WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key),
+		WithCallback(func(_ context.Context, d Delivery) error {
+			mu.Lock()
+			seen[d.MessageID]++
+			mu.Unlock()
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, c)
+	m := startManager(t, WithConfig(cfg), WithURL(clientURL), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
+	const N = 5000
+	ctx := testCtx(t, 60*time.Second)
+	for i := range N {
+		if err := m.SendEventContext(ctx, fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(i, err)
+		}
+		if i == N/3 || i == 2*N/3 {
+			// Cut while both are connected: the consumer reported the
+			// previous loss (Ready turned false before) and is ready again.
+			before := int32(0)
+			if i == 2*N/3 {
+				before = 1
+			}
+			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && c.Ready() })
+			reconnects := m.Stats().Events.Reconnects + 1
+			cut()
+			waitUntil(t, 10*time.Second, "the event worker to reconnect", func() bool { return m.Stats().Events.Reconnects >= reconnects })
+		}
+	}
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Stats().Events
+	if st.Confirmed != N || st.Reconnects < 2 || st.Spooled != 0 || st.Dropped != 0 {
+		t.Fatalf("event stats %+v, want %d confirmed after at least 2 reconnects", st, N)
+	}
+	unique := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
+	waitUntil(t, 20*time.Second, fmt.Sprintf("%d distinct events", N), func() bool { return unique() == N })
+	waitUntil(t, 10*time.Second, "the consumer to report two lost connections", func() bool { return lost.Load() >= 2 })
+	stopNow(t, r)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
+		t.Fatalf("%d events left in the queue", depth)
 	}
 }
