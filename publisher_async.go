@@ -449,11 +449,13 @@ func (e *engine) signal() {
 
 // newMsg validates and builds a message for Publish, copying body.
 func (e *engine) newMsg(key string, body []byte) (*outMsg, error) {
-	return e.newMsgOwned(key, append([]byte(nil), body...))
+	return e.buildMsg(key, body, true, "", time.Time{})
 }
 
-// newMsgOwned is newMsg for a body the engine may keep.
-func (e *engine) newMsgOwned(key string, body []byte) (*outMsg, error) {
+// buildMsg validates key and body and builds a message with id and ts, or a
+// new id and the current time when they are empty. With copyBody the message
+// gets a copy of body; otherwise the engine keeps body.
+func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts time.Time) (*outMsg, error) {
 	if key == "" {
 		key = e.defaultKey
 	}
@@ -463,24 +465,24 @@ func (e *engine) newMsgOwned(key string, body []byte) (*outMsg, error) {
 	if len(body) > MaxBodySize {
 		return nil, fmt.Errorf("%w: body is %d bytes, larger than the broker's maximum of %d", ErrInvalidMessage, len(body), MaxBodySize)
 	}
-	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: newMessageID(), ts: time.Now()}, nil
-}
-
-// fromMessage builds a message from msg; with owned, msg.Body is not copied.
-func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
-	body := msg.Body
-	if !owned {
+	if copyBody {
 		body = append([]byte(nil), body...)
 	}
-	m, err := e.newMsgOwned(msg.Key, body)
+	if id == "" {
+		id = newMessageID()
+	}
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: id, ts: ts}, nil
+}
+
+// fromMessage builds a message from msg, keeping its id, timestamp and
+// headers; with owned, msg.Body is not copied.
+func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
+	m, err := e.buildMsg(msg.Key, msg.Body, !owned, msg.MessageID, msg.Timestamp)
 	if err != nil {
 		return nil, err
-	}
-	if msg.MessageID != "" {
-		m.id = msg.MessageID
-	}
-	if !msg.Timestamp.IsZero() {
-		m.ts = msg.Timestamp
 	}
 	if len(msg.Headers) > 0 {
 		h := toTable(msg.Headers)
