@@ -145,7 +145,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 	cfg.EventConsumer.Exchange, cfg.EventConsumer.Queue, cfg.EventConsumer.Keys = cfg.EventWorker.Exchange, n.Queue, []string{n.Key}
 	l, _ := consumerLogger(t)
 	var mu sync.Mutex
-	var order []int // which consumer got each message, in arrival order
+	var order []int // order[k] is the consumer that got message k
 	var consumers []*running
 	for i := range 2 {
 		c, err := NewEventMsgConsumer(WithConfig(cfg), WithURL(url), WithLogger(l), WithName(fmt.Sprint("competing ", i)),
