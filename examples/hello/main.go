@@ -94,7 +94,7 @@ func run(ctx context.Context, mqurl string, timeout time.Duration, out io.Writer
 			err = serr
 		}
 	}()
-	if err := waitReady(ctx, consumers); err != nil {
+	if err := waitReady(ctx, consumers, mqurl, timeout); err != nil {
 		return err
 	}
 
@@ -191,7 +191,7 @@ func stopAll(cs []consumer) error {
 
 // waitReady waits until every consumer consumes, so that nothing sent is
 // unroutable.
-func waitReady(ctx context.Context, cs []consumer) error {
+func waitReady(ctx context.Context, cs []consumer, mqurl string, timeout time.Duration) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for i := range cs {
@@ -200,7 +200,8 @@ func waitReady(ctx context.Context, cs []consumer) error {
 			case <-cs[i].done:
 				return fmt.Errorf("%s: %w", cs[i].name, cs[i].err)
 			case <-ctx.Done():
-				return fmt.Errorf("the %s was not ready in time: %w", cs[i].name, ctx.Err())
+				return fmt.Errorf("the %s was not consuming within %v (does the broker at %s answer?): %w",
+					cs[i].name, timeout, redact(mqurl), ctx.Err())
 			case <-tick.C:
 			}
 		}
