@@ -74,7 +74,9 @@
 // Faults: Broker.CloseAllConnections closes every connection as
 // `rabbitmqctl close_all_connections` does (320 CONNECTION_FORCED);
 // Broker.SetBlocked raises a memory alarm: publishes block, and connections
-// are notified with connection.blocked and connection.unblocked.
+// are notified with connection.blocked and connection.unblocked (a
+// connection opened during the alarm when it first publishes, as RabbitMQ
+// blocks a connection when it publishes).
 // Broker.Reset restores a broker's initial state between tests, and
 // Broker.Connections tells a test whether a client closed what it opened.
 //
