@@ -597,27 +597,40 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	p := newProxy(t, url)
 	cfg, _ := testConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
-	p.Stall(true) // bytes stop flowing; nothing gets confirmed
+	p.Stall(true)                        // bytes stop flowing; nothing gets confirmed
+	t.Cleanup(func() { p.Stall(false) }) // before the Manager's cleanup, if the test fails
 	const N = 50
 	for i := 0; i < N; i++ {
 		if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The log worker waits for its message's confirm: the message counts
+	// once in Pending.
+	if err := m.SendInfo("waits for a confirm"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the worker to take every message", func() bool {
+		return m.Stats().Events.Published == N && m.Stats().Logs.Published == 1
+	})
+	if l, e := m.Pending(); l != 1 || e != N {
+		t.Fatalf("pending %d logs and %d events, want 1 and %d", l, e, N)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err := m.Stop(ctx)
-	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
-		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N+1)) {
+		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N+1)
 	}
-	cnt := 0
-	if _, err := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); err != nil {
-		t.Fatal(err)
+	for f, want := range map[string]int{"backup.evt": N, "backup.log": 1} {
+		cnt := 0
+		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if cnt != want {
+			t.Fatalf("%s holds %d, want %d", f, cnt, want)
+		}
 	}
-	if cnt != N {
-		t.Fatalf("spool holds %d, want %d", cnt, N)
-	}
-	p.Stall(false)
 }
 
 func TestManagerReturnsUnroutableEvents(t *testing.T) {

@@ -268,6 +268,7 @@ type engine struct {
 	onReturn   func(Returned)
 	onError    func(error)
 	interval   time.Duration
+	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 
 	slots chan struct{} // one per unresolved message
 
@@ -401,6 +402,7 @@ type engineConfig struct {
 	onReturn  func(Returned)
 	onError   func(error)
 	wait      func(ctx context.Context, d time.Duration) error
+	laneBusy  *atomic.Bool // cleared when a message from the lane is counted in flight
 }
 
 func newEngine(c engineConfig) *engine {
@@ -414,7 +416,7 @@ func newEngine(c engineConfig) *engine {
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
 		log: c.logger, st: c.stats, sp: c.spool, disp: c.disp,
-		onReturn: c.onReturn, onError: c.onError, interval: c.interval,
+		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
 		slots:       make(chan struct{}, c.window),
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
@@ -768,11 +770,13 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		case st == stateDown || sess == nil:
 			e.held = append(e.held, m)
 			e.addInflight()
+			e.counted(m)
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			return nil
 		case !blocked:
 			e.addInflight()
+			e.counted(m)
 			e.mu.Unlock()
 			e.write(sess, m)
 			e.pubMu.Unlock()
@@ -800,6 +804,14 @@ func (e *engine) addInflight() {
 		e.idle = make(chan struct{})
 	}
 	e.inflight++
+}
+
+// counted tells the Manager's lane that m, which it handed over, is now
+// counted in flight here. e.mu is held.
+func (e *engine) counted(m *outMsg) {
+	if e.laneBusy != nil && m.replay == nil {
+		e.laneBusy.Store(false)
+	}
 }
 
 // doneInflight counts n messages resolved. e.mu is held.

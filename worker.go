@@ -2,6 +2,7 @@ package omqs
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/dispatch"
@@ -61,6 +62,10 @@ type builtinDeps struct {
 	endpoints []transport.Endpoint
 	disp      *dispatch.Dispatcher
 	spool     *spool.Spool
+	// busy is the lane's flag for a message inside MsgDidReceive; the
+	// engine clears it when it starts counting the message as its own, so
+	// that Pending counts the message once.
+	busy *atomic.Bool
 }
 
 func workerTopology(w WorkerConfig) topology {
@@ -76,7 +81,7 @@ func builtinEngine(s *settings, kind, name string, topo topology, mandatory bool
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
 }
 
