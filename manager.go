@@ -387,7 +387,9 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // each worker's WorkerWillStop once, and closes the connections and the log
 // files the Manager opened.
 //
-// If ctx ends first, what is not yet confirmed is written to the spool files
+// If ctx ends first, the built-in workers stop writing at once (closing
+// their connections, even under a publish stuck on a stalled network or a
+// blocked broker), what is not yet confirmed is written to the spool files
 // and Stop returns an error wrapping ErrNotConfirmed that says how many
 // messages that was. No goroutine of the Manager outlives Stop. Stop is
 // idempotent: later calls return the first call's result.
@@ -422,8 +424,16 @@ func (m *Manager) doStop(ctx context.Context) error {
 		}
 		close(l.ch)
 	}
-	// When ctx ends, workers must hand back what they hold.
-	stopCancel := context.AfterFunc(ctx, m.cancel)
+	// When ctx ends, workers must hand back what they hold; the built-in
+	// ones stop writing at once, even a publish stuck in the transport.
+	stopCancel := context.AfterFunc(ctx, func() {
+		m.cancel()
+		for _, l := range m.lanes {
+			if w, ok := l.worker.(laneWorker); ok {
+				w.abort()
+			}
+		}
+	})
 	m.wg.Wait()
 	var errs []error
 	for _, l := range m.lanes {

@@ -67,7 +67,7 @@ func (p *AsyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx
 // key). It returns nil once the message is written or held for a reconnect;
 // the confirm arrives later (see Flush and Stats). It blocks while
 // MAX_IN_FLIGHT messages are unconfirmed or the broker blocks the connection,
-// until ctx ends.
+// until ctx ends; it then returns ctx's error and the message was not taken.
 func (p *AsyncPublisher) Publish(ctx context.Context, key string, body []byte) error {
 	m, err := p.e.newMsg(key, body)
 	if err != nil {
@@ -90,9 +90,10 @@ func (p *AsyncPublisher) PublishMessage(ctx context.Context, msg Message) error 
 func (p *AsyncPublisher) Flush(ctx context.Context) error { return p.e.flush(ctx) }
 
 // Stop refuses new publishes, waits for the confirms of what was published,
-// and closes the connection. If ctx ends first, unconfirmed messages are
-// spooled (or reported lost when there is no spool) and the error wraps
-// ErrNotConfirmed. Stop is idempotent.
+// and closes the connection. If ctx ends first, the connection is closed at
+// once (a Publish stuck writing to a stalled network returns), unconfirmed
+// messages are spooled (or reported lost when there is no spool) and the
+// error wraps ErrNotConfirmed. Stop is idempotent.
 func (p *AsyncPublisher) Stop(ctx context.Context) error { return p.e.stop(ctx) }
 
 // Stats returns the publisher's counters.
@@ -616,6 +617,9 @@ func (e *engine) run(sess *session) {
 			return
 		default:
 		}
+		if e.runCtx.Err() != nil {
+			return // aborted: Stop spools what is left
+		}
 		if cause != nil {
 			e.log.Warn("omqs: connection lost, reconnecting", "publisher", e.name, "error", cause.Error())
 		}
@@ -656,8 +660,9 @@ func (e *engine) install(sess *session) {
 	e.pubMu.Lock()
 	defer e.pubMu.Unlock()
 	e.mu.Lock()
-	if e.state == stateStopped {
+	if e.state == stateStopped || e.runCtx.Err() != nil {
 		e.mu.Unlock()
+		_ = sess.conn.CloseDeadline(time.Now())
 		return
 	}
 	var resend []*outMsg
@@ -685,17 +690,31 @@ func (e *engine) install(sess *session) {
 		e.st.reconnects.Add(1)
 		e.log.Info("omqs: connected", "publisher", e.name, "resending", len(resend))
 	}
-	for _, m := range resend {
-		if m.wasOut {
+	for i, m := range resend {
+		wasOut := m.wasOut
+		if err := e.write(e.runCtx, sess, m); err != nil {
+			// Aborted: what is left waits for Stop, which spools it.
+			e.mu.Lock()
+			e.held = append(e.held, resend[i:]...)
+			e.mu.Unlock()
+			return
+		}
+		if wasOut {
 			e.st.republished.Add(1)
 		}
-		e.write(sess, m)
 	}
 	e.maybeReplay(0)
 }
 
 // write publishes m on sess and records it as outstanding. e.pubMu is held.
-func (e *engine) write(sess *session, m *outMsg) {
+//
+// When ctx ends before the transport takes m (the in-process broker makes a
+// publish wait during an alarm; amqp091 only checks ctx before writing),
+// write returns ctx's error and m is neither published nor recorded; the
+// caller still counts it in flight. Any other failure means the channel or
+// connection is going away: m is held for the next connection and write
+// returns nil.
+func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
 	tag := sess.ch.GetNextPublishSeqNo()
 	e.mu.Lock()
 	e.outstanding[tag] = m
@@ -709,20 +728,29 @@ func (e *engine) write(sess *session, m *outMsg) {
 		Headers:      m.headers,
 		Body:         m.body,
 	}
+	wasOut := m.wasOut
 	m.wasOut = true
-	if err := sess.ch.PublishWithContext(context.Background(), m.exchange, m.key, e.mandatory, false, pub); err != nil {
-		// The channel or connection is going away. amqp091 gives the tag to
-		// the next publish, so m moves from outstanding to held and is
-		// published on the next connection.
+	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatory, false, pub); err != nil {
 		e.mu.Lock()
-		if e.outstanding[tag] == m {
+		defer e.mu.Unlock()
+		mine := e.outstanding[tag] == m
+		if mine {
 			delete(e.outstanding, tag)
+		}
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			m.wasOut = wasOut
+			return cerr
+		}
+		// The channel or connection is going away. amqp091 gives the tag
+		// to the next publish, so m moves from outstanding to held and is
+		// published on the next connection.
+		if mine {
 			e.held = append(e.held, m)
 		}
-		e.mu.Unlock()
-		return
+		return nil
 	}
 	e.st.published.Add(1)
+	return nil
 }
 
 // publish accepts m: it writes it, holds it for the next connection, or
@@ -778,8 +806,19 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			e.addInflight()
 			e.counted(m)
 			e.mu.Unlock()
-			e.write(sess, m)
+			err := e.write(ctx, sess, m)
 			e.pubMu.Unlock()
+			if err != nil {
+				// ctx ended before the broker took m: not accepted.
+				e.mu.Lock()
+				e.doneInflight(1)
+				e.mu.Unlock()
+				<-e.slots
+				if m.replay == nil {
+					e.st.accepted.Add(^uint64(0))
+				}
+				return err
+			}
 			return nil
 		}
 		// Blocked: wait for a change without holding the locks.
@@ -1187,6 +1226,21 @@ func (e *engine) flush(ctx context.Context) error {
 	}
 }
 
+// abort makes the engine stop writing: background work (reconnects,
+// resends, the spool's replay) ends, and the current connection is closed at
+// once, so that a publish stuck in the transport (a stalled network, a
+// blocked in-process broker) returns. What is not confirmed stays in the
+// engine for Stop to spool.
+func (e *engine) abort() {
+	e.cancel()
+	e.mu.Lock()
+	sess := e.sess
+	e.mu.Unlock()
+	if sess != nil {
+		_ = sess.conn.CloseDeadline(time.Now())
+	}
+}
+
 // stop ends the engine; see AsyncPublisher.Stop.
 func (e *engine) stop(ctx context.Context) error {
 	e.stopOnce.Do(func() { e.stopErr = e.doStop(ctx) })
@@ -1203,7 +1257,10 @@ func (e *engine) doStop(ctx context.Context) error {
 	var result error
 	if wasStarted {
 		if err := e.flush(ctx); err != nil {
-			// Out of time: keep what is unconfirmed in the spool.
+			// Out of time: keep what is unconfirmed in the spool. A
+			// publish that holds the write lock may be stuck in the
+			// transport: abort first.
+			e.abort()
 			e.pubMu.Lock()
 			e.mu.Lock()
 			msgs := e.takeAllLocked()

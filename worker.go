@@ -36,6 +36,9 @@ type MsgWorker interface {
 type laneWorker interface {
 	laneStats() LaneStats
 	pendingMsgs() int
+	// abort stops writing at once when Stop's context ended (see
+	// engine.abort); WorkerWillStop then spools what is not confirmed.
+	abort()
 }
 
 // LogMsgWorker is the built-in worker of the log lane: it publishes each
@@ -125,6 +128,7 @@ func (w *LogMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.
 
 func (w *LogMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
 func (w *LogMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+func (w *LogMsgWorker) abort()               { w.pub.e.abort() }
 
 // WorkerWillRun connects and declares the event exchange, queue and binding.
 func (w *EventMsgWorker) WorkerWillRun(ctx context.Context) error {
@@ -146,6 +150,7 @@ func (w *EventMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pu
 
 func (w *EventMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
 func (w *EventMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+func (w *EventMsgWorker) abort()               { w.pub.e.abort() }
 
 // messageTime converts a Send* timestamp.
 func messageTime(ns int64) time.Time { return time.Unix(0, ns) }
