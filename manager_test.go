@@ -597,8 +597,10 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	p := newProxy(t, url)
 	cfg, _ := testConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
-	p.Stall(true)                        // bytes stop flowing; nothing gets confirmed
-	t.Cleanup(func() { p.Stall(false) }) // before the Manager's cleanup, if the test fails
+	// Bytes stop flowing; nothing gets confirmed. (The cleanup runs before
+	// the Manager's, if the test fails.)
+	p.Stall(true)
+	t.Cleanup(func() { p.Stall(false) })
 	const N = 50
 	for i := 0; i < N; i++ {
 		if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
@@ -630,6 +632,49 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 		if cnt != want {
 			t.Fatalf("%s holds %d, want %d", f, cnt, want)
 		}
+	}
+}
+
+// TestManagerStopTimeoutWithStuckWrite: when the network stalls with more
+// data than the sockets buffer, a publish is stuck writing. Stop's context
+// still bounds Stop: the connection is closed under the stuck write, and what
+// was not confirmed is spooled.
+func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	cfg, _ := testConfig(t, url)
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
+	p.Stall(true)
+	t.Cleanup(func() { p.Stall(false) }) // runs before the Manager's cleanup
+	const N = 32
+	big := strings.Repeat("x", 1<<20)
+	for i := 0; i < N; i++ {
+		if err := m.SendEvent(big, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Some publishes fit in the socket buffers; one is then stuck.
+	waitUntil(t, 10*time.Second, "the first publishes", func() bool { return m.Stats().Events.Published > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(ctx) }()
+	var err error
+	select {
+	case err = <-stopped:
+	case <-time.After(10 * time.Second):
+		p.Stall(false)
+		t.Fatalf("Stop did not return with a write stuck (once the network came back: %v)", <-stopped)
+	}
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
+		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
+	}
+	cnt := 0
+	if _, err := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if cnt != N {
+		t.Fatalf("spool holds %d, want %d", cnt, N)
 	}
 }
 
@@ -898,5 +943,92 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 	stopNow(t, r)
 	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
 		t.Fatalf("%d events left in the queue", depth)
+	}
+}
+
+// TestManagerBlockedBroker: while the broker blocks publishing (a memory
+// alarm), the Manager counts the blocked time, delivers everything once the
+// alarm clears, and a Stop whose context ends during the alarm returns in
+// time and spools what was not confirmed. It runs on the in-process broker
+// only: on RabbitMQ an alarm blocks every user of the node, so the serial
+// fault suite covers it there.
+func TestManagerBlockedBroker(t *testing.T) {
+	t.Parallel()
+	for _, clear := range []bool{true, false} {
+		name := "cleared"
+		if !clear {
+			name = "stop during the alarm"
+		}
+		t.Run(name, func(t *testing.T) {
+			url := memoryURL(t)
+			b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+			cfg, n := testConfig(t, url)
+			// The alarm is raised before the Manager connects: its
+			// connections learn of it when they publish.
+			b.SetBlocked(true)
+			t.Cleanup(func() { b.SetBlocked(false) })
+			m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
+			const events, logs = 20, 5
+			for i := range events {
+				if err := m.SendEvent(fmt.Sprint("event ", i), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range logs {
+				if err := m.SendInfo(fmt.Sprint("log ", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitUntil(t, 10*time.Second, "both workers to be blocked", func() bool {
+				st := m.Stats()
+				return st.Events.Blocked > 0 && st.Logs.Blocked > 0
+			})
+			if l, e := m.Pending(); l != logs || e != events {
+				t.Fatalf("pending %d logs, %d events; want %d, %d", l, e, logs, events)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if clear {
+				b.SetBlocked(false)
+				ctx = testCtx(t, 10*time.Second)
+			}
+			stopped := make(chan error, 1)
+			go func() { stopped <- m.Stop(ctx) }()
+			var err error
+			select {
+			case err = <-stopped:
+			case <-time.After(10 * time.Second):
+				b.SetBlocked(false)
+				t.Fatalf("Stop did not return while the broker was blocked (after the alarm cleared: %v)", <-stopped)
+			}
+			st := m.Stats()
+			if clear {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Events.Confirmed != events || st.Logs.Confirmed != logs || st.Spooled != 0 {
+					t.Fatalf("stats %+v, want everything confirmed", st)
+				}
+				if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != events {
+					t.Fatalf("event queue holds %d, want %d", depth, events)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", events+logs)) {
+				t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, events+logs)
+			}
+			for f, want := range map[string]int{"backup.evt": events, "backup.log": logs} {
+				cnt := 0
+				if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
+					t.Fatal(err)
+				}
+				if cnt != want {
+					t.Errorf("%s holds %d messages, want %d", f, cnt, want)
+				}
+			}
+			if st.Confirmed != 0 || st.Spooled != events+logs || st.Dropped != 0 {
+				t.Fatalf("stats %+v, want all %d spooled", st.LaneStats, events+logs)
+			}
+		})
 	}
 }

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/membroker"
 )
 
 func TestPublishersNestedHeaders(t *testing.T) {
@@ -164,4 +168,110 @@ func testPublisherSections(t *testing.T, url string) {
 			}
 		})
 	}
+}
+
+// TestPublishersBlockedBroker: while the broker blocks publishing, Publish
+// returns when its context ends, without taking the message, and Stop is
+// bounded by its context even with a Publish stuck in the transport. It runs
+// on the in-process broker only: on RabbitMQ an alarm blocks every user of
+// the node (the serial fault suite covers it there).
+func TestPublishersBlockedBroker(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+	n := testNames(t, url)
+	var reported atomic.Int32
+	opts := []Option{WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
+		WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue), WithQueueDurable(false), WithKeys(n.Key),
+		WithErrorHandler(func(error) { reported.Add(1) })}
+	ctx := testCtx(t, 20*time.Second)
+	// The alarm is raised before the publishers connect: each learns of it
+	// from its first publish, which the broker holds.
+	b.SetBlocked(true)
+	t.Cleanup(func() { b.SetBlocked(false) })
+	ap := startedPublisher(t, ctx, NewAsyncPublisher, opts...)
+	sp := startedPublisher(t, ctx, NewSyncPublisher, opts...)
+	for name, publish := range map[string]func(context.Context, string, []byte) error{"AsyncPublisher": ap.Publish, "SyncPublisher": sp.Publish} {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		done := make(chan error, 1)
+		go func() { done <- publish(short, "", []byte("during the alarm")) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			b.SetBlocked(false)
+			t.Fatalf("%s.Publish did not return when its context ended (after the alarm cleared: %v)", name, <-done)
+		}
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s.Publish during the alarm: %v, want the context's error", name, err)
+		}
+	}
+	for name, st := range map[string]LaneStats{"AsyncPublisher": ap.Stats(), "SyncPublisher": sp.Stats()} {
+		if st.Accepted != 0 || st.Published != 0 || st.Blocked == 0 {
+			t.Fatalf("%s stats %+v: want nothing taken, some time blocked", name, st)
+		}
+	}
+	if n := ap.Pending(); n != 0 {
+		t.Fatalf("AsyncPublisher pending %d, want 0", n)
+	}
+
+	// Cleared: both publish again.
+	b.SetBlocked(false)
+	if err := ap.Publish(ctx, "", []byte("after the alarm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Publish(ctx, "", []byte("after the alarm")); err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range []func(context.Context) error{ap.Stop, sp.Stop} {
+		if err := stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Raised again, and a new publisher's Publish does not give up: Stop's
+	// context still bounds Stop, and the message (no spool) is reported lost.
+	b.SetBlocked(true)
+	ap2 := startedPublisher(t, ctx, NewAsyncPublisher, opts...)
+	published := make(chan error, 1)
+	go func() { published <- ap2.Publish(context.Background(), "", []byte("never confirmed")) }()
+	waitUntil(t, 10*time.Second, "the publish to be in flight", func() bool { return ap2.Pending() == 1 })
+	stopCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- ap2.Stop(stopCtx) }()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, ErrNotConfirmed) {
+			t.Fatalf("Stop: %v, want ErrNotConfirmed", err)
+		}
+	case <-time.After(10 * time.Second):
+		b.SetBlocked(false)
+		t.Fatalf("Stop did not return during the alarm (after it cleared: %v)", <-stopped)
+	}
+	if err := <-published; err != nil {
+		t.Fatalf("the Publish that was stuck returned %v", err)
+	}
+	if st := ap2.Stats(); st.Confirmed != 0 || st.Dropped != 1 || ap2.Pending() != 0 {
+		t.Fatalf("stats %+v, pending %d: want the message dropped", st, ap2.Pending())
+	}
+	waitUntil(t, 5*time.Second, "the loss to be reported", func() bool { return reported.Load() >= 1 })
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
+		t.Fatalf("queue holds %d messages, want the 2 published between the alarms", depth)
+	}
+}
+
+// startedPublisher builds a publisher with build and opts and starts it.
+func startedPublisher[P interface{ Start(context.Context) error }](t *testing.T, ctx context.Context,
+	build func(...Option) (P, error), opts ...Option) P {
+	t.Helper()
+	p, err := build(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
