@@ -141,7 +141,7 @@ func TestCompetingConsumersRoundRobin(t *testing.T) {
 }
 
 func testCompetingConsumersRoundRobin(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	cfg.EventConsumer.Exchange, cfg.EventConsumer.Queue, cfg.EventConsumer.Keys = cfg.EventWorker.Exchange, n.Queue, []string{n.Key}
 	l, _ := consumerLogger(t)
 	var mu sync.Mutex
@@ -395,7 +395,7 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 		return c.Run(ctx)
 	}), ErrInvalidChannel)
 	preconditionFailed(t, "Manager declaring the event exchange fanout", quick("Start", func(ctx context.Context) error {
-		cfg, _ := testConfig(t, url)
+		cfg, _ := backendConfig(t, url)
 		cfg.EventWorker.Exchange, cfg.EventWorker.ExchangeType = n.Exchange, "fanout"
 		m, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(l))
 		if err != nil {
@@ -427,7 +427,7 @@ func TestUnroutableMessagesVanish(t *testing.T) {
 }
 
 func testUnroutableMessagesVanish(t *testing.T, url string) {
-	cfg, _ := testConfig(t, url)
+	cfg, _ := backendConfig(t, url)
 	l, _ := consumerLogger(t)
 	var returns atomic.Int32
 	onReturn := WithReturnHandler(func(Returned) { returns.Add(1) })
@@ -514,7 +514,7 @@ func testUnroutableMessagesVanish(t *testing.T, url string) {
 func TestMemoryBrokersAreSeparate(t *testing.T) {
 	t.Parallel()
 	a, b := memoryURL(t), memoryURL(t)
-	cfg, n := testConfig(t, a)
+	cfg, n := backendConfig(t, a)
 	l, _ := consumerLogger(t)
 	recs := map[string]*recorder{}
 	var runs []*running

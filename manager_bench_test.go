@@ -17,7 +17,7 @@ import (
 // benchManager starts a Manager on the test broker whose buffers hold n messages.
 func benchManager(b *testing.B, url string, n int, opts ...Option) (*Manager, *Config, brokertest.Names) {
 	b.Helper()
-	cfg, names := testConfig(b, url)
+	cfg, names := testConfig(b)
 	cfg.Global.BufferSize = n
 	m, err := NewManager(append([]Option{WithConfig(cfg), WithURL(url), WithLogger(testLogger(b))}, opts...)...)
 	if err != nil {
@@ -150,7 +150,7 @@ func BenchmarkEventThroughput(b *testing.B) {
 		purge(b, names.Queue)
 	})
 	b.Run("raw-amqp091", func(b *testing.B) {
-		cfg, names := testConfig(b, url)
+		cfg, names := testConfig(b)
 		conn, err := amqp.Dial(url)
 		if err != nil {
 			b.Fatal(err)

@@ -39,7 +39,7 @@ func TestManagerSendRoundTrip(t *testing.T) {
 }
 
 func testManagerSendRoundTrip(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithName("roundtrip"))
 	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
 	events := collect(t, url, cfg.EventWorker.Exchange, "#")
@@ -114,7 +114,7 @@ func TestManagerStopDeliversEverything(t *testing.T) {
 }
 
 func testManagerStopDeliversEverything(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	m, err := NewManager(WithConfig(cfg), WithURL(url))
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 }
 
 func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
-	cfg, _ := testConfig(t, url)
+	cfg, _ := backendConfig(t, url)
 	dir := t.TempDir()
 	ew := &erringWorker{blockingWorker{release: closedChan()}}
 	var mu sync.Mutex
@@ -414,7 +414,7 @@ func TestManagerWrongPassword(t *testing.T) {
 	if bad == url {
 		t.Skip("broker URL has no guest:guest credentials to replace")
 	}
-	cfg, _ := testConfig(t, url)
+	cfg, _ := testConfig(t)
 	m, err := NewManager(WithConfig(cfg), WithURL(bad))
 	if err != nil {
 		t.Fatal(err)
@@ -465,7 +465,7 @@ func TestManagerUnreachableBrokerRetriesThenFails(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
 	p.Refuse(true)
-	cfg, _ := testConfig(t, url)
+	cfg, _ := testConfig(t)
 	m, err := NewManager(WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 3))
 	if err != nil {
 		t.Fatal(err)
@@ -507,7 +507,7 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
 	p.Refuse(true)
-	cfg, n := testConfig(t, url)
+	cfg, n := testConfig(t)
 	// Declare the exchanges first so a collector can bind before the Manager connects.
 	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
@@ -555,7 +555,7 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
-	cfg, n := testConfig(t, url)
+	cfg, n := testConfig(t)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
 	got := consumeQueue(t, backendChannel(t, url), n.Queue)
 	const N = 20000
@@ -595,7 +595,7 @@ func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
 func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
-	cfg, _ := testConfig(t, url)
+	cfg, _ := testConfig(t)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
 	// Bytes stop flowing; nothing gets confirmed. (The cleanup runs before
 	// the Manager's, if the test fails.)
@@ -642,7 +642,7 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
-	cfg, _ := testConfig(t, url)
+	cfg, _ := testConfig(t)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
 	p.Stall(true)
 	t.Cleanup(func() { p.Stall(false) }) // runs before the Manager's cleanup
@@ -684,7 +684,7 @@ func TestManagerReturnsUnroutableEvents(t *testing.T) {
 }
 
 func testManagerReturnsUnroutableEvents(t *testing.T, url string) {
-	cfg, _ := testConfig(t, url)
+	cfg, _ := backendConfig(t, url)
 	returned := make(chan Returned, 1)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithReturnHandler(func(r Returned) { returned <- r }),
 		WithLogger(testLogger(t)))
@@ -711,7 +711,7 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	url := brokertest.URL(t)
 	a, b := newProxy(t, url), newProxy(t, url)
 	a.Refuse(true) // the first address is down
-	cfg, n := testConfig(t, url)
+	cfg, n := testConfig(t)
 	list := proxyURL(url, a) + ", " + proxyURL(url, b)
 	m := startManager(t, WithConfig(cfg), WithURL(list), WithReconnect(20*time.Millisecond, 5), WithLogger(testLogger(t)))
 	if err := m.SendEvent("via b", ""); err != nil {
@@ -743,7 +743,7 @@ func TestManagerQuorumQueue(t *testing.T) {
 }
 
 func testManagerQuorumQueue(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	cfg.EventWorker.QueueType = "quorum"
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
 	if err := m.SendEvent("to a quorum queue", ""); err != nil {
@@ -782,7 +782,7 @@ func TestManagerReplaysSpool(t *testing.T) {
 }
 
 func testManagerReplaysSpool(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	const N = 50
 
 	// The first Manager's workers refuse everything: all of it is spooled.
@@ -884,7 +884,7 @@ func TestManagerAndConsumerSurviveConnectionLoss(t *testing.T) {
 }
 
 func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
-	cfg, n := testConfig(t, url)
+	cfg, n := backendConfig(t, url)
 	clientURL, cut := breakable(t, url)
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -962,7 +962,7 @@ func TestManagerBlockedBroker(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			url := memoryURL(t)
 			b := membroker.Get(strings.TrimPrefix(url, "memory://"))
-			cfg, n := testConfig(t, url)
+			cfg, n := backendConfig(t, url)
 			// The alarm is raised before the Manager connects: its
 			// connections learn of it when they publish.
 			b.SetBlocked(true)

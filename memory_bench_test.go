@@ -31,7 +31,7 @@ func BenchmarkMemoryPublishToCallback(b *testing.B) {
 	})
 	b.Run("Manager.SendEvent", func(b *testing.B) {
 		url := memoryURL(b)
-		cfg, n := testConfig(b, url)
+		cfg, n := backendConfig(b, url)
 		cfg.Global.BufferSize = 65536
 		m, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(slog.New(slog.DiscardHandler)))
 		if err != nil {

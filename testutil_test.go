@@ -31,11 +31,28 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 }
 
 // testConfig returns a Config whose workers use exchanges and a queue unique
-// to the test (deleted afterwards from RabbitMQ) and whose spool folder is a
+// to the test on RabbitMQ (deleted afterwards) and whose spool folder is a
 // temp dir.
-func testConfig(t testing.TB, url string) (*Config, brokertest.Names) {
+func testConfig(t testing.TB) (*Config, brokertest.Names) {
+	t.Helper()
+	n := brokertest.NewNames(t)
+	cfg := namedConfig(t, n)
+	brokertest.Cleanup(t, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
+	return cfg, n
+}
+
+// backendConfig is testConfig for the broker at url (see backends).
+func backendConfig(t testing.TB, url string) (*Config, brokertest.Names) {
 	t.Helper()
 	n := testNames(t, url)
+	cfg := namedConfig(t, n)
+	cleanupOn(t, url, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
+	return cfg, n
+}
+
+// namedConfig returns a Config whose workers use the names of n and whose
+// spool folder is a temp dir.
+func namedConfig(t testing.TB, n brokertest.Names) *Config {
 	cfg := DefaultConfig()
 	cfg.Log.Folder = t.TempDir()
 	cfg.LogWorker.Exchange = n.Exchange + ".log"
@@ -44,8 +61,7 @@ func testConfig(t testing.TB, url string) (*Config, brokertest.Names) {
 	cfg.EventWorker.Keys = []string{n.Key}
 	cfg.Global.ReconnectInterval = 50 * time.Millisecond
 	cfg.Global.ReconnectTimes = 3
-	cleanupOn(t, url, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
-	return cfg, n
+	return cfg
 }
 
 // collector consumes from its own exclusive queue and keeps what arrives.

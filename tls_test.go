@@ -72,7 +72,7 @@ func TestTLS(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, n := testConfig(t, brokerURL)
+			cfg, n := testConfig(t)
 			opts := append([]Option{WithConfig(cfg), WithURL(c.url), WithReconnect(20*time.Millisecond, 2), WithLogger(testLogger(t))}, c.opts...)
 			m, err := NewManager(opts...)
 			if err != nil {
