@@ -19,29 +19,6 @@ import (
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
-// consumerBackend is a broker the consumer behaviour tests run against.
-// url skips (or fails) the test when that broker is not available.
-type consumerBackend struct {
-	name string
-	url  func(t testing.TB) string
-}
-
-// consumerBackends lists the brokers every consumer behaviour test runs on.
-func consumerBackends(t *testing.T) []consumerBackend {
-	t.Helper()
-	return []consumerBackend{
-		{name: "rabbitmq", url: brokertest.URL},
-	}
-}
-
-// forEachBackend runs behaviour as one subtest per backend.
-func forEachBackend(t *testing.T, behaviour func(t *testing.T, url string)) {
-	t.Helper()
-	for _, b := range consumerBackends(t) {
-		t.Run(b.name, func(t *testing.T) { behaviour(t, b.url(t)) })
-	}
-}
-
 // runner is what every consumer type offers.
 type runner interface {
 	Run(ctx context.Context) error
@@ -188,38 +165,6 @@ func stopNow(t *testing.T, r *running) {
 	}
 }
 
-// inspector opens a channel through the transport seam for assertions on the
-// broker's state.
-func inspector(t testing.TB, url string) transport.Channel {
-	t.Helper()
-	eps, err := transport.ParseURLs(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := transport.Dial(ctx, eps[0], transport.DialOptions{Name: "omqs consumer test"})
-	if err != nil {
-		t.Fatalf("inspector: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("inspector channel: %v", err)
-	}
-	return ch
-}
-
-// queueMessages returns how many ready messages queue q holds.
-func queueMessages(t testing.TB, ch transport.Channel, q string) int {
-	t.Helper()
-	st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
-	if err != nil {
-		t.Fatalf("passive declare of queue %s: %v", q, err)
-	}
-	return st.Messages
-}
-
 // publishTo publishes bodies under key to exchange (declared as kind,
 // durable) through a SyncPublisher, each confirmed.
 func publishTo(t testing.TB, url, exchange, kind string, durable bool, key string, bodies ...string) {
@@ -250,8 +195,8 @@ func publishTo(t testing.TB, url, exchange, kind string, durable bool, key strin
 func deadLetterQueue(t testing.TB, url string) (exchange, queue string) {
 	t.Helper()
 	exchange, queue = brokertest.Unique("omqs.test.dlx"), brokertest.Unique("omqs.test.dlq")
-	brokertest.Cleanup(t, []string{exchange}, []string{queue})
-	ch := inspector(t, url)
+	cleanupOn(t, url, []string{exchange}, []string{queue})
+	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(exchange, "fanout", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -330,10 +275,10 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ins := inspector(t, url)
+			ins := backendChannel(t, url)
 			// Leave alone what another user of this broker declared.
 			existed := func(passive func(transport.Channel) error) bool {
-				return passive(inspector(t, url)) == nil
+				return passive(backendChannel(t, url)) == nil
 			}
 			xExisted := existed(func(ch transport.Channel) error {
 				return ch.ExchangeDeclarePassive(tc.exchange, "topic", false, false, false, false, nil)
@@ -349,7 +294,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			if !qExisted {
 				qs = []string{tc.queue}
 			}
-			brokertest.Cleanup(t, xs, qs)
+			cleanupOn(t, url, xs, qs)
 
 			l, _ := consumerLogger(t)
 			col := &recorder{}
@@ -383,7 +328,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// expected flags does (the broker refuses inequivalent ones), and
 			// declaring with the opposite durability must be refused.
 			equivalent := func(durable bool, declare func(ch transport.Channel, durable bool) error) error {
-				return declare(inspector(t, url), durable)
+				return declare(backendChannel(t, url), durable)
 			}
 			declX := func(ch transport.Channel, durable bool) error {
 				return ch.ExchangeDeclare(tc.exchange, "topic", durable, false, false, false, nil)
@@ -414,9 +359,9 @@ func TestConsumerTopicPatterns(t *testing.T) {
 }
 
 func testConsumerTopicPatterns(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	debugQueue := brokertest.Unique("omqs.test.q.debug")
-	brokertest.Cleanup(t, nil, []string{debugQueue})
+	cleanupOn(t, url, nil, []string{debugQueue})
 	l, _ := consumerLogger(t)
 
 	all, debug := &recorder{}, &recorder{}
@@ -441,7 +386,7 @@ func testConsumerTopicPatterns(t *testing.T, url string) {
 	// Everything was routed when the publishes were confirmed: once the
 	// consumer stopped, what it took plus what is left is what matched.
 	stopNow(t, rd)
-	left := queueMessages(t, inspector(t, url), debugQueue)
+	left := queueDepth(t, backendChannel(t, url), debugQueue)
 	if got := debug.keys(); len(got)+left != 1 || (len(got) == 1 && got[0] != "app.debug") {
 		t.Fatalf("*.debug got %v with %d left in the queue, want only app.debug", got, left)
 	}
@@ -453,7 +398,7 @@ func TestConsumerAck(t *testing.T) {
 }
 
 func testConsumerAck(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
@@ -474,7 +419,7 @@ func testConsumerAck(t *testing.T, url string) {
 			t.Fatalf("delivery %d is %q, want %q (order)", i, d.Body, bodies[i])
 		}
 	}
-	if left := queueMessages(t, inspector(t, url), n.Queue); left != 0 {
+	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
 		t.Fatalf("%d messages left in the queue after acks", left)
 	}
 }
@@ -485,7 +430,7 @@ func TestConsumerNoAck(t *testing.T) {
 }
 
 func testConsumerNoAck(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
 	c, err := NewAsyncConsumer(namedOpts(url, l, n, WithNoAck(true), WithConcurrency(2), WithCallback(func(ctx context.Context, d Delivery) error {
@@ -499,7 +444,7 @@ func testConsumerNoAck(t *testing.T, url string) {
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "a", "b", "c")
 	waitFor(t, 10*time.Second, "all messages", func() bool { return col.len() == 3 })
 	stopNow(t, r)
-	if left := queueMessages(t, inspector(t, url), n.Queue); left != 0 {
+	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
 		t.Fatalf("%d messages left in the queue with auto-ack", left)
 	}
 }
@@ -510,7 +455,7 @@ func TestConsumerRejectDeadLetters(t *testing.T) {
 }
 
 func testConsumerRejectDeadLetters(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	dlx, dlq := deadLetterQueue(t, url)
 	l, _ := consumerLogger(t)
 	var calls atomic.Int32
@@ -523,13 +468,13 @@ func testConsumerRejectDeadLetters(t *testing.T, url string) {
 	}
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "bad 1", "bad 2", "bad 3")
-	ins := inspector(t, url)
-	waitFor(t, 10*time.Second, "3 dead-lettered messages", func() bool { return queueMessages(t, ins, dlq) == 3 })
+	ins := backendChannel(t, url)
+	waitFor(t, 10*time.Second, "3 dead-lettered messages", func() bool { return queueDepth(t, ins, dlq) == 3 })
 	stopNow(t, r)
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("callback ran %d times, want 3 (a rejected message must not come back)", got)
 	}
-	if left := queueMessages(t, ins, n.Queue); left != 0 {
+	if left := queueDepth(t, ins, n.Queue); left != 0 {
 		t.Fatalf("%d messages left in the queue", left)
 	}
 }
@@ -540,7 +485,7 @@ func TestConsumerRequeue(t *testing.T) {
 }
 
 func testConsumerRequeue(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
@@ -561,7 +506,7 @@ func testConsumerRequeue(t *testing.T, url string) {
 	if len(seen) != 2 || seen[0].Redelivered || !seen[1].Redelivered || seen[0].MessageID != seen[1].MessageID {
 		t.Fatalf("want the same message twice, the second time with Redelivered: %+v", seen)
 	}
-	if left := queueMessages(t, inspector(t, url), n.Queue); left != 0 {
+	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
 		t.Fatalf("%d messages left in the queue", left)
 	}
 }
@@ -572,7 +517,7 @@ func TestConsumerMaxRedeliveries(t *testing.T) {
 }
 
 func testConsumerMaxRedeliveries(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	dlx, dlq := deadLetterQueue(t, url)
 	l, logs := consumerLogger(t)
 	var calls atomic.Int32
@@ -588,8 +533,8 @@ func testConsumerMaxRedeliveries(t *testing.T, url string) {
 	}
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "poison")
-	ins := inspector(t, url)
-	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueMessages(t, ins, dlq) == 1 })
+	ins := backendChannel(t, url)
+	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r)
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("callback ran %d times, want 3 (the first delivery and 2 redeliveries)", got)
@@ -616,7 +561,7 @@ func TestConsumerQuorumDeliveryCount(t *testing.T) {
 }
 
 func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	dlx, dlq := deadLetterQueue(t, url)
 	l, _ := consumerLogger(t)
 	opts := func(more ...Option) []Option {
@@ -655,8 +600,8 @@ func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	r2 := startRun(t, c2)
-	ins := inspector(t, url)
-	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueMessages(t, ins, dlq) == 1 })
+	ins := backendChannel(t, url)
+	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r2)
 	seen := second.all()
 	if len(seen) != 1 {
@@ -673,7 +618,7 @@ func TestConsumerPanic(t *testing.T) {
 }
 
 func testConsumerPanic(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	dlx, dlq := deadLetterQueue(t, url)
 	l, logs := consumerLogger(t)
 	col := &recorder{}
@@ -693,8 +638,8 @@ func testConsumerPanic(t *testing.T, url string) {
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "boom", "fine")
 	waitFor(t, 10*time.Second, "the message after the panic", func() bool { return col.len() == 1 })
-	ins := inspector(t, url)
-	waitFor(t, 10*time.Second, "the panicking message to be dead-lettered", func() bool { return queueMessages(t, ins, dlq) == 1 })
+	ins := backendChannel(t, url)
+	waitFor(t, 10*time.Second, "the panicking message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r)
 	out := logs.String()
 	if !strings.Contains(out, "callback exploded") || !strings.Contains(out, "goroutine ") || !strings.Contains(out, "testConsumerPanic") {
@@ -717,7 +662,7 @@ func TestAsyncConsumerConcurrency(t *testing.T) {
 
 func testAsyncConsumerConcurrency(t *testing.T, url string) {
 	const N = 5
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	var active, maxActive, arrived atomic.Int32
 	barrier := make(chan struct{})
@@ -768,7 +713,7 @@ func TestSyncConsumerOneAtATime(t *testing.T) {
 }
 
 func testSyncConsumerOneAtATime(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	var active, maxActive atomic.Int32
 	col := &recorder{}
@@ -805,7 +750,7 @@ func TestConsumerStopWaitsForCallback(t *testing.T) {
 }
 
 func testConsumerStopWaitsForCallback(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	entered := make(chan struct{}, 10)
 	release := make(chan struct{})
@@ -859,7 +804,7 @@ func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 		t.Fatalf("%d callbacks ran; after Stop began no new delivery should be handled", got)
 	}
 	// The slow one was acknowledged; the two prefetched ones went back.
-	if left := queueMessages(t, inspector(t, url), n.Queue); left != 2 {
+	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 2 {
 		t.Fatalf("%d messages in the queue after Stop, want 2", left)
 	}
 }
@@ -873,7 +818,7 @@ func TestConsumerStopDeadline(t *testing.T) {
 }
 
 func testConsumerStopDeadline(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	entered := make(chan struct{}, 1)
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
@@ -900,8 +845,8 @@ func testConsumerStopDeadline(t *testing.T, url string) {
 	if err := r.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	ins := inspector(t, url)
-	waitFor(t, 10*time.Second, "the message to be back in the queue", func() bool { return queueMessages(t, ins, n.Queue) == 1 })
+	ins := backendChannel(t, url)
+	waitFor(t, 10*time.Second, "the message to be back in the queue", func() bool { return queueDepth(t, ins, n.Queue) == 1 })
 }
 
 func TestConsumerSetCallbackDuringRun(t *testing.T) {
@@ -910,7 +855,7 @@ func TestConsumerSetCallbackDuringRun(t *testing.T) {
 }
 
 func testConsumerSetCallbackDuringRun(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	a, b := &recorder{}, &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(a.callback))...)
@@ -936,7 +881,7 @@ func TestConsumerReadyAndContext(t *testing.T) {
 }
 
 func testConsumerReadyAndContext(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	c, err := NewAsyncConsumer(namedOpts(url, l, n)...)
 	if err != nil {
@@ -994,7 +939,7 @@ func TestConsumerNoCallbackLogs(t *testing.T) {
 }
 
 func testConsumerNoCallbackLogs(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, logs := consumerLogger(t)
 	c, err := NewSyncConsumer(namedOpts(url, l, n)...)
 	if err != nil {
@@ -1008,7 +953,7 @@ func testConsumerNoCallbackLogs(t *testing.T, url string) {
 		return strings.Contains(out, body) && strings.Contains(out, n.Key) && strings.Contains(out, "level=INFO")
 	})
 	stopNow(t, r)
-	if left := queueMessages(t, inspector(t, url), n.Queue); left != 0 {
+	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
 		t.Fatalf("%d messages left: the logged delivery was not acknowledged", left)
 	}
 }
@@ -1019,7 +964,7 @@ func TestConsumerServerNamedQueue(t *testing.T) {
 }
 
 func testConsumerServerNamedQueue(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
 	c, err := NewLogMsgConsumer([]string{"#"}, baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
@@ -1038,7 +983,7 @@ func TestConsumerDeliveryFields(t *testing.T) {
 }
 
 func testConsumerDeliveryFields(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
 	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
@@ -1065,7 +1010,7 @@ func testConsumerDeliveryFields(t *testing.T, url string) {
 	}
 	// Nested tables arrive as plain maps. (The publishers refuse nested
 	// maps, so this one goes out through the transport seam.)
-	if err := inspector(t, url).PublishWithContext(ctx, n.Exchange, n.Key, false, false, amqp.Publishing{
+	if err := backendChannel(t, url).PublishWithContext(ctx, n.Exchange, n.Key, false, false, amqp.Publishing{
 		Headers: amqp.Table{"nested": amqp.Table{"n": int32(7)}, "list": []any{amqp.Table{"x": "y"}}},
 		Body:    []byte("nested headers"),
 	}); err != nil {
@@ -1089,12 +1034,11 @@ func testConsumerDeliveryFields(t *testing.T, url string) {
 	}
 }
 
+// TestConsumerWrongPassword runs on RabbitMQ only: the in-process broker has
+// no credentials to get wrong.
 func TestConsumerWrongPassword(t *testing.T) {
 	t.Parallel()
-	forEachBackend(t, testConsumerWrongPassword)
-}
-
-func testConsumerWrongPassword(t *testing.T, u string) {
+	u := brokertest.URL(t)
 	const password = "not-the-password-7f3a"
 	parsed, err := url.Parse(u)
 	if err != nil || parsed.User == nil {
@@ -1128,8 +1072,8 @@ func TestConsumerInequivalentQueue(t *testing.T) {
 }
 
 func testConsumerInequivalentQueue(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
-	if _, err := inspector(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err != nil {
+	n := testNames(t, url)
+	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := consumerLogger(t)
@@ -1330,7 +1274,7 @@ func TestConsumerQueueDeletedReconnects(t *testing.T) {
 }
 
 func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
-	n := brokertest.NewNames(t)
+	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	rec := &recorder{}
 	reported := make(chan error, 10)
@@ -1343,7 +1287,7 @@ func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "before")
 	waitFor(t, 10*time.Second, "the first message", func() bool { return rec.len() == 1 })
 
-	if _, err := inspector(t, url).QueueDelete(n.Queue, false, false, false); err != nil {
+	if _, err := backendChannel(t, url).QueueDelete(n.Queue, false, false, false); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -71,10 +71,10 @@ type lane struct {
 	senders atomic.Int64 // Send* calls between their state check and their buffer write
 	worker  MsgWorker
 	spool   *spool.Spool
-	st      counters // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
-	busy    atomic.Bool
-	full    error // returned when ch is full
-	ran     bool  // WorkerWillRun was called
+	st      counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
+	busy    atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
+	full    error       // returned when ch is full
+	ran     bool        // WorkerWillRun was called
 	stopErr error
 }
 
@@ -125,18 +125,16 @@ func NewManager(opts ...Option) (*Manager, error) {
 	}
 	m.disp = dispatch.New(1024)
 	m.runCtx, m.cancel = context.WithCancel(context.Background())
-	logSpool := spool.New(spoolPath(dir, "backup.log"))
-	eventSpool := spool.New(spoolPath(dir, "backup.evt"))
-	lw, ew := s.logWorker, s.eventWorker
-	if lw == nil {
-		lw = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: logSpool})
-	}
-	if ew == nil {
-		ew = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: eventSpool})
-	}
 	size := s.cfg.Global.BufferSize
-	m.lanes[logLane] = &lane{name: "log", ch: make(chan item, size), worker: lw, spool: logSpool, full: errLogBufferFull}
-	m.lanes[eventLane] = &lane{name: "event", ch: make(chan item, size), worker: ew, spool: eventSpool, full: errEventBufferFull}
+	logs := &lane{name: "log", ch: make(chan item, size), worker: s.logWorker, spool: spool.New(spoolPath(dir, "backup.log")), full: errLogBufferFull}
+	events := &lane{name: "event", ch: make(chan item, size), worker: s.eventWorker, spool: spool.New(spoolPath(dir, "backup.evt")), full: errEventBufferFull}
+	if logs.worker == nil {
+		logs.worker = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: logs.spool, busy: &logs.busy})
+	}
+	if events.worker == nil {
+		events.worker = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: events.spool, busy: &events.busy})
+	}
+	m.lanes[logLane], m.lanes[eventLane] = logs, events
 	return m, nil
 }
 
@@ -426,7 +424,9 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // each worker's WorkerWillStop once, and closes the connections and the log
 // files the Manager opened.
 //
-// If ctx ends first, what is not yet confirmed is written to the spool files
+// If ctx ends first, the built-in workers stop writing at once (closing
+// their connections, even under a publish stuck on a stalled network or a
+// blocked broker), what is not yet confirmed is written to the spool files
 // and Stop returns an error wrapping ErrNotConfirmed that says how many
 // messages that was. No goroutine of the Manager outlives Stop. Stop is
 // idempotent: later calls return the first call's result.
@@ -461,8 +461,16 @@ func (m *Manager) doStop(ctx context.Context) error {
 		}
 		close(l.ch)
 	}
-	// When ctx ends, workers must hand back what they hold.
-	stopCancel := context.AfterFunc(ctx, m.cancel)
+	// When ctx ends, workers must hand back what they hold; the built-in
+	// ones stop writing at once, even a publish stuck in the transport.
+	stopCancel := context.AfterFunc(ctx, func() {
+		m.cancel()
+		for _, l := range m.lanes {
+			if w, ok := l.worker.(laneWorker); ok {
+				w.abort()
+			}
+		}
+	})
 	m.wg.Wait()
 	var errs []error
 	for _, l := range m.lanes {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/faultproxy"
+	"github.com/omqs-go/omqs/internal/membroker"
 	"github.com/omqs-go/omqs/internal/spool"
 )
 
@@ -32,11 +34,15 @@ func startManager(t *testing.T, opts ...Option) *Manager {
 }
 
 func TestManagerSendRoundTrip(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerSendRoundTrip)
+}
+
+func testManagerSendRoundTrip(t *testing.T, url string) {
+	cfg, n := backendConfig(t, url)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithName("roundtrip"))
-	logs := collect(t, cfg.LogWorker.Exchange, "#")
-	events := collect(t, cfg.EventWorker.Exchange, "#")
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	events := collect(t, url, cfg.EventWorker.Exchange, "#")
 
 	before := time.Now().Add(-time.Second)
 	sends := []struct {
@@ -94,19 +100,21 @@ func TestManagerSendRoundTrip(t *testing.T) {
 		}
 	}
 	// Events are mandatory and went to the declared durable queue too.
-	ch := brokertest.Channel(t)
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
+		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", depth)
 	}
-	if q.Messages != 1 {
-		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", q.Messages)
+	if st := m.Stats(); st.Returned != 0 || st.Nacked != 0 {
+		t.Errorf("stats %+v: nothing should be returned or nacked", st.LaneStats)
 	}
 }
 
 func TestManagerStopDeliversEverything(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerStopDeliversEverything)
+}
+
+func testManagerStopDeliversEverything(t *testing.T, url string) {
+	cfg, n := backendConfig(t, url)
 	m, err := NewManager(WithConfig(cfg), WithURL(url))
 	if err != nil {
 		t.Fatal(err)
@@ -132,13 +140,8 @@ func TestManagerStopDeliversEverything(t *testing.T) {
 	if l, e := m.Pending(); l != 0 || e != 0 {
 		t.Fatalf("pending after Stop = %d, %d", l, e)
 	}
-	ch := brokertest.Channel(t)
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Messages != N {
-		t.Fatalf("queue has %d messages, want %d", q.Messages, N)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != N {
+		t.Fatalf("queue has %d messages, want %d", depth, N)
 	}
 	if err := m.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
@@ -173,6 +176,17 @@ func (w *blockingWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 	w.got = append(w.got, msg)
 	w.mu.Unlock()
 	return nil
+}
+
+// bodies returns the bodies of the messages the worker delivered.
+func (w *blockingWorker) bodies() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, m := range w.got {
+		out = append(out, string(m.Body))
+	}
+	return out
 }
 
 func (w *blockingWorker) WorkerWillStop(context.Context) error {
@@ -319,12 +333,26 @@ func (w *erringWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 	return w.blockingWorker.MsgDidReceive(ctx, msg)
 }
 
+// TestManagerCustomWorkerFailureIsSpooled replaces the event worker with one
+// that fails on some messages, next to the built-in log worker publishing to
+// the broker.
 func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerCustomWorkerFailureIsSpooled)
+}
+
+func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
+	cfg, _ := backendConfig(t, url)
 	dir := t.TempDir()
 	ew := &erringWorker{blockingWorker{release: closedChan()}}
 	var mu sync.Mutex
 	var reported []error
-	m, err := NewManager(WithURL("memory://custom-fail"), WithLogWorker(&blockingWorker{release: closedChan()}),
+	// The collector needs the log exchange before the Manager declares it.
+	if err := backendChannel(t, url).ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	m, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
 		WithEventWorker(ew), WithSpoolDir(dir), WithErrorHandler(func(err error) {
 			mu.Lock()
 			reported = append(reported, err)
@@ -341,12 +369,28 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Stop(testCtx(t, 5*time.Second)); err != nil {
+	if err := m.SendWarning("the log lane goes on"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	st := m.Stats().Events
 	if st.Confirmed != 2 || st.Spooled != 1 {
 		t.Fatalf("stats %+v, want 2 confirmed and 1 spooled", st)
+	}
+	if got := ew.bodies(); strings.Join(got, ",") != "ok1,ok2" {
+		t.Fatalf("the custom worker delivered %v, want ok1,ok2", got)
+	}
+	if strings.Join(ew.calls, ",") != "run,stop" {
+		t.Errorf("hooks %v, want run,stop", ew.calls)
+	}
+	if st := m.Stats().Logs; st.Confirmed != 1 || st.Spooled != 0 {
+		t.Fatalf("log stats %+v, want 1 confirmed", st)
+	}
+	logs.waitCount(t, 1, 10*time.Second)
+	if d := logs.all()[0]; string(d.Body) != "the log lane goes on" || d.RoutingKey != KeyWarning {
+		t.Fatalf("log delivery %q with key %q", d.Body, d.RoutingKey)
 	}
 	var recs []spool.Record
 	if _, err := spool.Read(filepath.Join(dir, "backup.evt"), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
@@ -362,6 +406,8 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 	}
 }
 
+// TestManagerWrongPassword runs on RabbitMQ only: the in-process broker has
+// no credentials.
 func TestManagerWrongPassword(t *testing.T) {
 	url := brokertest.URL(t)
 	bad := strings.Replace(url, "guest:guest@", "guest:s3cr3t-pw@", 1)
@@ -411,6 +457,10 @@ func TestNewManagerBadURL(t *testing.T) {
 	}
 }
 
+// The tests from here to TestManagerFailoverToSecondAddress put a TCP proxy
+// between the Manager and RabbitMQ that refuses, cuts or stalls connections.
+// The in-process broker has no network to break: they run on RabbitMQ only.
+
 func TestManagerUnreachableBrokerRetriesThenFails(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
@@ -459,11 +509,11 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	p.Refuse(true)
 	cfg, n := testConfig(t)
 	// Declare the exchanges first so a collector can bind before the Manager connects.
-	ch := brokertest.Channel(t)
+	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	logs := collect(t, cfg.LogWorker.Exchange, "#")
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 2),
 		WithRetryOnFailedConnect(true), WithLogger(testLogger(t)))
 	const N = 100
@@ -491,12 +541,8 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Messages != N {
-		t.Fatalf("event queue has %d messages, want %d", q.Messages, N)
+	if depth := queueDepth(t, ch, n.Queue); depth != N {
+		t.Fatalf("event queue has %d messages, want %d", depth, N)
 	}
 	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
 	for _, f := range left {
@@ -511,8 +557,7 @@ func TestManagerRepublishesAcrossNetworkCuts(t *testing.T) {
 	p := newProxy(t, url)
 	cfg, n := testConfig(t)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
-	ch := brokertest.Channel(t)
-	got := consumeQueue(t, ch, n.Queue)
+	got := consumeQueue(t, backendChannel(t, url), n.Queue)
 	const N = 20000
 	ctx := testCtx(t, 60*time.Second)
 	for i := 0; i < N; i++ {
@@ -552,16 +597,75 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	p := newProxy(t, url)
 	cfg, _ := testConfig(t)
 	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
-	p.Stall(true) // bytes stop flowing; nothing gets confirmed
+	// Bytes stop flowing; nothing gets confirmed. (The cleanup runs before
+	// the Manager's, if the test fails.)
+	p.Stall(true)
+	t.Cleanup(func() { p.Stall(false) })
 	const N = 50
 	for i := 0; i < N; i++ {
 		if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The log worker waits for its message's confirm: the message counts
+	// once in Pending.
+	if err := m.SendInfo("waits for a confirm"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the worker to take every message", func() bool {
+		return m.Stats().Events.Published == N && m.Stats().Logs.Published == 1
+	})
+	if l, e := m.Pending(); l != 1 || e != N {
+		t.Fatalf("pending %d logs and %d events, want 1 and %d", l, e, N)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err := m.Stop(ctx)
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N+1)) {
+		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N+1)
+	}
+	for f, want := range map[string]int{"backup.evt": N, "backup.log": 1} {
+		cnt := 0
+		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if cnt != want {
+			t.Fatalf("%s holds %d, want %d", f, cnt, want)
+		}
+	}
+}
+
+// TestManagerStopTimeoutWithStuckWrite: when the network stalls with more
+// data than the sockets buffer, a publish is stuck writing. Stop's context
+// still bounds Stop: the connection is closed under the stuck write, and what
+// was not confirmed is spooled.
+func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	cfg, _ := testConfig(t)
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
+	p.Stall(true)
+	t.Cleanup(func() { p.Stall(false) }) // runs before the Manager's cleanup
+	const N = 32
+	big := strings.Repeat("x", 1<<20)
+	for i := 0; i < N; i++ {
+		if err := m.SendEvent(big, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Some publishes fit in the socket buffers; one is then stuck.
+	waitUntil(t, 10*time.Second, "the first publishes", func() bool { return m.Stats().Events.Published > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(ctx) }()
+	var err error
+	select {
+	case err = <-stopped:
+	case <-time.After(10 * time.Second):
+		p.Stall(false)
+		t.Fatalf("Stop did not return with a write stuck (once the network came back: %v)", <-stopped)
+	}
 	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
 	}
@@ -572,12 +676,15 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 	if cnt != N {
 		t.Fatalf("spool holds %d, want %d", cnt, N)
 	}
-	p.Stall(false)
 }
 
 func TestManagerReturnsUnroutableEvents(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, _ := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerReturnsUnroutableEvents)
+}
+
+func testManagerReturnsUnroutableEvents(t *testing.T, url string) {
+	cfg, _ := backendConfig(t, url)
 	returned := make(chan Returned, 1)
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithReturnHandler(func(r Returned) { returned <- r }),
 		WithLogger(testLogger(t)))
@@ -625,15 +732,18 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	if a.Accepts() < 2 || b.Accepts() < 2 {
 		t.Errorf("accepts: a %d, b %d; want both used by both workers", a.Accepts(), b.Accepts())
 	}
-	q, err := brokertest.Channel(t).QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-	if err != nil || q.Messages != 2 {
-		t.Fatalf("queue: %+v, %v; want 2 messages", q, err)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
+		t.Fatalf("queue holds %d messages, want 2", depth)
 	}
 }
 
 func TestManagerQuorumQueue(t *testing.T) {
-	url := brokertest.URL(t)
-	cfg, n := testConfig(t)
+	t.Parallel()
+	forEachBackend(t, testManagerQuorumQueue)
+}
+
+func testManagerQuorumQueue(t *testing.T, url string) {
+	cfg, n := backendConfig(t, url)
 	cfg.EventWorker.QueueType = "quorum"
 	m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
 	if err := m.SendEvent("to a quorum queue", ""); err != nil {
@@ -642,9 +752,283 @@ func TestManagerQuorumQueue(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	ch := brokertest.Channel(t)
-	// A passive declare with the wrong type would fail; check the type is quorum.
-	if _, err := ch.QueueDeclare(n.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+	// A passive declare does not compare the type; a declaration does.
+	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
 		t.Fatalf("queue is not a quorum queue: %v", err)
+	}
+	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err == nil {
+		t.Fatal("declaring the queue as a classic queue was accepted")
+	}
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
+		t.Fatalf("quorum queue holds %d messages, want 1", depth)
+	}
+}
+
+// refusingWorker fails every message, so that the Manager spools it.
+type refusingWorker struct{}
+
+func (refusingWorker) WorkerWillRun(context.Context) error { return nil }
+func (refusingWorker) MsgDidReceive(context.Context, Message) error {
+	return errors.New("refused by the test worker")
+}
+func (refusingWorker) WorkerWillStop(context.Context) error { return nil }
+
+// TestManagerReplaysSpool: what one Manager could not deliver stays in the
+// spool files of its folder, and the next Manager started on that folder
+// publishes it, ids and keys unchanged, then empties the files.
+func TestManagerReplaysSpool(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerReplaysSpool)
+}
+
+func testManagerReplaysSpool(t *testing.T, url string) {
+	cfg, n := backendConfig(t, url)
+	const N = 50
+
+	// The first Manager's workers refuse everything: all of it is spooled.
+	first, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
+		WithLogWorker(refusingWorker{}), WithEventWorker(refusingWorker{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range N {
+		if err := first.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.SendLog(fmt.Sprintf("log %d", i), "audit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st := first.Stats(); st.Spooled != 2*N {
+		t.Fatalf("first Manager spooled %d, want %d", st.Spooled, 2*N)
+	}
+	spooled := map[string]spool.Record{}
+	for _, f := range []string{"backup.evt", "backup.log"} {
+		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error {
+			spooled[r.MessageID] = r
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(spooled) != 2*N {
+		t.Fatalf("spool files hold %d distinct messages, want %d", len(spooled), 2*N)
+	}
+
+	// The second Manager publishes the spool when it connects.
+	ch := backendChannel(t, url)
+	if err := ch.ExchangeDeclare(cfg.LogWorker.Exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	second := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
+	waitUntil(t, 20*time.Second, "the spool to be replayed", func() bool { return second.Stats().Replayed == 2*N })
+	if err := second.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	logs.waitCount(t, N, 10*time.Second)
+	events := consumeQueue(t, ch, n.Queue)
+	events.waitCount(t, N, 10*time.Second)
+	for _, d := range append(logs.all(), events.all()...) {
+		r, ok := spooled[d.MessageId]
+		if !ok {
+			t.Fatalf("delivery %q has id %q, which is not in the spool", d.Body, d.MessageId)
+		}
+		if string(d.Body) != r.Body || d.RoutingKey != r.Key {
+			t.Fatalf("delivery %q key %q, spooled as %q key %q", d.Body, d.RoutingKey, r.Body, r.Key)
+		}
+		delete(spooled, d.MessageId)
+	}
+	if len(spooled) != 0 {
+		t.Fatalf("%d spooled messages were not delivered", len(spooled))
+	}
+	if st := second.Stats(); st.Accepted != 0 || st.Spooled != 0 || st.Dropped != 0 {
+		t.Fatalf("second Manager stats %+v: it only replayed", st.LaneStats)
+	}
+	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
+	for _, f := range left {
+		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
+			t.Errorf("spool file %s still holds %d bytes after replay", f, fi.Size())
+		}
+	}
+}
+
+// breakable returns the URL clients should use so that the test can close
+// their connections under them, and the function that does it: on the
+// in-process broker, the broker closes every connection (320
+// CONNECTION_FORCED, as `rabbitmqctl close_all_connections` would); on
+// RabbitMQ, a TCP proxy in front of it cuts them.
+func breakable(t *testing.T, url string) (clientURL string, cut func()) {
+	t.Helper()
+	if isMemory(url) {
+		b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+		return url, func() { b.CloseAllConnections("closed by the test") }
+	}
+	p := newProxy(t, url)
+	return proxyURL(url, p), p.Cut
+}
+
+// TestManagerAndConsumerSurviveConnectionLoss: while events flow from a
+// Manager to a consumer, every connection is lost twice. The Manager
+// republishes what was not confirmed, the consumer reconnects, and every
+// event arrives (duplicates allowed, nothing lost).
+func TestManagerAndConsumerSurviveConnectionLoss(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testManagerAndConsumerSurviveConnectionLoss)
+}
+
+func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
+	cfg, n := backendConfig(t, url)
+	clientURL, cut := breakable(t, url)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var lost atomic.Int32 // connection losses the consumer reported
+	c, err := NewSyncConsumer(WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
+		WithErrorHandler(func(err error) {
+			if errors.Is(err, ErrConnection) {
+				lost.Add(1)
+			}
+		}),
+		WithExchange(cfg.EventWorker.Exchange, "topic", true), WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key),
+		WithCallback(func(_ context.Context, d Delivery) error {
+			mu.Lock()
+			seen[d.MessageID]++
+			mu.Unlock()
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRun(t, c)
+	m := startManager(t, WithConfig(cfg), WithURL(clientURL), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
+	const N = 5000
+	ctx := testCtx(t, 60*time.Second)
+	for i := range N {
+		if err := m.SendEventContext(ctx, fmt.Sprintf("ev %d", i), ""); err != nil {
+			t.Fatal(i, err)
+		}
+		if i == N/3 || i == 2*N/3 {
+			// Cut while both are connected: the consumer reported the
+			// previous loss (Ready turned false before) and is ready again.
+			before := int32(0)
+			if i == 2*N/3 {
+				before = 1
+			}
+			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && c.Ready() })
+			reconnects := m.Stats().Events.Reconnects + 1
+			cut()
+			waitUntil(t, 10*time.Second, "the event worker to reconnect", func() bool { return m.Stats().Events.Reconnects >= reconnects })
+		}
+	}
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Stats().Events
+	if st.Confirmed != N || st.Reconnects < 2 || st.Spooled != 0 || st.Dropped != 0 {
+		t.Fatalf("event stats %+v, want %d confirmed after at least 2 reconnects", st, N)
+	}
+	unique := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
+	waitUntil(t, 20*time.Second, fmt.Sprintf("%d distinct events", N), func() bool { return unique() == N })
+	waitUntil(t, 10*time.Second, "the consumer to report two lost connections", func() bool { return lost.Load() >= 2 })
+	stopNow(t, r)
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
+		t.Fatalf("%d events left in the queue", depth)
+	}
+}
+
+// TestManagerBlockedBroker: while the broker blocks publishing (a memory
+// alarm), the Manager counts the blocked time, delivers everything once the
+// alarm clears, and a Stop whose context ends during the alarm returns in
+// time and spools what was not confirmed. It runs on the in-process broker
+// only: on RabbitMQ an alarm blocks every user of the node, so the serial
+// fault suite covers it there.
+func TestManagerBlockedBroker(t *testing.T) {
+	t.Parallel()
+	for _, clear := range []bool{true, false} {
+		name := "cleared"
+		if !clear {
+			name = "stop during the alarm"
+		}
+		t.Run(name, func(t *testing.T) {
+			url := memoryURL(t)
+			b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+			cfg, n := backendConfig(t, url)
+			// The alarm is raised before the Manager connects: its
+			// connections learn of it when they publish.
+			b.SetBlocked(true)
+			t.Cleanup(func() { b.SetBlocked(false) })
+			m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
+			const events, logs = 20, 5
+			for i := range events {
+				if err := m.SendEvent(fmt.Sprint("event ", i), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range logs {
+				if err := m.SendInfo(fmt.Sprint("log ", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitUntil(t, 10*time.Second, "both workers to be blocked", func() bool {
+				st := m.Stats()
+				return st.Events.Blocked > 0 && st.Logs.Blocked > 0
+			})
+			if l, e := m.Pending(); l != logs || e != events {
+				t.Fatalf("pending %d logs, %d events; want %d, %d", l, e, logs, events)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if clear {
+				b.SetBlocked(false)
+				ctx = testCtx(t, 10*time.Second)
+			}
+			stopped := make(chan error, 1)
+			go func() { stopped <- m.Stop(ctx) }()
+			var err error
+			select {
+			case err = <-stopped:
+			case <-time.After(10 * time.Second):
+				b.SetBlocked(false)
+				t.Fatalf("Stop did not return while the broker was blocked (after the alarm cleared: %v)", <-stopped)
+			}
+			st := m.Stats()
+			if clear {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Events.Confirmed != events || st.Logs.Confirmed != logs || st.Spooled != 0 {
+					t.Fatalf("stats %+v, want everything confirmed", st)
+				}
+				if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != events {
+					t.Fatalf("event queue holds %d, want %d", depth, events)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", events+logs)) {
+				t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, events+logs)
+			}
+			for f, want := range map[string]int{"backup.evt": events, "backup.log": logs} {
+				cnt := 0
+				if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
+					t.Fatal(err)
+				}
+				if cnt != want {
+					t.Errorf("%s holds %d messages, want %d", f, cnt, want)
+				}
+			}
+			if st.Confirmed != 0 || st.Spooled != events+logs || st.Dropped != 0 {
+				t.Fatalf("stats %+v, want all %d spooled", st.LaneStats, events+logs)
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@
 //	m.SendEvent(`{"email":"someone@example.com"}`, "email_notification")
 //
 // The URL "memory://" runs everything on an in-process broker, so a program or
-// a unit test works without RabbitMQ.
+// a unit test works without RabbitMQ (see Testing without a broker).
 //
 // # Publishing
 //
@@ -67,6 +67,51 @@
 //
 // Settings come from options passed in code, then from an OMQS.cfg file, then
 // from built-in defaults, in that order of priority. See Config and LoadConfig.
+//
+// # Testing without a broker
+//
+// WithURL("memory://"), or MQURL=memory:// in OMQS.cfg, runs the Manager, both
+// publishers and every consumer on a broker inside the process. All clients of
+// the process that use the same URL share one broker; memory://NAME is
+// another broker for each NAME (a name without / ? # @), so that each test
+// can have its own:
+//
+//	url := "memory://" + strings.ReplaceAll(t.Name(), "/", ".")
+//	m, _ := omqs.NewManager(omqs.WithURL(url))
+//	c, _ := omqs.NewEventMsgConsumer(omqs.WithURL(url), omqs.WithCallback(cb))
+//
+// It behaves as RabbitMQ 3.10 does for everything this package uses: direct,
+// fanout, topic and headers exchanges; durable declarations, and 406
+// PRECONDITION_FAILED when an exchange or queue is declared again with other
+// settings; bindings; competing consumers of one queue served in turn, and a
+// message copied to every bound queue; prefetch; acknowledgement, rejection,
+// dead-lettering and requeueing with Delivery.Redelivered; quorum queues'
+// delivery counts; publisher confirms and mandatory returns. A message no
+// queue is bound to receive vanishes, or is returned when it is mandatory.
+// The behaviour tests of this package run on both brokers, so that the two
+// cannot drift apart.
+//
+// Where the in-process broker must differ:
+//
+//   - Nothing persists: durable exchanges and queues and persistent messages
+//     last as long as the process. A broker keeps them between tests that
+//     use its name; a name per test starts from nothing.
+//   - Only the process's own clients reach it: a producer and a consumer in
+//     two programs need RabbitMQ.
+//   - There is no network: no TLS, credentials, heartbeats or TCP
+//     back-pressure, and connecting never fails. RECONNECT_INTERVAL and
+//     RECONNECT_TIMES matter only when the broker closes connections, which
+//     its own tests provoke to test reconnects.
+//   - Memory is bounded: a queue declared without x-max-length holds at most
+//     100,000 ready messages, then refuses more as x-overflow reject-publish
+//     does. The broker nacks them: SyncPublisher.Publish returns ErrNacked,
+//     an AsyncPublisher counts them in Stats.Nacked, and the Manager's
+//     workers write them to the spool and try again later. RabbitMQ sets no
+//     such limit by default.
+//
+// Send* returns before the message reaches the broker: a test calls
+// Manager.Stop (which waits for the broker's confirms) or waits for its
+// consumer's callback before it checks what arrived.
 //
 // # Logging
 //

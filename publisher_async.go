@@ -67,7 +67,7 @@ func (p *AsyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx
 // key). It returns nil once the message is written or held for a reconnect;
 // the confirm arrives later (see Flush and Stats). It blocks while
 // MAX_IN_FLIGHT messages are unconfirmed or the broker blocks the connection,
-// until ctx ends.
+// until ctx ends; it then returns ctx's error and the message was not taken.
 func (p *AsyncPublisher) Publish(ctx context.Context, key string, body []byte) error {
 	m, err := p.e.newMsg(key, body)
 	if err != nil {
@@ -90,9 +90,10 @@ func (p *AsyncPublisher) PublishMessage(ctx context.Context, msg Message) error 
 func (p *AsyncPublisher) Flush(ctx context.Context) error { return p.e.flush(ctx) }
 
 // Stop refuses new publishes, waits for the confirms of what was published,
-// and closes the connection. If ctx ends first, unconfirmed messages are
-// spooled (or reported lost when there is no spool) and the error wraps
-// ErrNotConfirmed. Stop is idempotent.
+// and closes the connection. If ctx ends first, the connection is closed at
+// once (a Publish stuck writing to a stalled network returns), unconfirmed
+// messages are spooled (or reported lost when there is no spool) and the
+// error wraps ErrNotConfirmed. Stop is idempotent.
 func (p *AsyncPublisher) Stop(ctx context.Context) error { return p.e.stop(ctx) }
 
 // Stats returns the publisher's counters.
@@ -268,6 +269,7 @@ type engine struct {
 	onReturn   func(Returned)
 	onError    func(error)
 	interval   time.Duration
+	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 
 	slots chan struct{} // one per unresolved message
 
@@ -401,6 +403,7 @@ type engineConfig struct {
 	onReturn  func(Returned)
 	onError   func(error)
 	wait      func(ctx context.Context, d time.Duration) error
+	laneBusy  *atomic.Bool // cleared when a message from the lane is counted in flight
 }
 
 func newEngine(c engineConfig) *engine {
@@ -414,7 +417,7 @@ func newEngine(c engineConfig) *engine {
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
 		log: c.logger, st: c.stats, sp: c.spool, disp: c.disp,
-		onReturn: c.onReturn, onError: c.onError, interval: c.interval,
+		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
 		slots:       make(chan struct{}, c.window),
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
@@ -449,11 +452,13 @@ func (e *engine) signal() {
 
 // newMsg validates and builds a message for Publish, copying body.
 func (e *engine) newMsg(key string, body []byte) (*outMsg, error) {
-	return e.newMsgOwned(key, append([]byte(nil), body...))
+	return e.buildMsg(key, body, true, "", time.Time{})
 }
 
-// newMsgOwned is newMsg for a body the engine may keep.
-func (e *engine) newMsgOwned(key string, body []byte) (*outMsg, error) {
+// buildMsg validates key and body and builds a message with id and ts, or a
+// new id and the current time when they are empty. With copyBody the message
+// gets a copy of body; otherwise the engine keeps body.
+func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts time.Time) (*outMsg, error) {
 	if key == "" {
 		key = e.defaultKey
 	}
@@ -463,24 +468,24 @@ func (e *engine) newMsgOwned(key string, body []byte) (*outMsg, error) {
 	if len(body) > MaxBodySize {
 		return nil, fmt.Errorf("%w: body is %d bytes, larger than the broker's maximum of %d", ErrInvalidMessage, len(body), MaxBodySize)
 	}
-	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: newMessageID(), ts: time.Now()}, nil
-}
-
-// fromMessage builds a message from msg; with owned, msg.Body is not copied.
-func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
-	body := msg.Body
-	if !owned {
+	if copyBody {
 		body = append([]byte(nil), body...)
 	}
-	m, err := e.newMsgOwned(msg.Key, body)
+	if id == "" {
+		id = newMessageID()
+	}
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: id, ts: ts}, nil
+}
+
+// fromMessage builds a message from msg, keeping its id, timestamp and
+// headers; with owned, msg.Body is not copied.
+func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
+	m, err := e.buildMsg(msg.Key, msg.Body, !owned, msg.MessageID, msg.Timestamp)
 	if err != nil {
 		return nil, err
-	}
-	if msg.MessageID != "" {
-		m.id = msg.MessageID
-	}
-	if !msg.Timestamp.IsZero() {
-		m.ts = msg.Timestamp
 	}
 	if len(msg.Headers) > 0 {
 		h := toTable(msg.Headers)
@@ -612,6 +617,9 @@ func (e *engine) run(sess *session) {
 			return
 		default:
 		}
+		if e.runCtx.Err() != nil {
+			return // aborted: Stop spools what is left
+		}
 		if cause != nil {
 			e.log.Warn("omqs: connection lost, reconnecting", "publisher", e.name, "error", cause.Error())
 		}
@@ -652,8 +660,9 @@ func (e *engine) install(sess *session) {
 	e.pubMu.Lock()
 	defer e.pubMu.Unlock()
 	e.mu.Lock()
-	if e.state == stateStopped {
+	if e.state == stateStopped || e.runCtx.Err() != nil {
 		e.mu.Unlock()
+		_ = sess.conn.CloseDeadline(time.Now())
 		return
 	}
 	var resend []*outMsg
@@ -681,17 +690,31 @@ func (e *engine) install(sess *session) {
 		e.st.reconnects.Add(1)
 		e.log.Info("omqs: connected", "publisher", e.name, "resending", len(resend))
 	}
-	for _, m := range resend {
-		if m.wasOut {
+	for i, m := range resend {
+		wasOut := m.wasOut
+		if err := e.write(e.runCtx, sess, m); err != nil {
+			// Aborted: what is left waits for Stop, which spools it.
+			e.mu.Lock()
+			e.held = append(e.held, resend[i:]...)
+			e.mu.Unlock()
+			return
+		}
+		if wasOut {
 			e.st.republished.Add(1)
 		}
-		e.write(sess, m)
 	}
 	e.maybeReplay(0)
 }
 
 // write publishes m on sess and records it as outstanding. e.pubMu is held.
-func (e *engine) write(sess *session, m *outMsg) {
+//
+// When ctx ends before the transport takes m (the in-process broker makes a
+// publish wait during an alarm; amqp091 only checks ctx before writing),
+// write returns ctx's error and m is neither published nor recorded; the
+// caller still counts it in flight. Any other failure means the channel or
+// connection is going away: m is held for the next connection and write
+// returns nil.
+func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
 	tag := sess.ch.GetNextPublishSeqNo()
 	e.mu.Lock()
 	e.outstanding[tag] = m
@@ -705,20 +728,29 @@ func (e *engine) write(sess *session, m *outMsg) {
 		Headers:      m.headers,
 		Body:         m.body,
 	}
+	wasOut := m.wasOut
 	m.wasOut = true
-	if err := sess.ch.PublishWithContext(context.Background(), m.exchange, m.key, e.mandatory, false, pub); err != nil {
-		// The channel or connection is going away. amqp091 gives the tag to
-		// the next publish, so m moves from outstanding to held and is
-		// published on the next connection.
+	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatory, false, pub); err != nil {
 		e.mu.Lock()
-		if e.outstanding[tag] == m {
+		defer e.mu.Unlock()
+		mine := e.outstanding[tag] == m
+		if mine {
 			delete(e.outstanding, tag)
+		}
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			m.wasOut = wasOut
+			return cerr
+		}
+		// The channel or connection is going away. amqp091 gives the tag
+		// to the next publish, so m moves from outstanding to held and is
+		// published on the next connection.
+		if mine {
 			e.held = append(e.held, m)
 		}
-		e.mu.Unlock()
-		return
+		return nil
 	}
 	e.st.published.Add(1)
+	return nil
 }
 
 // publish accepts m: it writes it, holds it for the next connection, or
@@ -766,14 +798,27 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		case st == stateDown || sess == nil:
 			e.held = append(e.held, m)
 			e.addInflight()
+			e.counted(m)
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			return nil
 		case !blocked:
 			e.addInflight()
+			e.counted(m)
 			e.mu.Unlock()
-			e.write(sess, m)
+			err := e.write(ctx, sess, m)
 			e.pubMu.Unlock()
+			if err != nil {
+				// ctx ended before the broker took m: not accepted.
+				e.mu.Lock()
+				e.doneInflight(1)
+				e.mu.Unlock()
+				<-e.slots
+				if m.replay == nil {
+					e.st.accepted.Add(^uint64(0))
+				}
+				return err
+			}
 			return nil
 		}
 		// Blocked: wait for a change without holding the locks.
@@ -798,6 +843,14 @@ func (e *engine) addInflight() {
 		e.idle = make(chan struct{})
 	}
 	e.inflight++
+}
+
+// counted tells the Manager's lane that m, which it handed over, is now
+// counted in flight here. e.mu is held.
+func (e *engine) counted(m *outMsg) {
+	if e.laneBusy != nil && m.replay == nil {
+		e.laneBusy.Store(false)
+	}
 }
 
 // doneInflight counts n messages resolved. e.mu is held.
@@ -1174,6 +1227,21 @@ func (e *engine) flush(ctx context.Context) error {
 	}
 }
 
+// abort makes the engine stop writing: background work (reconnects,
+// resends, the spool's replay) ends, and the current connection is closed at
+// once, so that a publish stuck in the transport (a stalled network, a
+// blocked in-process broker) returns. What is not confirmed stays in the
+// engine for Stop to spool.
+func (e *engine) abort() {
+	e.cancel()
+	e.mu.Lock()
+	sess := e.sess
+	e.mu.Unlock()
+	if sess != nil {
+		_ = sess.conn.CloseDeadline(time.Now())
+	}
+}
+
 // stop ends the engine; see AsyncPublisher.Stop.
 func (e *engine) stop(ctx context.Context) error {
 	e.stopOnce.Do(func() { e.stopErr = e.doStop(ctx) })
@@ -1190,7 +1258,10 @@ func (e *engine) doStop(ctx context.Context) error {
 	var result error
 	if wasStarted {
 		if err := e.flush(ctx); err != nil {
-			// Out of time: keep what is unconfirmed in the spool.
+			// Out of time: keep what is unconfirmed in the spool. A
+			// publish that holds the write lock may be stuck in the
+			// transport: abort first.
+			e.abort()
 			e.pubMu.Lock()
 			e.mu.Lock()
 			msgs := e.takeAllLocked()

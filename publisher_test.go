@@ -3,17 +3,24 @@ package omqs
 import (
 	"context"
 	"errors"
+	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/membroker"
 )
 
 func TestPublishersNestedHeaders(t *testing.T) {
-	url := brokertest.URL(t)
-	n := brokertest.NewNames(t)
+	t.Parallel()
+	forEachBackend(t, testPublishersNestedHeaders)
+}
+
+func testPublishersNestedHeaders(t *testing.T, url string) {
+	n := testNames(t, url)
 	p, err := NewAsyncPublisher(WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
 		WithQueueDurable(false), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
@@ -23,7 +30,7 @@ func TestPublishersNestedHeaders(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got := consumeQueue(t, brokertest.Channel(t), n.Queue)
+	got := consumeQueue(t, backendChannel(t, url), n.Queue)
 	msg := Message{Key: n.Key, Body: []byte("with headers"), Headers: map[string]any{
 		"plain": "v", "n": 7, "nested": map[string]any{"a": []any{1, "x", map[string]any{"deep": true}}},
 	}}
@@ -37,20 +44,22 @@ func TestPublishersNestedHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.waitCount(t, 1, 10*time.Second)
-	h := got.all()[0].Headers
-	nested, ok := h["nested"].(amqp.Table)
-	if !ok || h["plain"] != "v" {
-		t.Fatalf("headers %#v", h)
-	}
-	if arr, ok := nested["a"].([]any); !ok || len(arr) != 3 {
-		t.Fatalf("nested %#v", nested)
+	// As amqp091 decodes them: an int travels as a 32-bit integer, nested
+	// maps as tables.
+	want := amqp.Table{"plain": "v", "n": int32(7), "nested": amqp.Table{"a": []any{int32(1), "x", amqp.Table{"deep": true}}}}
+	if h := got.all()[0].Headers; !reflect.DeepEqual(h, want) {
+		t.Fatalf("headers %#v, want %#v", h, want)
 	}
 }
 
 func TestSyncPublisherNack(t *testing.T) {
-	url := brokertest.URL(t)
-	n := brokertest.NewNames(t)
-	ch := brokertest.Channel(t)
+	t.Parallel()
+	forEachBackend(t, testSyncPublisherNack)
+}
+
+func testSyncPublisherNack(t *testing.T, url string) {
+	n := testNames(t, url)
+	ch := backendChannel(t, url)
 	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -84,10 +93,14 @@ func TestSyncPublisherNack(t *testing.T) {
 }
 
 func TestPublisherSections(t *testing.T) {
-	url := brokertest.URL(t)
+	t.Parallel()
+	forEachBackend(t, testPublisherSections)
+}
+
+func testPublisherSections(t *testing.T, url string) {
 	for _, sec := range []string{"AsyncBroadcaster", "SyncRouter", "AsyncPublisher", "SyncPublisher"} {
 		t.Run(sec, func(t *testing.T) {
-			n := brokertest.NewNames(t)
+			n := testNames(t, url)
 			cfg := DefaultConfig()
 			pc := PublisherConfig{Exchange: n.Exchange, ExchangeDurable: true, Queue: n.Queue, QueueDurable: true, RoutingKeys: []string{n.Key}}
 			switch sec {
@@ -134,14 +147,131 @@ func TestPublisherSections(t *testing.T) {
 			if err := stop(ctx); err != nil {
 				t.Fatal(err)
 			}
-			ch := brokertest.Channel(t)
+			ch := backendChannel(t, url)
 			if err := ch.ExchangeDeclarePassive(n.Exchange, pc.ExchangeType, true, false, false, false, nil); err != nil {
 				t.Fatalf("exchange: %v", err)
 			}
-			q, err := ch.QueueDeclarePassive(n.Queue, true, false, false, false, nil)
-			if err != nil || q.Messages != 1 {
-				t.Fatalf("queue %+v, %v; want 1 message", q, err)
+			if depth := queueDepth(t, ch, n.Queue); depth != 1 {
+				t.Fatalf("queue holds %d messages, want 1", depth)
+			}
+			// The exchange has the section's type and is durable, and so is
+			// the queue: declaring them otherwise is refused.
+			other := map[string]string{"fanout": "topic", "direct": "topic", "topic": "direct"}[pc.ExchangeType]
+			if err := backendChannel(t, url).ExchangeDeclare(n.Exchange, other, true, false, false, false, nil); err == nil {
+				t.Errorf("exchange %s redeclared as %s", n.Exchange, other)
+			}
+			if err := backendChannel(t, url).ExchangeDeclare(n.Exchange, pc.ExchangeType, true, false, false, false, nil); err != nil {
+				t.Errorf("exchange %s is not a durable %s exchange: %v", n.Exchange, pc.ExchangeType, err)
+			}
+			if _, err := backendChannel(t, url).QueueDeclare(n.Queue, false, false, false, false, nil); err == nil {
+				t.Errorf("queue %s redeclared as not durable", n.Queue)
 			}
 		})
 	}
+}
+
+// TestPublishersBlockedBroker: while the broker blocks publishing, Publish
+// returns when its context ends, without taking the message, and Stop is
+// bounded by its context even with a Publish stuck in the transport. It runs
+// on the in-process broker only: on RabbitMQ an alarm blocks every user of
+// the node (the serial fault suite covers it there).
+func TestPublishersBlockedBroker(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	b := membroker.Get(strings.TrimPrefix(url, "memory://"))
+	n := testNames(t, url)
+	var reported atomic.Int32
+	opts := []Option{WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
+		WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue), WithQueueDurable(false), WithKeys(n.Key),
+		WithErrorHandler(func(error) { reported.Add(1) })}
+	ctx := testCtx(t, 20*time.Second)
+	// The alarm is raised before the publishers connect: each learns of it
+	// from its first publish, which the broker holds.
+	b.SetBlocked(true)
+	t.Cleanup(func() { b.SetBlocked(false) })
+	ap := startedPublisher(t, ctx, NewAsyncPublisher, opts...)
+	sp := startedPublisher(t, ctx, NewSyncPublisher, opts...)
+	for name, publish := range map[string]func(context.Context, string, []byte) error{"AsyncPublisher": ap.Publish, "SyncPublisher": sp.Publish} {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		done := make(chan error, 1)
+		go func() { done <- publish(short, "", []byte("during the alarm")) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			b.SetBlocked(false)
+			t.Fatalf("%s.Publish did not return when its context ended (after the alarm cleared: %v)", name, <-done)
+		}
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s.Publish during the alarm: %v, want the context's error", name, err)
+		}
+	}
+	for name, st := range map[string]LaneStats{"AsyncPublisher": ap.Stats(), "SyncPublisher": sp.Stats()} {
+		if st.Accepted != 0 || st.Published != 0 || st.Blocked == 0 {
+			t.Fatalf("%s stats %+v: want nothing taken, some time blocked", name, st)
+		}
+	}
+	if n := ap.Pending(); n != 0 {
+		t.Fatalf("AsyncPublisher pending %d, want 0", n)
+	}
+
+	// Cleared: both publish again.
+	b.SetBlocked(false)
+	if err := ap.Publish(ctx, "", []byte("after the alarm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Publish(ctx, "", []byte("after the alarm")); err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range []func(context.Context) error{ap.Stop, sp.Stop} {
+		if err := stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Raised again, and a new publisher's Publish does not give up: Stop's
+	// context still bounds Stop, and the message (no spool) is reported lost.
+	b.SetBlocked(true)
+	ap2 := startedPublisher(t, ctx, NewAsyncPublisher, opts...)
+	published := make(chan error, 1)
+	go func() { published <- ap2.Publish(context.Background(), "", []byte("never confirmed")) }()
+	waitUntil(t, 10*time.Second, "the publish to be in flight", func() bool { return ap2.Pending() == 1 })
+	stopCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- ap2.Stop(stopCtx) }()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, ErrNotConfirmed) {
+			t.Fatalf("Stop: %v, want ErrNotConfirmed", err)
+		}
+	case <-time.After(10 * time.Second):
+		b.SetBlocked(false)
+		t.Fatalf("Stop did not return during the alarm (after it cleared: %v)", <-stopped)
+	}
+	if err := <-published; err != nil {
+		t.Fatalf("the Publish that was stuck returned %v", err)
+	}
+	if st := ap2.Stats(); st.Confirmed != 0 || st.Dropped != 1 || ap2.Pending() != 0 {
+		t.Fatalf("stats %+v, pending %d: want the message dropped", st, ap2.Pending())
+	}
+	waitUntil(t, 5*time.Second, "the loss to be reported", func() bool { return reported.Load() >= 1 })
+	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
+		t.Fatalf("queue holds %d messages, want the 2 published between the alarms", depth)
+	}
+}
+
+// startedPublisher builds a publisher with build and opts and starts it.
+func startedPublisher[P interface{ Start(context.Context) error }](t *testing.T, ctx context.Context,
+	build func(...Option) (P, error), opts ...Option) P {
+	t.Helper()
+	p, err := build(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/transport"
 )
 
 // waitUntil polls cond until it is true or timeout passes.
@@ -30,10 +31,28 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 }
 
 // testConfig returns a Config whose workers use exchanges and a queue unique
-// to the test (deleted afterwards) and whose spool folder is a temp dir.
+// to the test on RabbitMQ (deleted afterwards) and whose spool folder is a
+// temp dir.
 func testConfig(t testing.TB) (*Config, brokertest.Names) {
 	t.Helper()
 	n := brokertest.NewNames(t)
+	cfg := namedConfig(t, n)
+	brokertest.Cleanup(t, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
+	return cfg, n
+}
+
+// backendConfig is testConfig for the broker at url (see backends).
+func backendConfig(t testing.TB, url string) (*Config, brokertest.Names) {
+	t.Helper()
+	n := testNames(t, url)
+	cfg := namedConfig(t, n)
+	cleanupOn(t, url, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
+	return cfg, n
+}
+
+// namedConfig returns a Config whose workers use the names of n and whose
+// spool folder is a temp dir.
+func namedConfig(t testing.TB, n brokertest.Names) *Config {
 	cfg := DefaultConfig()
 	cfg.Log.Folder = t.TempDir()
 	cfg.LogWorker.Exchange = n.Exchange + ".log"
@@ -42,8 +61,7 @@ func testConfig(t testing.TB) (*Config, brokertest.Names) {
 	cfg.EventWorker.Keys = []string{n.Key}
 	cfg.Global.ReconnectInterval = 50 * time.Millisecond
 	cfg.Global.ReconnectTimes = 3
-	brokertest.Cleanup(t, []string{cfg.LogWorker.Exchange, cfg.EventWorker.Exchange}, nil)
-	return cfg, n
+	return cfg
 }
 
 // collector consumes from its own exclusive queue and keeps what arrives.
@@ -57,9 +75,9 @@ type collector struct {
 
 // collect binds a fresh exclusive queue to exchange with pattern and collects
 // deliveries until the test ends. The exchange must exist.
-func collect(t testing.TB, exchange, pattern string) *collector {
+func collect(t testing.TB, url, exchange, pattern string) *collector {
 	t.Helper()
-	ch := brokertest.Channel(t)
+	ch := backendChannel(t, url)
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +88,9 @@ func collect(t testing.TB, exchange, pattern string) *collector {
 	return consumeQueue(t, ch, q.Name)
 }
 
-// consumeQueue collects the deliveries of an existing queue.
-func consumeQueue(t testing.TB, ch *amqp.Channel, queue string) *collector {
+// consumeQueue collects the deliveries of an existing queue (automatically
+// acknowledged) on ch.
+func consumeQueue(t testing.TB, ch transport.Channel, queue string) *collector {
 	t.Helper()
 	ds, err := ch.Consume(queue, "", true, false, false, false, nil)
 	if err != nil {

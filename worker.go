@@ -2,6 +2,7 @@ package omqs
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/dispatch"
@@ -35,6 +36,9 @@ type MsgWorker interface {
 type laneWorker interface {
 	laneStats() LaneStats
 	pendingMsgs() int
+	// abort stops writing at once when Stop's context ended (see
+	// engine.abort); WorkerWillStop then spools what is not confirmed.
+	abort()
 }
 
 // LogMsgWorker is the built-in worker of the log lane: it publishes each
@@ -61,6 +65,10 @@ type builtinDeps struct {
 	endpoints []transport.Endpoint
 	disp      *dispatch.Dispatcher
 	spool     *spool.Spool
+	// busy is the lane's flag for a message inside MsgDidReceive; the
+	// engine clears it when it starts counting the message as its own, so
+	// that Pending counts the message once.
+	busy *atomic.Bool
 }
 
 func workerTopology(w WorkerConfig) topology {
@@ -76,7 +84,7 @@ func builtinEngine(s *settings, kind, name string, topo topology, mandatory bool
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
 }
 
@@ -120,6 +128,7 @@ func (w *LogMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.
 
 func (w *LogMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
 func (w *LogMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+func (w *LogMsgWorker) abort()               { w.pub.e.abort() }
 
 // WorkerWillRun connects and declares the event exchange, queue and binding.
 func (w *EventMsgWorker) WorkerWillRun(ctx context.Context) error {
@@ -141,6 +150,7 @@ func (w *EventMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pu
 
 func (w *EventMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
 func (w *EventMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
+func (w *EventMsgWorker) abort()               { w.pub.e.abort() }
 
 // messageTime converts a Send* timestamp.
 func messageTime(ns int64) time.Time { return time.Unix(0, ns) }

@@ -50,9 +50,10 @@ type Broker struct {
 	connMu sync.Mutex
 	conns  map[*Connection]struct{}
 
-	blockMu   sync.Mutex
-	blocked   atomic.Bool
-	unblocked chan struct{} // closed when the current block ends
+	blockMu    sync.Mutex
+	blocked    atomic.Bool
+	unblocked  chan struct{} // closed when the current block ends
+	blockEpoch uint64        // alarms raised so far; guarded by blockMu
 
 	stats struct {
 		published, routed, unroutable, returned, dropped, deadLettered atomic.Uint64
@@ -131,6 +132,14 @@ func (b *Broker) Stats() Stats {
 	}
 }
 
+// Connections returns how many connections to b are open. Tests use it to
+// check that a client closed what it opened.
+func (b *Broker) Connections() int {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	return len(b.conns)
+}
+
 func (b *Broker) connections() []*Connection {
 	b.connMu.Lock()
 	defer b.connMu.Unlock()
@@ -152,31 +161,52 @@ func (b *Broker) CloseAllConnections(reason string) {
 
 // SetBlocked raises (true) or clears (false) a resource alarm, as a RabbitMQ
 // node low on memory does. While it is raised every publish blocks until it is
-// cleared, the publish's context ends or its channel closes; every
-// connection's NotifyBlocked listeners get Blocking{Active: true, Reason:
-// "low on memory"} when it is raised and Blocking{Active: false} when cleared.
+// cleared, the publish's context ends or its channel closes. The NotifyBlocked
+// listeners of every open connection get Blocking{Active: true, Reason: "low
+// on memory"} when it is raised; a connection opened while it is raised gets
+// it when it first publishes, as RabbitMQ tells a connection it blocked. Every
+// connection told gets Blocking{Active: false} when the alarm is cleared.
 func (b *Broker) SetBlocked(active bool) {
 	b.blockMu.Lock()
+	defer b.blockMu.Unlock()
 	if b.blocked.Load() == active {
-		b.blockMu.Unlock()
 		return
 	}
 	if active {
+		b.blockEpoch++
 		b.unblocked = make(chan struct{})
 		b.blocked.Store(true)
 	} else {
 		b.blocked.Store(false)
 		close(b.unblocked)
 	}
-	ev := event{kind: evBlock, block: amqp.Blocking{Active: active}}
-	if active {
-		ev.block.Reason = "low on memory"
-	}
 	// Notify under blockMu so that every connection sees raise and clear in order.
 	for _, c := range b.connections() {
-		c.n.emit(ev)
+		if active {
+			b.tellBlockedLocked(c)
+		} else if c.blockEpoch == b.blockEpoch {
+			c.n.emit(event{kind: evBlock, block: amqp.Blocking{Active: false}})
+		}
 	}
-	b.blockMu.Unlock()
+}
+
+// tellBlocked sends connection.blocked to c if an alarm is raised and c was
+// not told of it yet.
+func (b *Broker) tellBlocked(c *Connection) {
+	b.blockMu.Lock()
+	defer b.blockMu.Unlock()
+	if b.blocked.Load() {
+		b.tellBlockedLocked(c)
+	}
+}
+
+// tellBlockedLocked is tellBlocked for a raised alarm. b.blockMu is held.
+func (b *Broker) tellBlockedLocked(c *Connection) {
+	if c.blockEpoch == b.blockEpoch {
+		return
+	}
+	c.blockEpoch = b.blockEpoch
+	c.n.emit(event{kind: evBlock, block: amqp.Blocking{Active: true, Reason: "low on memory"}})
 }
 
 // waitUnblocked returns once no alarm is raised, or with ctx.Err() or

@@ -23,6 +23,8 @@ type Connection struct {
 	closeOnce sync.Once
 
 	n notifier // NotifyClose and NotifyBlocked listeners
+
+	blockEpoch uint64 // the last alarm c was told of; guarded by b.blockMu
 }
 
 // Channel opens a channel. It returns amqp.ErrClosed when the connection is

@@ -74,8 +74,16 @@
 // Faults: Broker.CloseAllConnections closes every connection as
 // `rabbitmqctl close_all_connections` does (320 CONNECTION_FORCED);
 // Broker.SetBlocked raises a memory alarm: publishes block, and connections
-// are notified with connection.blocked and connection.unblocked.
-// Broker.Reset restores a broker's initial state between tests.
+// are notified with connection.blocked and connection.unblocked (a
+// connection opened during the alarm when it first publishes, as RabbitMQ
+// blocks a connection when it publishes).
+// Broker.Reset restores a broker's initial state between tests, and
+// Broker.Connections tells a test whether a client closed what it opened.
+//
+// Two suites hold the broker to RabbitMQ: this package's conformance tests
+// run each scenario through transport.Dial on both brokers, and package
+// omqs runs its publisher, Manager and consumer behaviour tests on memory://
+// and on RabbitMQ alike.
 //
 // # What differs from RabbitMQ
 //
@@ -83,7 +91,8 @@
 // long as the process. Only connections of the same process reach a broker;
 // there is no network, TLS, authentication, heartbeat or TCP back-pressure
 // (a blocked publish waits in PublishWithContext and returns when its context
-// ends). Exchange-to-exchange bindings, basic.get, transactions, priority
+// ends), and Dial never fails: a client's reconnect settings come into play
+// only when the broker closes its connections (CloseAllConnections, Reset). Exchange-to-exchange bindings, basic.get, transactions, priority
 // queues, streams (refused with 406), queue expiry (x-expires), lazy mode,
 // x-max-length-bytes and user-id validation are not modelled; the arguments
 // of the latter are accepted as RabbitMQ accepts them but have no effect.

@@ -372,6 +372,53 @@ func TestBlocked(t *testing.T) {
 	})
 }
 
+// TestBlockedTellsLaterPublishers: a connection opened while an alarm is
+// raised is told it is blocked when it publishes, once, and told when the
+// alarm clears; a connection that does not publish is not told.
+func TestBlockedTellsLaterPublishers(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		declare(t, open(t, b), "q", nil)
+		b.SetBlocked(true)
+		pub, idle := dial(t, b), dial(t, b)
+		pubBlocks := pub.NotifyBlocked(make(chan amqp.Blocking, 4))
+		idleBlocks := idle.NotifyBlocked(make(chan amqp.Blocking, 4))
+		ch, err := pub.Channel()
+		must(t, err)
+		empty(t, pubBlocks)
+
+		for range 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := ch.PublishWithContext(ctx, "", "q", false, false, amqp.Publishing{})
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("blocked publish returned %v", err)
+			}
+		}
+		if got := take(t, pubBlocks); got != (amqp.Blocking{Active: true, Reason: "low on memory"}) {
+			t.Fatalf("got %+v", got)
+		}
+		empty(t, pubBlocks) // told once
+		empty(t, idleBlocks)
+
+		b.SetBlocked(false)
+		if got := take(t, pubBlocks); got != (amqp.Blocking{Active: false}) {
+			t.Fatalf("got %+v", got)
+		}
+		empty(t, idleBlocks)
+		send(t, ch, "", "q", "after the alarm")
+
+		// The next alarm is told again, to every open connection.
+		b.SetBlocked(true)
+		if got := take(t, pubBlocks); !got.Active {
+			t.Fatalf("got %+v", got)
+		}
+		if got := take(t, idleBlocks); !got.Active {
+			t.Fatalf("got %+v", got)
+		}
+		b.SetBlocked(false)
+	})
+}
+
 func TestImplicitLengthLimit(t *testing.T) {
 	b := Get("unit-" + t.Name())
 	defer b.Reset()
@@ -755,6 +802,26 @@ func TestDialSharesBrokerByName(t *testing.T) {
 	wantErr(t, err, amqp.NotFound, "")
 	must(t, c1.Close())
 	must(t, c2.Close())
+}
+
+func TestConnectionsCount(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		if n := b.Connections(); n != 0 {
+			t.Fatalf("new broker: %d connections", n)
+		}
+		c1, c2 := dial(t, b), dial(t, b)
+		if n := b.Connections(); n != 2 {
+			t.Fatalf("after two dials: %d connections", n)
+		}
+		must(t, c1.Close())
+		if n := b.Connections(); n != 1 {
+			t.Fatalf("after one close: %d connections", n)
+		}
+		b.CloseAllConnections("test")
+		if n := b.Connections(); n != 0 || !c2.IsClosed() {
+			t.Fatalf("after closing all: %d connections", n)
+		}
+	})
 }
 
 // TestConcurrentPublishConsume moves messages from several publishers to

@@ -65,6 +65,7 @@ func (ch *Channel) PublishWithContext(ctx context.Context, exchange, key string,
 		return ch.frameError(err)
 	}
 	if ch.b.blocked.Load() {
+		ch.b.tellBlocked(ch.conn)
 		if err := ch.b.waitUnblocked(ctx, ch.done); err != nil {
 			return err
 		}
