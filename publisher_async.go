@@ -286,7 +286,9 @@ type engine struct {
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
 	started     bool
-	everUp      bool // a session was installed before
+	batch       []amqp.Confirmation // serve's confirm batch, reused
+	settled     []settled           // confirmAll's scratch, reused
+	everUp      bool                // a session was installed before
 
 	stopOnce sync.Once
 	stopErr  error
@@ -421,6 +423,7 @@ func newEngine(c engineConfig) *engine {
 		slots:       make(chan struct{}, c.window),
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
+		batch:       make([]amqp.Confirmation, 0, 256),
 		idle:        closedChan(),
 		done:        make(chan struct{}),
 	}
@@ -719,6 +722,12 @@ func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
 	e.mu.Lock()
 	e.outstanding[tag] = m
 	e.mu.Unlock()
+	return e.send(ctx, sess, tag, m)
+}
+
+// send publishes m, already recorded as outstanding under tag; see write.
+// e.pubMu is held.
+func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg) error {
 	pub := amqp.Publishing{
 		ContentType:  contentTypeOf(m.body),
 		DeliveryMode: amqp.Persistent,
@@ -777,6 +786,12 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 	}
 	e.pubMu.Lock()
 	for {
+		// e.sess changes only under e.pubMu, which is held: the tag of the
+		// next publish on it can be read before taking e.mu.
+		var tag uint64
+		if sess := e.sess; sess != nil {
+			tag = sess.ch.GetNextPublishSeqNo()
+		}
 		e.mu.Lock()
 		st, blocked, changed, sess := e.state, e.blocked, e.changed, e.sess
 		switch {
@@ -805,8 +820,9 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		case !blocked:
 			e.addInflight()
 			e.counted(m)
+			e.outstanding[tag] = m
 			e.mu.Unlock()
-			err := e.write(ctx, sess, m)
+			err := e.send(ctx, sess, tag, m)
 			e.pubMu.Unlock()
 			if err != nil {
 				// ctx ended before the broker took m: not accepted.
@@ -870,7 +886,22 @@ func (e *engine) serve(s *session) error {
 			if !ok {
 				return errors.New("channel closed")
 			}
-			e.confirm(c)
+			// Take what else arrived with it and settle them together.
+			batch := append(e.batch[:0], c)
+		more:
+			for len(batch) < cap(e.batch) {
+				select {
+				case c, ok := <-s.confirms:
+					if !ok {
+						break more
+					}
+					batch = append(batch, c)
+				default:
+					break more
+				}
+			}
+			e.confirmAll(batch)
+			e.batch = batch
 		case r, ok := <-s.returns:
 			if !ok {
 				s.returns = nil
@@ -924,18 +955,37 @@ func (e *engine) drain(s *session) {
 	}
 }
 
-func (e *engine) confirm(c amqp.Confirmation) {
+func (e *engine) confirm(c amqp.Confirmation) { e.confirmAll([]amqp.Confirmation{c}) }
+
+// confirmAll settles a batch of confirms under one lock.
+func (e *engine) confirmAll(cs []amqp.Confirmation) {
+	msgs := e.settled[:0]
 	e.mu.Lock()
-	m, ok := e.outstanding[c.DeliveryTag]
-	if ok {
-		delete(e.outstanding, c.DeliveryTag)
-		e.doneInflight(1)
+	for _, c := range cs {
+		if m, ok := e.outstanding[c.DeliveryTag]; ok {
+			delete(e.outstanding, c.DeliveryTag)
+			msgs = append(msgs, settled{m, c.Ack})
+		}
+	}
+	if len(msgs) > 0 {
+		e.doneInflight(len(msgs))
 	}
 	e.mu.Unlock()
-	if !ok {
-		return
+	for _, s := range msgs {
+		e.settle(s.m, s.ack)
 	}
-	if c.Ack {
+	clear(msgs)
+	e.settled = msgs
+}
+
+type settled struct {
+	m   *outMsg
+	ack bool
+}
+
+// settle finishes one confirmed (ack) or refused message.
+func (e *engine) settle(m *outMsg, ack bool) {
+	if ack {
 		<-e.slots
 		if m.replay != nil {
 			e.st.replayed.Add(1)

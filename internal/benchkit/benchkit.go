@@ -114,12 +114,15 @@ func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
 		}
 	}()
 	body := []byte(Body)
+	// The same properties OMQS sends: a unique id of the same form, an app
+	// id, a timestamp, a content type; persistent and mandatory.
+	prefix := fmt.Sprintf("%016x-", time.Now().UnixNano())
 	start := time.Now()
 	for i := 1; i <= n; i++ {
 		slots <- struct{}{}
 		err := ch.PublishWithContext(context.Background(), t.Exchange, t.Key, true, false, amqp.Publishing{
 			ContentType: "text/plain; charset=utf-8", DeliveryMode: amqp.Persistent,
-			MessageId: strconv.Itoa(i), Timestamp: time.Now(), AppId: "raw", Body: body,
+			MessageId: prefix + strconv.Itoa(i), Timestamp: time.Now(), AppId: "raw-amqp091", Body: body,
 		})
 		if err != nil {
 			return 0, err
