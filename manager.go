@@ -207,7 +207,11 @@ func (m *Manager) tick() {
 func (m *Manager) drain(l *lane) {
 	defer m.wg.Done()
 	_, builtin := l.worker.(laneWorker)
-	for it := range l.ch {
+	for {
+		it, ok := l.next()
+		if !ok {
+			return
+		}
 		l.st.accepted.Add(1)
 		l.busy.Store(true)
 		var body []byte
@@ -227,6 +231,28 @@ func (m *Manager) drain(l *lane) {
 		}
 		l.busy.Store(false)
 	}
+}
+
+// idleSpins is how many times a lane's worker goroutine yields, when its
+// buffer is empty, before it sleeps. Waking a sleeping goroutine makes the
+// sender pay for a system call (microseconds); while a stream of messages
+// flows the next one usually comes before the yielding ends, so Send* stays
+// a plain buffer write. It costs about 7 µs of CPU per idle period.
+const idleSpins = 64
+
+// next returns the lane's next message, or false when the buffer is closed
+// and empty.
+func (l *lane) next() (item, bool) {
+	for i := 0; i < idleSpins; i++ {
+		select {
+		case it, ok := <-l.ch:
+			return it, ok
+		default:
+			runtime.Gosched()
+		}
+	}
+	it, ok := <-l.ch
+	return it, ok
 }
 
 // keep writes a message its worker did not take to the lane's spool file.
