@@ -271,7 +271,7 @@ type engine struct {
 	interval   time.Duration
 	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 
-	slots chan struct{} // one per unresolved message
+	window int // MAX_IN_FLIGHT: unresolved messages at most
 
 	pubMu sync.Mutex // serializes writes to the channel; never held while waiting
 	mu    sync.Mutex // guards what follows
@@ -420,7 +420,7 @@ func newEngine(c engineConfig) *engine {
 		},
 		log: c.logger, st: c.stats, sp: c.spool, disp: c.disp,
 		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
-		slots:       make(chan struct{}, c.window),
+		window:      c.window,
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
 		batch:       make([]amqp.Confirmation, 0, 256),
@@ -571,7 +571,7 @@ func (e *engine) connect(ctx context.Context, failFast bool) (transport.Conn, *s
 		if err := ch.Confirm(false); err != nil {
 			return fmt.Errorf("%w: confirm mode: %w", ErrInvalidChannel, err)
 		}
-		n := cap(e.slots) + 16
+		n := e.window + 16
 		s := &session{
 			conn:      c,
 			ch:        ch,
@@ -763,7 +763,8 @@ func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg)
 }
 
 // publish accepts m: it writes it, holds it for the next connection, or
-// spools it, depending on the state.
+// spools it, depending on the state. It waits while MAX_IN_FLIGHT messages
+// are unresolved or the broker blocks the connection, until ctx ends.
 func (e *engine) publish(ctx context.Context, m *outMsg) error {
 	e.mu.Lock()
 	st := e.state
@@ -773,16 +774,6 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		return fmt.Errorf("%s: %w", e.kind, ErrNotStarted)
 	case stateStopping, stateStopped:
 		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
-	}
-	select {
-	case e.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-e.done:
-		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
-	}
-	if m.replay == nil {
-		e.st.accepted.Add(1)
 	}
 	e.pubMu.Lock()
 	for {
@@ -794,28 +785,33 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		}
 		e.mu.Lock()
 		st, blocked, changed, sess := e.state, e.blocked, e.changed, e.sess
+		full := e.inflight >= e.window
 		switch {
 		case st == stateStopped || (st == stateStopping && m.replay != nil):
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			if m.replay != nil {
-				<-e.slots
 				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
 			}
 			// Accepted but the engine is gone: keep it in the spool.
+			e.accept(m)
 			e.spoolOne(m, fmt.Errorf("%s: %w", e.kind, ErrStopped))
 			return nil
 		case st == stateSpooling:
 			e.mu.Unlock()
 			e.pubMu.Unlock()
+			e.accept(m)
 			e.spoolOne(m, nil)
 			return nil
+		case full:
+			// Wait for confirms (or the spool) to make room.
 		case st == stateDown || sess == nil:
 			e.held = append(e.held, m)
 			e.addInflight()
 			e.counted(m)
 			e.mu.Unlock()
 			e.pubMu.Unlock()
+			e.accept(m)
 			return nil
 		case !blocked:
 			e.addInflight()
@@ -829,27 +825,28 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 				e.mu.Lock()
 				e.doneInflight(1)
 				e.mu.Unlock()
-				<-e.slots
-				if m.replay == nil {
-					e.st.accepted.Add(^uint64(0))
-				}
 				return err
 			}
+			e.accept(m)
 			return nil
 		}
-		// Blocked: wait for a change without holding the locks.
+		// Full or blocked: wait for a change without holding the locks.
 		e.mu.Unlock()
 		e.pubMu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			<-e.slots
-			if m.replay == nil {
-				e.st.accepted.Add(^uint64(0))
-			}
 			return ctx.Err()
 		}
 		e.pubMu.Lock()
+	}
+}
+
+// accept counts m as taken in (messages read back from the spool were
+// counted when first accepted).
+func (e *engine) accept(m *outMsg) {
+	if m.replay == nil {
+		e.st.accepted.Add(1)
 	}
 }
 
@@ -871,9 +868,13 @@ func (e *engine) counted(m *outMsg) {
 
 // doneInflight counts n messages resolved. e.mu is held.
 func (e *engine) doneInflight(n int) {
+	wasFull := e.inflight >= e.window
 	e.inflight -= n
 	if e.inflight == 0 {
 		close(e.idle)
+	}
+	if wasFull && e.inflight < e.window {
+		e.signal() // room for a waiting publish
 	}
 }
 
@@ -986,7 +987,6 @@ type settled struct {
 // settle finishes one confirmed (ack) or refused message.
 func (e *engine) settle(m *outMsg, ack bool) {
 	if ack {
-		<-e.slots
 		if m.replay != nil {
 			e.st.replayed.Add(1)
 			m.replay.resolve()
@@ -1157,9 +1157,8 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 	e.release(m, why, false)
 }
 
-// release frees m's slot and tells its waiter the result.
+// release tells m's waiter the result (m no longer counts in flight).
 func (e *engine) release(m *outMsg, result error, spooled bool) {
-	<-e.slots
 	if m.replay != nil && spooled {
 		m.replay.resolve()
 	}

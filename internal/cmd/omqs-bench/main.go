@@ -40,6 +40,7 @@ var (
 	sends   = flag.Int("sends", 200000, "Send* calls timed for the latency figures")
 	rounds  = flag.Int("rounds", 3, "alternating rounds of OMQS and raw amqp091-go")
 	slowN   = flag.Int("slow-n", 2000, "messages for the 1 ms callback comparison")
+	only    = flag.String("only", "", "run only the measures whose name contains this (e.g. throughput)")
 	quiet   = slog.New(slog.DiscardHandler)
 	results []row
 )
@@ -63,6 +64,9 @@ func main() {
 		{"in-process broker", memoryThroughput},
 	}
 	for _, s := range steps {
+		if !strings.Contains(s.name, *only) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "measuring %s...\n", s.name)
 		if err := s.run(ctx); err != nil {
 			log.Fatalf("%s: %v", s.name, err)
