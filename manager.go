@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/omqs-go/omqs/internal/dispatch"
+	"github.com/omqs-go/omqs/internal/ring"
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -64,18 +65,26 @@ const (
 	eventLane = 1
 )
 
-// lane is one buffer and the worker that drains it.
+// lane is one buffer and the worker that drains it. The buffer is a
+// lock-free queue, so that a sender never waits for the worker's goroutine;
+// the worker sleeps on wake when the buffer is empty, and senders waiting
+// for room (Send*Context, OverflowWait) sleep on room.
 type lane struct {
-	name    string // "log" or "event"
-	ch      chan item
-	senders atomic.Int64 // Send* calls between their state check and their buffer write
-	worker  MsgWorker
-	spool   *spool.Spool
-	st      counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
-	busy    atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
-	full    error       // returned when ch is full
-	ran     bool        // WorkerWillRun was called
-	stopErr error
+	name     string // "log" or "event"
+	q        *ring.Queue[item]
+	sleeping atomic.Bool   // the worker sleeps on wake
+	wake     chan struct{} // cap 1
+	closed   atomic.Bool   // no more pushes: the worker ends once q is empty
+	waiters  atomic.Int32  // senders waiting on room
+	room     chan struct{} // cap 1
+	senders  atomic.Int64  // Send* calls between their state check and their buffer write
+	worker   MsgWorker
+	spool    *spool.Spool
+	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
+	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
+	full     error       // returned when ch is full
+	ran      bool        // WorkerWillRun was called
+	stopErr  error
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -126,8 +135,8 @@ func NewManager(opts ...Option) (*Manager, error) {
 	m.disp = dispatch.New(1024)
 	m.runCtx, m.cancel = context.WithCancel(context.Background())
 	size := s.cfg.Global.BufferSize
-	logs := &lane{name: "log", ch: make(chan item, size), worker: s.logWorker, spool: spool.New(spoolPath(dir, "backup.log")), full: errLogBufferFull}
-	events := &lane{name: "event", ch: make(chan item, size), worker: s.eventWorker, spool: spool.New(spoolPath(dir, "backup.evt")), full: errEventBufferFull}
+	logs := newLane("log", size, s.logWorker, spool.New(spoolPath(dir, "backup.log")), errLogBufferFull)
+	events := newLane("event", size, s.eventWorker, spool.New(spoolPath(dir, "backup.evt")), errEventBufferFull)
 	if logs.worker == nil {
 		logs.worker = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: logs.spool, busy: &logs.busy})
 	}
@@ -233,27 +242,92 @@ func (m *Manager) drain(l *lane) {
 	}
 }
 
-// idleSpins is how many times a lane's worker goroutine yields, when its
-// buffer is empty, before it sleeps. Waking a sleeping goroutine makes the
-// sender pay for a system call (microseconds); while a stream of messages
-// flows the next one usually comes before the yielding ends, so Send* stays
-// a plain buffer write. It costs about 7 µs of CPU per idle period.
+func newLane(name string, size int, w MsgWorker, sp *spool.Spool, full error) *lane {
+	return &lane{
+		name: name, q: ring.New[item](size), wake: make(chan struct{}, 1), room: make(chan struct{}, 1),
+		worker: w, spool: sp, full: full,
+	}
+}
+
+// idleSpins is how many times the worker goroutine yields, when the buffer
+// is empty, before it sleeps: waking it makes a sender pay for a system call
+// (microseconds), and while a stream of messages flows the next one usually
+// comes meanwhile. It costs about 7 µs of CPU per idle period.
 const idleSpins = 64
 
-// next returns the lane's next message, or false when the buffer is closed
-// and empty.
-func (l *lane) next() (item, bool) {
-	for i := 0; i < idleSpins; i++ {
+// push adds it to the buffer without waiting, and wakes the worker if it
+// sleeps.
+func (l *lane) push(it item) bool {
+	if !l.q.TryPush(it) {
+		return false
+	}
+	if l.sleeping.Load() {
 		select {
-		case it, ok := <-l.ch:
-			return it, ok
+		case l.wake <- struct{}{}:
 		default:
-			runtime.Gosched()
 		}
 	}
-	it, ok := <-l.ch
-	return it, ok
+	return true
 }
+
+// next returns the lane's next message, or false when the buffer is closed
+// and empty. Only the lane's worker goroutine calls it.
+func (l *lane) next() (item, bool) {
+	for i := 0; ; i++ {
+		if it, ok := l.q.Pop(); ok {
+			l.freed()
+			return it, true
+		}
+		if l.closed.Load() {
+			// Closed after the last push: one more look, then the end.
+			if it, ok := l.q.Pop(); ok {
+				l.freed()
+				return it, true
+			}
+			return item{}, false
+		}
+		if i < idleSpins {
+			runtime.Gosched()
+			continue
+		}
+		// Sleep. A push after this store sees it; a push before it is seen
+		// by the pop below.
+		l.sleeping.Store(true)
+		if it, ok := l.q.Pop(); ok {
+			l.sleeping.Store(false)
+			l.freed()
+			return it, true
+		}
+		if !l.closed.Load() {
+			<-l.wake
+		}
+		l.sleeping.Store(false)
+		i = 0
+	}
+}
+
+// freed tells a sender waiting for room that there is some.
+func (l *lane) freed() {
+	if l.waiters.Load() > 0 {
+		select {
+		case l.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close ends the lane once every pushed message is taken. No push may come
+// after it.
+func (l *lane) close() {
+	l.closed.Store(true)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// size returns how many messages wait in the buffer.
+func (l *lane) size() int { return l.q.Len() }
 
 // keep writes a message its worker did not take to the lane's spool file.
 func (m *Manager) keep(l *lane, msg Message, cause error) {
@@ -360,26 +434,41 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		return err
 	}
 	it := item{key: key, body: body, ts: m.now.Load()}
-	select {
-	case l.ch <- it:
+	if l.push(it) {
 		l.senders.Add(-1)
 		return nil
-	default:
 	}
 	if !wait && m.overflow == OverflowFail {
 		l.senders.Add(-1)
 		return l.full
 	}
-	var err error
-	select {
-	case l.ch <- it:
-	case <-ctx.Done():
-		err = fmt.Errorf("%w: %w", l.full, ctx.Err())
-	case <-m.stopping:
-		err = fmt.Errorf("omqs: send: %w", ErrStopped)
-	}
+	err := m.waitRoom(ctx, l, it)
 	l.senders.Add(-1)
 	return err
+}
+
+// waitRoom pushes it once the buffer has room, or gives up when ctx ends or
+// Stop begins.
+func (m *Manager) waitRoom(ctx context.Context, l *lane, it item) error {
+	// Counted as a waiter before each try: a message taken after a failed
+	// try signals room.
+	l.waiters.Add(1)
+	defer l.waiters.Add(-1)
+	for {
+		if l.push(it) {
+			if l.waiters.Load() > 1 {
+				l.freed() // pass the signal on: there may be room for another
+			}
+			return nil
+		}
+		select {
+		case <-l.room:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", l.full, ctx.Err())
+		case <-m.stopping:
+			return fmt.Errorf("omqs: send: %w", ErrStopped)
+		}
+	}
 }
 
 func (m *Manager) stateErr() error {
@@ -411,7 +500,7 @@ func (m *Manager) Pending() (logs, events int) {
 }
 
 func (m *Manager) lanePending(l *lane) int {
-	n := len(l.ch)
+	n := l.size()
 	if l.busy.Load() {
 		n++
 	}
@@ -436,7 +525,7 @@ func (m *Manager) Stats() Stats {
 
 func (m *Manager) laneStats(l *lane) LaneStats {
 	s := l.st.snapshot()
-	s.Accepted += uint64(len(l.ch))
+	s.Accepted += uint64(l.size())
 	if w, ok := l.worker.(laneWorker); ok {
 		ws := w.laneStats()
 		ws.Accepted = 0
@@ -485,7 +574,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 				time.Sleep(50 * time.Microsecond)
 			}
 		}
-		close(l.ch)
+		l.close()
 	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.

@@ -215,7 +215,7 @@ func TestManagerSendErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 5*time.Second, "the worker to take a message", func() bool {
-		return m.lanes[eventLane].busy.Load() && len(m.lanes[eventLane].ch) == 0
+		return m.lanes[eventLane].busy.Load() && m.lanes[eventLane].size() == 0
 	})
 	for i := 0; i < 4; i++ {
 		if err := m.SendEvent("e", "k"); err != nil {
