@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/omqs-go/omqs/internal/pyini"
+	"github.com/omqs-go/omqs/internal/rotate"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -808,43 +809,12 @@ func cfgRotatingTime(key string, p *string) cfgField {
 		return nil
 	}
 	fd.check = func() error {
-		if !cfgValidRotatingTime(*p) {
+		if _, err := rotate.ParseSchedule(*p); err != nil {
 			return fmt.Errorf("%q is not a rotation time (want NS, NM, NH or ND with a whole N of at least 1, W0 to W6, or MD)", cfgClip(*p))
 		}
 		return nil
 	}
 	return fd
-}
-
-func cfgValidRotatingTime(s string) bool {
-	s = strings.ToUpper(s)
-	if s == "MD" || len(s) == 2 && s[0] == 'W' && s[1] >= '0' && s[1] <= '6' {
-		return true
-	}
-	if len(s) < 2 {
-		return false
-	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'S':
-		unit = time.Second
-	case 'M':
-		unit = time.Minute
-	case 'H':
-		unit = time.Hour
-	case 'D':
-		unit = 24 * time.Hour
-	default:
-		return false
-	}
-	num := s[:len(s)-1]
-	for i := 0; i < len(num); i++ {
-		if num[i] < '0' || num[i] > '9' {
-			return false
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	return err == nil && n >= 1 && n <= int64(math.MaxInt64/unit)
 }
 
 // cfgURL is MQURL: one or more broker URLs, checked by transport.ParseURLs.

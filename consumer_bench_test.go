@@ -2,14 +2,12 @@ package omqs
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
+	"github.com/omqs-go/omqs/internal/benchkit"
 	"github.com/omqs-go/omqs/internal/brokertest"
 )
 
@@ -20,52 +18,18 @@ import (
 //
 //	go test -run='^$' -bench=Consume -benchtime=20000x -count=3 .
 
-const benchBody = "a benchmark message of about one hundred bytes, as a typical log line or event would be....."
-
 // benchQueue declares an exchange, a queue bound to it and fills the queue
 // with n messages; everything is deleted when the benchmark ends.
 func benchQueue(b *testing.B, url string, n int) brokertest.Names {
 	b.Helper()
 	names := brokertest.NewNames(b)
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
 	// The same declarations the consumer makes, so its own are no-ops.
-	if err := ch.ExchangeDeclare(names.Exchange, "topic", false, false, false, false, nil); err != nil {
+	t := benchkit.Topology{Exchange: names.Exchange, Kind: "topic", Queue: names.Queue, Key: names.Key}
+	if err := benchkit.Declare(url, t); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := ch.QueueDeclare(names.Queue, false, false, false, false, nil); err != nil {
+	if err := benchkit.Fill(url, t, n); err != nil {
 		b.Fatal(err)
-	}
-	if err := ch.QueueBind(names.Queue, names.Key, names.Exchange, false, nil); err != nil {
-		b.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	const batch = 1000
-	for sent := 0; sent < n; {
-		var pending []*amqp.DeferredConfirmation
-		for ; sent < n && len(pending) < batch; sent++ {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, names.Exchange, names.Key, false, false,
-				amqp.Publishing{ContentType: "text/plain; charset=utf-8", MessageId: fmt.Sprint(sent), Body: []byte(benchBody)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			pending = append(pending, dc)
-		}
-		for _, dc := range pending {
-			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-				b.Fatalf("publish not confirmed: %v", err)
-			}
-		}
 	}
 	return names
 }
@@ -130,33 +94,12 @@ func BenchmarkConsumeRaw(b *testing.B) {
 	names := benchQueue(b, url, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
-	conn, err := amqp.Dial(url)
+	d, err := benchkit.RawConsume(url, names.Queue, b.N, DefaultPrefetch)
 	if err != nil {
 		b.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := ch.Qos(DefaultPrefetch, 0, false); err != nil {
-		b.Fatal(err)
-	}
-	deliveries, err := ch.Consume(names.Queue, "", false, false, false, false, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for range b.N {
-		d, ok := <-deliveries
-		if !ok {
-			b.Fatal("deliveries closed")
-		}
-		if err := d.Ack(false); err != nil {
-			b.Fatal(err)
-		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/d.Seconds(), "msgs/s")
 }
 
 // workMillisecond stands for a callback's 1 ms of work (I/O, say).

@@ -1,14 +1,9 @@
 package omqs
 
 import (
-	"context"
 	"errors"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/benchkit"
 	"github.com/omqs-go/omqs/internal/brokertest"
@@ -130,14 +125,13 @@ func BenchmarkSendEventStalled(b *testing.B) {
 // queue) next to raw amqp091-go publishing the same way with the same window.
 func BenchmarkEventThroughput(b *testing.B) {
 	url := brokertest.URL(b)
-	body := []byte(`{"email":"someone@example.com","n":0000000}`)
 	b.Run("omqs", func(b *testing.B) {
 		m, _, names := benchManager(b, url, 65536)
 		ctx := testCtx(b, 5*time.Minute)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if err := m.SendEventContext(ctx, string(body), ""); err != nil {
+			if err := m.SendEventContext(ctx, benchkit.Body, ""); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -152,69 +146,19 @@ func BenchmarkEventThroughput(b *testing.B) {
 		purge(b, names.Queue)
 	})
 	b.Run("raw-amqp091", func(b *testing.B) {
-		cfg, names := testConfig(b)
-		conn, err := amqp.Dial(url)
-		if err != nil {
+		_, names := testConfig(b)
+		t := benchkit.Topology{Exchange: names.Exchange + ".event", Kind: "topic", Durable: true, Queue: names.Queue, Key: names.Key}
+		if err := benchkit.Declare(url, t); err != nil {
 			b.Fatal(err)
 		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		x := cfg.EventWorker.Exchange
-		if err := ch.ExchangeDeclare(x, "topic", true, false, false, false, nil); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := ch.QueueDeclare(names.Queue, true, false, false, false, nil); err != nil {
-			b.Fatal(err)
-		}
-		if err := ch.QueueBind(names.Queue, names.Key, x, false, nil); err != nil {
-			b.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			b.Fatal(err)
-		}
-		window := cfg.Global.MaxInFlight
-		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+16))
-		returns := ch.NotifyReturn(make(chan amqp.Return, window+16))
-		slots := make(chan struct{}, window)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		acked := 0
-		go func() {
-			defer wg.Done()
-			for c := range confirms {
-				<-slots
-				if c.Ack {
-					acked++
-				}
-				if acked == b.N {
-					return
-				}
-			}
-		}()
-		go func() {
-			for range returns {
-			}
-		}()
 		b.ReportAllocs()
 		b.ResetTimer()
-		var seq uint64
-		for i := 0; i < b.N; i++ {
-			slots <- struct{}{}
-			seq++
-			err := ch.PublishWithContext(context.Background(), x, names.Key, true, false, amqp.Publishing{
-				ContentType: "text/plain; charset=utf-8", DeliveryMode: amqp.Persistent,
-				MessageId: strconv.FormatUint(seq, 10), Timestamp: time.Now(), AppId: "raw", Body: body,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
+		d, err := benchkit.RawPublish(url, t, b.N, DefaultMaxInFlight)
+		if err != nil {
+			b.Fatal(err)
 		}
-		wg.Wait()
 		b.StopTimer()
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		b.ReportMetric(float64(b.N)/d.Seconds(), "msgs/s")
 		purge(b, names.Queue)
 	})
 }

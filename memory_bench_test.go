@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/omqs-go/omqs/internal/benchkit"
 )
 
 // BenchmarkMemoryPublishToCallback measures what a unit test pays per message
@@ -79,7 +81,7 @@ func benchToCallback(b *testing.B, url, exchange string, durable bool, queue, ke
 	if err := start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	body := []byte(benchBody)
+	body := []byte(benchkit.Body)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {

@@ -52,7 +52,7 @@ func ParseSchedule(code string) (Schedule, error) {
 		return Schedule{}, fmt.Errorf("ROTATING_TIME %q: %s (want NS, NM, NH, ND with N >= 1, W0 to W6, or MD)", code, why)
 	}
 	switch {
-	case c == "MD" || c == "MIDNIGHT":
+	case c == "MD":
 		return Schedule{unit: 'X', code: "MD"}, nil
 	case len(c) == 2 && c[0] == 'W':
 		if c[1] < '0' || c[1] > '6' {
@@ -76,18 +76,19 @@ func ParseSchedule(code string) (Schedule, error) {
 	default:
 		return bad("unknown unit")
 	}
-	n := 1
-	if num := c[:len(c)-1]; num != "" {
-		var err error
-		if n, err = strconv.Atoi(num); err != nil || num[0] == '+' || num[0] == '-' {
-			return bad("the count is not a number")
-		}
-		if n < 1 {
-			return bad("the count must be at least 1")
-		}
-		if int64(n) > int64(100*365*24*time.Hour/d) {
-			return bad("the count is too large")
-		}
+	num := c[:len(c)-1]
+	if num == "" {
+		return bad("the count is missing")
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || num[0] == '+' || num[0] == '-' {
+		return bad("the count is not a number")
+	}
+	if n < 1 {
+		return bad("the count must be at least 1")
+	}
+	if int64(n) > int64(100*365*24*time.Hour/d) {
+		return bad("the count is too large")
 	}
 	return Schedule{unit: unit, every: time.Duration(n) * d, code: strconv.Itoa(n) + string(unit)}, nil
 }

@@ -322,8 +322,8 @@ func TestConcurrentWrites(t *testing.T) {
 
 func TestParseSchedule(t *testing.T) {
 	good := map[string]string{
-		"1S": "1S", "s": "1S", "30s": "30S", "2M": "2M", " 3h ": "3H", "4D": "4D",
-		"W0": "W0", "w6": "W6", "MD": "MD", "md": "MD", "midnight": "MD",
+		"1S": "1S", "30s": "30S", "2M": "2M", " 3h ": "3H", "4D": "4D",
+		"W0": "W0", "w6": "W6", "MD": "MD", "md": "MD",
 	}
 	for in, want := range good {
 		s, err := ParseSchedule(in)
@@ -337,6 +337,8 @@ func TestParseSchedule(t *testing.T) {
 	}
 	bad := map[string]string{
 		"":                      "empty",
+		"s":                     "count is missing",
+		"midnight":              "unknown unit",
 		"0S":                    "at least 1",
 		"-1S":                   "not a number",
 		"+1S":                   "not a number",
