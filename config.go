@@ -989,3 +989,13 @@ func (c *Config) normalize() {
 	c.Log.RotationType = strings.ToLower(c.Log.RotationType)
 	c.Log.RotatingTime = strings.ToUpper(c.Log.RotatingTime)
 }
+
+// GoString keeps %#v from printing the password of MQURL.
+func (g GlobalConfig) GoString() string {
+	return fmt.Sprintf("omqs.GlobalConfig{MQURL:%q, ReconnectInterval:%d, ReconnectTimes:%d, BufferSize:%d, MaxInFlight:%d}",
+		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+}
+
+// GoString keeps %#v from printing the password of MQURL: it prints the
+// settings as String does.
+func (c Config) GoString() string { return "omqs.Config(`\n" + c.String() + "`)" }

@@ -512,7 +512,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		c.state = consumerDone
 		disp := c.disp
 		c.mu.Unlock()
-		disp.Close()
+		closeHandlers(disp, c.log, c.name)
 		c.closeLog()
 		close(c.runDone)
 	}()

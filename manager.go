@@ -39,15 +39,20 @@ type Manager struct {
 	// now is the time in Unix nanoseconds, refreshed every clockTick while
 	// running: Send* stamps messages from it instead of reading the clock.
 	// AMQP carries timestamps in whole seconds.
-	now      atomic.Int64
-	lifeMu   sync.Mutex // serializes Start and Stop
-	stopping chan struct{}
-	runCtx   context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	clockWG  sync.WaitGroup
-	stopOnce sync.Once
-	stopErr  error
+	now atomic.Int64
+	// startCancel cancels a Start under way; startDone is closed when Start
+	// returns.
+	startCancel  atomic.Pointer[context.CancelFunc]
+	startDone    chan struct{}
+	lanesRunning bool // set by Start before it closes startDone
+	stopping     chan struct{}
+	runCtx       context.Context
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	clockWG      sync.WaitGroup
+	stopOnce     sync.Once
+	releaseOnce  sync.Once
+	stopErr      error
 }
 
 type managerState int32
@@ -111,7 +116,7 @@ func NewManager(opts ...Option) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: NewManager: %v", ErrInvalidConfig, err)
 	}
-	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{})}
+	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{}), startDone: make(chan struct{})}
 	if m.name == "" {
 		m.name = "OMQS"
 	}
@@ -158,14 +163,22 @@ func NewManager(opts ...Option) (*Manager, error) {
 // When Start fails, the workers that ran WorkerWillRun get WorkerWillStop and
 // the Manager is stopped.
 func (m *Manager) Start(ctx context.Context) error {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
 	if !m.state.CompareAndSwap(int32(mgrNew), int32(mgrStarting)) {
 		if managerState(m.state.Load()) >= mgrStopping {
 			return fmt.Errorf("Manager.Start: %w", ErrStopped)
 		}
 		return fmt.Errorf("%w: Manager.Start: already started", ErrInvalidPublisher)
 	}
+	// Stop cancels a Start under way (startCancel) and waits for startDone.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.startCancel.Store(&cancel)
+	err := m.start(sctx)
+	close(m.startDone)
+	return err
+}
+
+func (m *Manager) start(ctx context.Context) error {
 	for _, l := range m.lanes {
 		l.ran = true
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
@@ -177,7 +190,6 @@ func (m *Manager) Start(ctx context.Context) error {
 				}
 			}
 			m.state.Store(int32(mgrStopped))
-			m.stopOnce.Do(func() {})
 			m.release()
 			return fmt.Errorf("omqs: start %s worker: %w", l.name, err)
 		}
@@ -189,7 +201,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.wg.Add(1)
 		go m.drain(l)
 	}
-	m.state.Store(int32(mgrRunning))
+	m.lanesRunning = true
+	if !m.state.CompareAndSwap(int32(mgrStarting), int32(mgrRunning)) {
+		// Stop began meanwhile; it drains and stops what was started.
+		return fmt.Errorf("Manager.Start: %w", ErrStopped)
+	}
 	return nil
 }
 
@@ -539,6 +555,10 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // each worker's WorkerWillStop once, and closes the connections and the log
 // files the Manager opened.
 //
+// Messages the broker could not take while stopping (it stayed
+// unreachable for RECONNECT_TIMES attempts) are written to the spool files,
+// and Stop returns an error wrapping ErrSpooled that says how many.
+//
 // If ctx ends first, the built-in workers stop writing at once (closing
 // their connections, even under a publish stuck on a stalled network or a
 // blocked broker), what is not yet confirmed is written to the spool files
@@ -551,18 +571,27 @@ func (m *Manager) Stop(ctx context.Context) error {
 }
 
 func (m *Manager) doStop(ctx context.Context) error {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
 	prev := managerState(m.state.Swap(int32(mgrStopping)))
 	close(m.stopping)
-	if prev == mgrNew || prev == mgrStopped {
+	switch prev {
+	case mgrNew, mgrStopped:
 		m.state.Store(int32(mgrStopped))
 		m.release()
 		return nil
+	case mgrStarting:
+		// Start is connecting: make it give up, and wait for it.
+		if c := m.startCancel.Load(); c != nil {
+			(*c)()
+		}
+		<-m.startDone
+		if !m.lanesRunning {
+			return nil // Start failed and released everything
+		}
 	}
-	var before [2]uint64
+	var before, droppedBefore [2]uint64
 	for i, l := range m.lanes {
-		before[i] = m.laneStats(l).Spooled
+		st := m.laneStats(l)
+		before[i], droppedBefore[i] = st.Spooled, st.Dropped
 	}
 	// No Send* call is between its state check and its buffer write once
 	// senders is zero; then the buffers can be closed.
@@ -591,19 +620,31 @@ func (m *Manager) doStop(ctx context.Context) error {
 	for _, l := range m.lanes {
 		if err := l.worker.WorkerWillStop(ctx); err != nil {
 			l.stopErr = err
-			if !errors.Is(err, ErrNotConfirmed) {
+			// A built-in worker's ErrNotConfirmed is summed up below; a
+			// custom worker's is its own report.
+			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
 				errs = append(errs, fmt.Errorf("omqs: stop %s worker: %w", l.name, err))
 			}
 		}
 	}
 	stopCancel()
-	var kept [2]uint64
+	var kept, lost [2]uint64
 	for i, l := range m.lanes {
-		kept[i] = m.laneStats(l).Spooled - before[i]
+		st := m.laneStats(l)
+		kept[i], lost[i] = st.Spooled-before[i], st.Dropped-droppedBefore[i]
 	}
-	if ctx.Err() != nil && kept[0]+kept[1] > 0 {
+	if lost[0]+lost[1] > 0 {
+		errs = append([]error{fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool (logs %d, events %d); see the log",
+			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1])}, errs...)
+	}
+	switch {
+	case kept[0]+kept[1] == 0:
+	case ctx.Err() != nil:
 		errs = append([]error{fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s and %s",
 			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path())}, errs...)
+	default:
+		errs = append([]error{fmt.Errorf("%w: %d message(s) could not be delivered while stopping (logs %d, events %d); they were written to %s and %s and are sent when a Manager next starts with the broker reachable",
+			ErrSpooled, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path())}, errs...)
 	}
 	m.state.Store(int32(mgrStopped))
 	m.release()
@@ -611,16 +652,18 @@ func (m *Manager) doStop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// release closes what the Manager owns besides its workers.
+// release closes what the Manager owns besides its workers, once.
 func (m *Manager) release() {
-	m.cancel()
-	for _, l := range m.lanes {
-		if err := l.spool.Close(); err != nil {
-			m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())
+	m.releaseOnce.Do(func() {
+		m.cancel()
+		for _, l := range m.lanes {
+			if err := l.spool.Close(); err != nil {
+				m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())
+			}
 		}
-	}
-	m.disp.Close()
-	if m.ownLog != nil {
-		m.ownLog.Close()
-	}
+		closeHandlers(m.disp, m.log, m.name)
+		if m.ownLog != nil {
+			m.ownLog.Close()
+		}
+	})
 }

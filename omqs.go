@@ -136,6 +136,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -798,4 +799,20 @@ func redactError(err error) error {
 		return err
 	}
 	return redactedError{err: err}
+}
+
+// handlerGrace is how long Stop (or the end of a consumer's Run) waits for
+// the error and return handler calls still queued. Handlers must not block;
+// one that does is left to return on its own, and the calls queued behind it
+// are dropped.
+const handlerGrace = 2 * time.Second
+
+// closeHandlers closes a handler dispatcher, waiting at most handlerGrace.
+func closeHandlers(d *dispatch.Dispatcher, log *slog.Logger, who string) {
+	ctx, cancel := context.WithTimeout(context.Background(), handlerGrace)
+	defer cancel()
+	if err := d.CloseContext(ctx); err != nil {
+		log.Warn("omqs: an error or return handler did not return in time; the calls queued behind it were dropped",
+			"name", who, "dropped", d.Dropped())
+	}
 }

@@ -285,6 +285,7 @@ type engine struct {
 	inflight    int                // len(outstanding)+len(held)
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
+	replayAgain bool // spooled while a replay ran: replay again after it
 	started     bool
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
@@ -518,23 +519,41 @@ func (e *engine) start(ctx context.Context, background bool) error {
 
 	var sess *session
 	if !background {
-		conn, s, err := e.connect(ctx, true)
+		// Stop (which cancels runCtx) interrupts the connecting too.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stopWatch := context.AfterFunc(e.runCtx, cancel)
+		defer stopWatch()
+		_, s, err := e.connect(cctx, true)
 		if err != nil {
 			e.mu.Lock()
 			e.state = stateStopped
 			e.signal()
 			e.mu.Unlock()
+			stopped := e.runCtx.Err() != nil
 			e.cancel()
 			if e.ownDisp {
 				e.disp.Close()
 			}
+			if stopped {
+				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+			}
 			return e.connectError(err)
 		}
-		_ = conn
 		sess = s
 		e.install(sess)
 	}
+	e.mu.Lock()
+	if e.state >= stateStopping && e.runCtx.Err() != nil {
+		// Stop ran meanwhile and will not wait for a goroutine started now.
+		e.mu.Unlock()
+		if sess != nil {
+			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+		}
+		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+	}
 	e.wg.Add(1)
+	e.mu.Unlock()
 	go e.run(sess)
 	return nil
 }
@@ -790,10 +809,10 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		case st == stateStopped || (st == stateStopping && m.replay != nil):
 			e.mu.Unlock()
 			e.pubMu.Unlock()
-			if m.replay != nil {
+			if m.replay != nil || e.sp == nil {
 				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
 			}
-			// Accepted but the engine is gone: keep it in the spool.
+			// Taken while Stop ran: keep it in the spool.
 			e.accept(m)
 			e.spoolOne(m, fmt.Errorf("%s: %w", e.kind, ErrStopped))
 			return nil
@@ -1067,12 +1086,16 @@ func (e *engine) teardown(s *session) {
 func (e *engine) giveUp(cause error) {
 	e.pubMu.Lock()
 	e.mu.Lock()
-	if e.state != stateDown {
+	switch e.state {
+	case stateDown:
+		e.state = stateSpooling
+	case stateStopping:
+		// Stop waits for these: spool them now instead of at its deadline.
+	default:
 		e.mu.Unlock()
 		e.pubMu.Unlock()
 		return
 	}
-	e.state = stateSpooling
 	msgs := e.takeAllLocked()
 	e.signal()
 	e.mu.Unlock()
@@ -1183,7 +1206,12 @@ func (e *engine) maybeReplay(delay time.Duration) {
 		return
 	}
 	e.mu.Lock()
-	if e.replaying || e.state >= stateStopping {
+	if e.state >= stateStopping {
+		e.mu.Unlock()
+		return
+	}
+	if e.replaying {
+		e.replayAgain = true // the running replay looks again when it ends
 		e.mu.Unlock()
 		return
 	}
@@ -1195,11 +1223,23 @@ func (e *engine) maybeReplay(delay time.Duration) {
 
 func (e *engine) replay(delay time.Duration) {
 	defer e.wg.Done()
-	defer func() {
+	for {
+		e.replayOnce(delay)
 		e.mu.Lock()
-		e.replaying = false
+		again := e.replayAgain && e.state < stateStopping && e.runCtx.Err() == nil
+		e.replayAgain = false
+		if !again {
+			e.replaying = false
+			e.mu.Unlock()
+			return
+		}
 		e.mu.Unlock()
-	}()
+		delay = e.interval
+	}
+}
+
+// replayOnce takes the spool files and publishes what they hold.
+func (e *engine) replayOnce(delay time.Duration) {
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		select {
@@ -1316,13 +1356,15 @@ func (e *engine) doStop(ctx context.Context) error {
 			msgs := e.takeAllLocked()
 			e.mu.Unlock()
 			e.pubMu.Unlock()
-			e.spoolMany(msgs, ErrNotConfirmed)
-			where := "they are lost"
-			if e.sp != nil {
-				where = "they were written to " + e.sp.Path()
+			if len(msgs) > 0 {
+				e.spoolMany(msgs, ErrNotConfirmed)
+				where := "they are lost"
+				if e.sp != nil {
+					where = "they were written to " + e.sp.Path()
+				}
+				result = fmt.Errorf("%w: %s %s: %d message(s) not confirmed when the context ended (%v); %s",
+					ErrNotConfirmed, e.kind, e.name, len(msgs), err, where)
 			}
-			result = fmt.Errorf("%w: %s %s: %d message(s) not confirmed when the context ended (%v); %s",
-				ErrNotConfirmed, e.kind, e.name, len(msgs), err, where)
 		}
 	}
 	e.mu.Lock()
@@ -1353,7 +1395,7 @@ func (e *engine) doStop(ctx context.Context) error {
 		}
 	}
 	if e.ownDisp {
-		e.disp.Close()
+		closeHandlers(e.disp, e.log, e.name)
 	}
 	e.unblockClock()
 	return result

@@ -38,9 +38,12 @@ func NewSyncPublisher(opts ...Option) (*SyncPublisher, error) {
 func (p *SyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx, false) }
 
 // Publish sends body under key ("" means the first configured key) and waits
-// for the broker's confirm or for ctx to end. When ctx ends first the message
-// stays in the publisher and is still confirmed or spooled later; Publish
-// then returns ctx's error.
+// for the broker's confirm. If ctx ends first there are two cases, told apart
+// with errors.Is: an error wrapping ErrNotConfirmed (and ctx's error) means
+// the message was taken and the publisher still confirms or spools it; any
+// other error wrapping ctx's error means it was not taken (the in-flight
+// window was full or the broker blocked the connection) and the caller still
+// owns it.
 func (p *SyncPublisher) Publish(ctx context.Context, key string, body []byte) error {
 	m, err := p.e.newMsg(key, body)
 	if err != nil {
@@ -61,6 +64,9 @@ func (p *SyncPublisher) PublishMessage(ctx context.Context, msg Message) error {
 func (p *SyncPublisher) wait(ctx context.Context, m *outMsg) error {
 	m.done = make(chan error, 1)
 	if err := p.e.publish(ctx, m); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("%s: message not taken: %w", p.e.kind, err)
+		}
 		return err
 	}
 	select {
@@ -74,7 +80,7 @@ func (p *SyncPublisher) wait(ctx context.Context, m *outMsg) error {
 			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, err)
 		}
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: %s: message %s is taken and waits for its confirm: %w", ErrNotConfirmed, p.e.kind, m.id, ctx.Err())
 	}
 }
 

@@ -4,6 +4,7 @@
 package dispatch
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 )
@@ -13,6 +14,7 @@ import (
 type Dispatcher struct {
 	q       chan func()
 	dropped atomic.Uint64
+	abandon atomic.Bool  // CloseContext gave up: drop what is queued
 	mu      sync.RWMutex // held shared by Go, exclusive by Close
 	closed  bool
 	once    sync.Once
@@ -32,12 +34,20 @@ func (d *Dispatcher) run() {
 	for {
 		select {
 		case f := <-d.q:
+			if d.abandon.Load() {
+				d.dropped.Add(1)
+				continue
+			}
 			f()
 		case <-d.stop:
 			// Run what is queued, then end.
 			for {
 				select {
 				case f := <-d.q:
+					if d.abandon.Load() {
+						d.dropped.Add(1)
+						continue
+					}
 					f()
 				default:
 					return
@@ -70,12 +80,24 @@ func (d *Dispatcher) Dropped() uint64 { return d.dropped.Load() }
 
 // Close runs the queued calls and waits for the goroutine to end. It is
 // idempotent.
-func (d *Dispatcher) Close() {
+func (d *Dispatcher) Close() { d.CloseContext(context.Background()) }
+
+// CloseContext is Close that stops waiting when ctx ends: the calls still
+// queued are then dropped (and counted), and it returns ctx's error if a
+// call is still running (a callback that blocks; its goroutine ends when the
+// callback returns).
+func (d *Dispatcher) CloseContext(ctx context.Context) error {
 	d.once.Do(func() {
 		d.mu.Lock()
 		d.closed = true
 		d.mu.Unlock()
 		close(d.stop)
 	})
-	<-d.done
+	select {
+	case <-d.done:
+		return nil
+	case <-ctx.Done():
+		d.abandon.Store(true)
+		return ctx.Err()
+	}
 }

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"sync"
 	"testing"
 
@@ -55,5 +56,28 @@ func TestFullQueueDropsAndCounts(t *testing.T) {
 	}
 	if d.Dropped() != 2 {
 		t.Fatalf("dropped = %d, want 2", d.Dropped())
+	}
+}
+
+func TestCloseContextGivesUpOnABlockedCall(t *testing.T) {
+	d := New(4)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	d.Go(func() { close(started); <-release })
+	<-started
+	ran := false
+	d.Go(func() { ran = true })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.CloseContext(ctx); err == nil {
+		t.Fatal("CloseContext returned nil while a call blocks")
+	}
+	close(release)
+	d.Close() // waits for the goroutine
+	if ran {
+		t.Fatal("a call queued behind the blocked one ran after CloseContext gave up")
+	}
+	if d.Dropped() != 1 {
+		t.Fatalf("dropped = %d, want 1", d.Dropped())
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
+// minInterval keeps RECONNECT_INTERVAL=0 from redialing in a tight loop.
+const minInterval = 10 * time.Millisecond
+
 // Dialer connects to Endpoints in turn. It is used by one goroutine at a time.
 type Dialer struct {
 	Endpoints []transport.Endpoint
@@ -112,10 +115,8 @@ func (d *Dialer) wait(ctx context.Context) error {
 	if d.Wait != nil {
 		return d.Wait(ctx, d.Interval)
 	}
-	if d.Interval <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d.Interval)
+	// Even with no interval, attempts are a little apart.
+	t := time.NewTimer(max(d.Interval, minInterval))
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -59,9 +59,10 @@ func (r Record) Bytes() ([]byte, error) {
 type Spool struct {
 	path string
 
-	mu sync.Mutex
-	f  *os.File
-	n  int // records appended since open
+	mu     sync.Mutex
+	f      *os.File
+	n      int  // records appended since open
+	closed bool // Close was called: Append does not keep the file open
 }
 
 // New returns a Spool writing to path. The file and its folder are created on
@@ -100,7 +101,16 @@ func (s *Spool) Append(recs ...Record) error {
 		}
 		s.f = f
 	}
-	if _, err := s.f.Write(buf.Bytes()); err != nil {
+	_, err := s.f.Write(buf.Bytes())
+	if s.closed {
+		// After Close: write through and keep no file open.
+		if serr := s.f.Sync(); err == nil {
+			err = serr
+		}
+		s.f.Close()
+		s.f = nil
+	}
+	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.path, err)
 	}
 	s.n += len(recs)
@@ -167,10 +177,12 @@ func globEscape(p string) string {
 	return r.Replace(p)
 }
 
-// Close closes the file.
+// Close closes the file. An Append after Close still writes (and syncs)
+// its records, without keeping the file open.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.f == nil {
 		return nil
 	}

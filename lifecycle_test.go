@@ -1,0 +1,125 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/spool"
+)
+
+// Stop while Start is still trying to reach the broker: both return, and
+// nothing is left running.
+func TestManagerStopDuringStart(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	p.Refuse(true)
+	cfg, _ := testConfig(t)
+	m, err := NewManager(WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(20*time.Millisecond, 1000), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startErr := make(chan error, 1)
+	go func() { startErr <- m.Start(context.Background()) }()
+	waitUntil(t, 5*time.Second, "Start to be under way", func() bool { return managerState(m.state.Load()) == mgrStarting })
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(testCtx(t, 10*time.Second)) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return while Start was connecting")
+	}
+	select {
+	case err := <-startErr:
+		if err == nil {
+			t.Fatal("Start succeeded although Stop ran")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after Stop")
+	}
+	if err := m.SendInfo("x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("send after Stop: %v", err)
+	}
+}
+
+// Stop while the broker is unreachable: the messages held for a reconnect
+// are spooled, after RECONNECT_TIMES attempts (Stop returns ErrSpooled) or
+// when Stop's context ends first (ErrNotConfirmed); Stop never hangs.
+func TestManagerStopWhileUnreachableSpools(t *testing.T) {
+	url := brokertest.URL(t)
+	cases := []struct {
+		name    string
+		times   int
+		timeout time.Duration // 0: no deadline
+		want    error
+	}{
+		{"gives up while stopping", 3, 0, ErrSpooled},
+		{"context ends first", 100000, 500 * time.Millisecond, ErrNotConfirmed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := newProxy(t, url)
+			p.Refuse(true)
+			cfg, _ := testConfig(t)
+			m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithReconnect(50*time.Millisecond, c.times),
+				WithRetryOnFailedConnect(true), WithLogger(testLogger(t)))
+			const N = 20
+			for i := 0; i < N; i++ {
+				if err := m.SendEvent(fmt.Sprintf("ev %d", i), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitUntil(t, 5*time.Second, "events held by the worker", func() bool { _, e := m.Pending(); return e == N })
+			ctx := context.Background()
+			if c.timeout > 0 {
+				ctx = testCtx(t, c.timeout)
+			}
+			done := make(chan error, 1)
+			go func() { done <- m.Stop(ctx) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(15 * time.Second):
+				t.Fatal("Stop hung while the broker was unreachable")
+			}
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Stop: %v, want %v", err, c.want)
+			}
+			cnt := 0
+			if _, rerr := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); rerr != nil {
+				t.Fatal(rerr)
+			}
+			if cnt != N {
+				t.Fatalf("spool holds %d events, want %d (Stop: %v)", cnt, N, err)
+			}
+		})
+	}
+}
+
+type notConfirmingWorker struct{ blockingWorker }
+
+func (w *notConfirmingWorker) WorkerWillStop(context.Context) error {
+	return fmt.Errorf("%w: 3 message(s) lost by the custom worker", ErrNotConfirmed)
+}
+
+func TestManagerStopReportsCustomWorkerLoss(t *testing.T) {
+	w := &notConfirmingWorker{blockingWorker{release: closedChan()}}
+	m, err := NewManager(WithURL("memory://custom-loss"), WithLogWorker(&blockingWorker{release: closedChan()}),
+		WithEventWorker(w), WithSpoolDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(testCtx(t, 5*time.Second)); !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("Stop: %v, want the custom worker's ErrNotConfirmed", err)
+	}
+}
