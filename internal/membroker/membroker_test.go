@@ -952,3 +952,20 @@ func TestUnreadListenerDoesNotBlock(t *testing.T) {
 		isClosed(t, confirms)
 	})
 }
+
+// TestExclusiveQueueOfClosingConnection declares an exclusive queue for a
+// connection that closed after its channel was checked: the queue must not
+// be created, as connectionClosed has already deleted the connection's
+// exclusive queues.
+func TestExclusiveQueueOfClosingConnection(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		c := dial(t, b)
+		must(t, c.Close())
+		if _, err := b.declareQueue(c, "excl", false, false, true, nil); err != amqp.ErrClosed {
+			t.Fatalf("declare on a closed connection: %v, want amqp.ErrClosed", err)
+		}
+		if b.queueNamed("excl") != nil {
+			t.Fatal("exclusive queue of a closed connection was created")
+		}
+	})
+}

@@ -187,6 +187,14 @@ func (b *Broker) declareQueue(conn *Connection, name string, durable, autoDelete
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if exclusive && conn.closed.Load() {
+		// conn closed after the caller checked its channel: connectionClosed
+		// may already have deleted conn's exclusive queues, so a queue added
+		// now would outlive its owner. shutdown sets closed before
+		// connectionClosed takes b.mu, so seeing it unset here means the
+		// queue will be deleted with the others.
+		return amqp.Queue{}, amqp.ErrClosed
+	}
 	if q := b.queues[name]; q != nil {
 		var want *Connection
 		if exclusive {
