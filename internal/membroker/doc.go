@@ -104,7 +104,11 @@
 // dropped and counted in Stats.Dropped. A consumer without a prefetch limit
 // takes at most 1024 messages off its queue ahead of its receiver; the rest
 // wait in the queue and count towards its limit. A queue with an explicit
-// x-max-length follows its x-overflow.
+// x-max-length follows its x-overflow. A channel queues at most 4096
+// confirms and returns for NotifyPublish and NotifyReturn listeners that do
+// not take them at once; while that many are queued, PublishWithContext on
+// the channel waits (returning when its context ends or the channel closes),
+// as a publisher whose amqp091 reader is stuck waits on TCP.
 //
 // # Goroutines and locks
 //

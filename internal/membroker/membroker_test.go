@@ -516,7 +516,10 @@ func TestSlowConsumerDoesNotBlockBroker(t *testing.T) {
 		must(t, err)
 		must(t, pub.Confirm(false))
 		confirms := pub.NotifyPublish(make(chan amqp.Confirmation)) // never read until the end
-		for i := 0; i < 5000; i++ {
+		// More messages than the slow consumer takes ahead, fewer confirms
+		// than make the publisher wait for the listener.
+		const n = 4000
+		for i := 0; i < n; i++ {
 			send(t, pub, "", "slow", "s")
 		}
 		send(t, pub, "", "fast", "f")
@@ -525,7 +528,7 @@ func TestSlowConsumerDoesNotBlockBroker(t *testing.T) {
 		}
 		first := take(t, slow)
 		must(t, first.Ack(false))
-		for i := 1; i <= 5001; i++ {
+		for i := 1; i <= n+1; i++ {
 			if cf := take(t, confirms); cf.DeliveryTag != uint64(i) || !cf.Ack {
 				t.Fatalf("confirm %+v, want %d", cf, i)
 			}
@@ -967,5 +970,38 @@ func TestExclusiveQueueOfClosingConnection(t *testing.T) {
 		if b.queueNamed("excl") != nil {
 			t.Fatal("exclusive queue of a closed connection was created")
 		}
+	})
+}
+
+// TestUnreadListenerHoldsUpPublisher checks that notifications for a
+// listener that stops reading do not pile up without limit: the publisher
+// waits once maxPendingEvents are queued.
+func TestUnreadListenerHoldsUpPublisher(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		ch := open(t, b)
+		must(t, ch.Confirm(false))
+		ch.NotifyPublish(make(chan amqp.Confirmation))     // never read
+		returns := ch.NotifyReturn(make(chan amqp.Return)) // never read
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var err error
+		n := 0
+		for ; n < 2*maxPendingEvents; n++ {
+			err = ch.PublishWithContext(ctx, "", "nowhere", true, false, amqp.Publishing{Body: []byte("m")})
+			if err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("after %d publishes: %v, want the publisher held up", n, err)
+		}
+		ch.n.mu.Lock()
+		pending := ch.n.pending.len()
+		ch.n.mu.Unlock()
+		if pending > maxPendingEvents+1 {
+			t.Fatalf("%d notifications queued, want at most %d", pending, maxPendingEvents+1)
+		}
+		must(t, ch.Close())
+		isClosed(t, returns)
 	})
 }

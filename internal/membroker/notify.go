@@ -1,6 +1,7 @@
 package membroker
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -11,6 +12,11 @@ import (
 // as amqp091's reader does; the notification is then dropped for that
 // listener.
 const notifyTimeout = 5 * time.Second
+
+// maxPendingEvents bounds the notifications a channel queues for slow
+// listeners: a publish waits (see notifier.waitRoom) while that many are
+// queued, as a publisher of amqp091 waits on TCP when its reader is stuck.
+const maxPendingEvents = 4096
 
 type eventKind uint8
 
@@ -43,6 +49,7 @@ type notifier struct {
 	returns  []chan amqp.Return
 	blocks   []chan amqp.Blocking
 	pending  deque[event]
+	room     chan struct{} // closed when pending drops below maxPendingEvents
 	running  bool
 	stopped  bool // no more events are accepted
 	finished bool // listeners are closed; new ones are closed at once
@@ -172,6 +179,10 @@ func (n *notifier) drain() {
 			return
 		}
 		ev := n.pending.popFront()
+		if n.room != nil && n.pending.len() < maxPendingEvents {
+			close(n.room)
+			n.room = nil
+		}
 		confirms, returns, blocks := n.confirms, n.returns, n.blocks
 		n.mu.Unlock()
 
@@ -207,6 +218,30 @@ func (n *notifier) drain() {
 				}
 			}
 			t.Stop()
+		}
+	}
+}
+
+// waitRoom returns once fewer than maxPendingEvents events are queued, or
+// with ctx.Err() or amqp.ErrClosed when ctx ends or done is closed first.
+func (n *notifier) waitRoom(ctx context.Context, done <-chan struct{}) error {
+	for {
+		n.mu.Lock()
+		if n.pending.len() < maxPendingEvents {
+			n.mu.Unlock()
+			return nil
+		}
+		if n.room == nil {
+			n.room = make(chan struct{})
+		}
+		room := n.room
+		n.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+			return amqp.ErrClosed
 		}
 	}
 }

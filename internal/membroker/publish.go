@@ -49,6 +49,8 @@ func routeHeader(v any) []string {
 // In confirm mode the publish gets the next delivery tag and its
 // Confirmation follows any Return. While the broker is blocked (see
 // Broker.SetBlocked) the call waits, returning ctx.Err() if ctx ends first.
+// It also waits while the channel has 4096 notifications (confirms and
+// returns) queued for listeners that do not keep up.
 func (ch *Channel) PublishWithContext(ctx context.Context, exchange, key string, mandatory, immediate bool, msg amqp.Publishing) error {
 	select {
 	case <-ctx.Done():
@@ -69,6 +71,9 @@ func (ch *Channel) PublishWithContext(ctx context.Context, exchange, key string,
 		if err := ch.b.waitUnblocked(ctx, ch.done); err != nil {
 			return err
 		}
+	}
+	if err := ch.n.waitRoom(ctx, ch.done); err != nil {
+		return err
 	}
 	closed, aerr := ch.publish(exchange, key, mandatory, immediate, &msg)
 	if closed {
