@@ -238,31 +238,30 @@ func (b *Broker) waitUnblocked(ctx context.Context, done <-chan struct{}) error 
 func (b *Broker) Reset() {
 	b.CloseAllConnections("broker reset")
 	b.SetBlocked(false)
-	b.mu.Lock()
-	qs := b.queues
-	b.queues = make(map[string]*queue)
-	b.exchanges = make(map[string]*exchange)
-	b.predeclare()
-	b.mu.Unlock()
-	for _, q := range qs {
-		q.mu.Lock()
-		q.deleted = true
-		q.msgs = deque[entry]{}
-		for _, c := range q.consumers {
-			c.cancelled = true
-		}
-		q.consumers = nil
-		if q.timer != nil {
-			q.timer.Stop()
-		}
-		q.mu.Unlock()
-	}
+	b.deleteAll()
 	b.stats.published.Store(0)
 	b.stats.routed.Store(0)
 	b.stats.unroutable.Store(0)
 	b.stats.returned.Store(0)
 	b.stats.dropped.Store(0)
 	b.stats.deadLettered.Store(0)
+}
+
+// deleteAll deletes every queue, cancelling the consumers of connections
+// opened meanwhile, and every exchange except the predeclared ones.
+func (b *Broker) deleteAll() {
+	b.mu.Lock()
+	var cons []*consumer
+	for _, q := range b.queues {
+		_, cs := b.deleteQueueLocked(q)
+		cons = append(cons, cs...)
+	}
+	b.exchanges = make(map[string]*exchange)
+	b.predeclare()
+	b.mu.Unlock()
+	for _, c := range cons {
+		c.ch.forgetConsumer(c)
+	}
 }
 
 // queueNamed returns the queue called name, or nil.

@@ -1005,3 +1005,20 @@ func TestUnreadListenerHoldsUpPublisher(t *testing.T) {
 		isClosed(t, returns)
 	})
 }
+
+// TestResetCancelsIdleConsumer checks that deleting every queue, as Reset
+// does after closing the connections, finishes a consumer of a connection
+// opened meanwhile: its delivery channel is closed and its tag is free.
+func TestResetCancelsIdleConsumer(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		ch := open(t, b)
+		declare(t, ch, "q", nil)
+		d, err := ch.Consume("q", "tag", false, false, false, false, nil)
+		must(t, err)
+		synctest.Wait() // the consumer goroutine parks, idle
+		b.deleteAll()
+		isClosed(t, d)
+		_, err = ch.Consume("q", "tag", false, false, false, false, nil)
+		wantErr(t, err, amqp.NotFound, "")
+	})
+}
