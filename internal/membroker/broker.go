@@ -104,7 +104,7 @@ func newBroker(name string) *Broker {
 // predeclare adds the predeclared exchanges. b.mu is held or b is new.
 func (b *Broker) predeclare() {
 	for _, p := range predeclared {
-		b.exchanges[p.name] = &exchange{name: p.name, kind: p.kind, durable: true, predeclared: true}
+		b.exchanges[p.name] = &exchange{name: p.name, kind: p.kind, durable: true}
 	}
 }
 

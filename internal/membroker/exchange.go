@@ -16,13 +16,12 @@ const (
 
 // exchange is guarded by Broker.mu.
 type exchange struct {
-	name        string
-	kind        string
-	durable     bool
-	autoDelete  bool
-	internal    bool
-	args        amqp.Table
-	predeclared bool
+	name       string
+	kind       string
+	durable    bool
+	autoDelete bool
+	internal   bool
+	args       amqp.Table
 
 	bindings []*binding            // in bind order
 	direct   map[string][]*binding // direct exchanges: bindings by key

@@ -61,7 +61,6 @@ type queue struct {
 	name          string
 	durable       bool
 	autoDelete    bool
-	exclusive     bool
 	owner         *Connection // exclusive queues
 	args          amqp.Table
 	quorum        bool

@@ -66,7 +66,7 @@ func strArg(args amqp.Table, key, name string) (string, bool, *amqp.Error) {
 // newQueue validates the arguments of a queue being declared and builds it.
 func (b *Broker) newQueue(name string, durable, autoDelete, exclusive bool, owner *Connection, args amqp.Table) (*queue, *amqp.Error) {
 	q := &queue{
-		b: b, name: name, durable: durable, autoDelete: autoDelete, exclusive: exclusive,
+		b: b, name: name, durable: durable, autoDelete: autoDelete,
 		args: args, maxLen: DefaultMaxQueueLength, ttl: -1, deliveryLimit: -1,
 	}
 	if exclusive {
