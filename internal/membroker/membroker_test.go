@@ -61,6 +61,14 @@ func declare(t *testing.T, ch *Channel, name string, args amqp.Table) {
 	}
 }
 
+// depth returns the number of ready messages in queue q.
+func depth(t *testing.T, ch *Channel, q string) int {
+	t.Helper()
+	st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+	must(t, err)
+	return st.Messages
+}
+
 func send(t *testing.T, ch *Channel, exchange, key, body string) {
 	t.Helper()
 	must(t, ch.PublishWithContext(context.Background(), exchange, key, false, false, amqp.Publishing{Body: []byte(body)}))
@@ -179,10 +187,8 @@ func TestTopicExchangeRouting(t *testing.T) {
 		}
 		want := map[string]int{"all": 5, "debug": 1, "az": 1, "x": 1, "exact": 1}
 		for q, n := range want {
-			st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
-			must(t, err)
-			if st.Messages != n {
-				t.Errorf("queue %s (%s) has %d, want %d", q, patterns[q], st.Messages, n)
+			if got := depth(t, ch, q); got != n {
+				t.Errorf("queue %s (%s) has %d, want %d", q, patterns[q], got, n)
 			}
 		}
 		if s := b.Stats(); s.Published != 5 || s.Routed != 5 || s.Unroutable != 0 {
@@ -243,10 +249,8 @@ func TestAlternateExchange(t *testing.T) {
 		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
 		must(t, ch.PublishWithContext(context.Background(), "main", "nokey", true, false, amqp.Publishing{}))
 		empty(t, returns)
-		st, err := ch.QueueDeclarePassive("unrouted", false, false, false, false, nil)
-		must(t, err)
-		if st.Messages != 1 {
-			t.Fatalf("alternate exchange queue has %d", st.Messages)
+		if n := depth(t, ch, "unrouted"); n != 1 {
+			t.Fatalf("alternate exchange queue has %d", n)
 		}
 	})
 }
@@ -294,10 +298,8 @@ func TestCloseAllConnections(t *testing.T) {
 		isClosed(t, ch.NotifyReturn(make(chan amqp.Return)))
 		// The unacknowledged message went back to its queue.
 		ch2 := open(t, b)
-		st, err := ch2.QueueDeclarePassive("q", false, false, false, false, nil)
-		must(t, err)
-		if st.Messages != 1 {
-			t.Fatalf("queue has %d messages", st.Messages)
+		if n := depth(t, ch2, "q"); n != 1 {
+			t.Fatalf("queue has %d messages", n)
 		}
 	})
 }
@@ -354,10 +356,8 @@ func TestBlocked(t *testing.T) {
 			t.Fatalf("got %+v", got)
 		}
 		must(t, take(t, done))
-		st, err := ch.QueueDeclarePassive("q", false, false, false, false, nil)
-		must(t, err)
-		if st.Messages != 1 {
-			t.Fatalf("queue has %d messages, want 1", st.Messages)
+		if n := depth(t, ch, "q"); n != 1 {
+			t.Fatalf("queue has %d messages, want 1", n)
 		}
 
 		// A blocked publish returns when its channel closes.
@@ -439,10 +439,8 @@ func TestImplicitLengthLimit(t *testing.T) {
 	if c := <-confirms; c.Ack || c.DeliveryTag != 1 {
 		t.Fatalf("confirm %+v, want nack", c)
 	}
-	st, err := ch.QueueDeclarePassive("q", false, false, false, false, nil)
-	must(t, err)
-	if st.Messages != DefaultMaxQueueLength {
-		t.Fatalf("queue has %d", st.Messages)
+	if n := depth(t, ch, "q"); n != DefaultMaxQueueLength {
+		t.Fatalf("queue has %d", n)
 	}
 	// An explicit x-max-length lifts the implicit limit.
 	declare(t, ch, "big", amqp.Table{"x-max-length": DefaultMaxQueueLength + 1, "x-overflow": "reject-publish"})
@@ -496,10 +494,8 @@ func TestAutoAck(t *testing.T) {
 		cn := c.NotifyClose(make(chan *amqp.Error, 1))
 		must(t, d1.Ack(false)) // not acknowledgeable: unknown delivery tag
 		wantErr(t, take(t, cn), amqp.PreconditionFailed, "PRECONDITION_FAILED - unknown delivery tag 1")
-		st, err := ch.QueueDeclarePassive("q", false, false, false, false, nil)
-		must(t, err)
-		if st.Messages != 0 {
-			t.Fatalf("autoAck messages came back: %d", st.Messages)
+		if n := depth(t, ch, "q"); n != 0 {
+			t.Fatalf("autoAck messages came back: %d", n)
 		}
 	})
 }
@@ -634,10 +630,8 @@ func TestPerMessageTTL(t *testing.T) {
 		// TTL 0: delivered only to a consumer that can take it at once.
 		declare(t, ch, "zero", nil)
 		must(t, ch.PublishWithContext(context.Background(), "", "zero", false, false, amqp.Publishing{Expiration: "0"}))
-		st, err := ch.QueueDeclarePassive("zero", false, false, false, false, nil)
-		must(t, err)
-		if st.Messages != 0 {
-			t.Fatalf("TTL 0 message kept: %d", st.Messages)
+		if n := depth(t, ch, "zero"); n != 0 {
+			t.Fatalf("TTL 0 message kept: %d", n)
 		}
 	})
 }
