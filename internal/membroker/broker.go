@@ -75,9 +75,12 @@ type Stats struct {
 	// Dropped counts messages a queue discarded because it was full: publishes
 	// it rejected (nacked in confirm mode, silently lost otherwise) and, under
 	// drop-head overflow without a dead-letter exchange, messages dropped from
-	// its head.
+	// its head. It also counts dead-lettered messages that reached no queue:
+	// their dead-letter exchange is missing or matched no queue, or every
+	// queue matched would make a dead-letter cycle.
 	Dropped uint64
-	// DeadLettered counts messages republished to a dead-letter exchange.
+	// DeadLettered counts messages republished through a dead-letter
+	// exchange to at least one queue.
 	DeadLettered uint64
 }
 
@@ -424,17 +427,22 @@ func (b *Broker) deadLetter(list []deadLetter) {
 				targets = b.alternate(x, keys, m.pub.Headers, targets)
 			}
 			b.mu.RUnlock()
-			if x == nil && d.q.dlx != "" {
-				continue // RabbitMQ drops the message when the exchange is missing
-			}
-			b.stats.deadLettered.Add(1)
+			// RabbitMQ drops the message when the exchange is missing, when
+			// it matches no queue and when it would loop.
 			e := entry{m: m}
+			sent := false
 			for _, q := range targets {
 				if cycle(m, q, d.reason) {
 					continue
 				}
+				sent = true
 				e.expires = expiry(q, m)
 				q.enqueue(e, &more)
+			}
+			if sent {
+				b.stats.deadLettered.Add(1)
+			} else {
+				b.stats.dropped.Add(1)
 			}
 		}
 		list = more

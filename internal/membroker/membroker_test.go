@@ -1016,3 +1016,35 @@ func TestResetCancelsIdleConsumer(t *testing.T) {
 		wantErr(t, err, amqp.NotFound, "")
 	})
 }
+
+// TestDeadLetterStats checks that Stats counts a dead-lettered message that
+// reaches a queue as DeadLettered, and one lost to a missing dead-letter
+// exchange or a dead-letter cycle as Dropped.
+func TestDeadLetterStats(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		ch := open(t, b)
+		expireTo := func(name, dlx, dlrk string) {
+			t.Helper()
+			declare(t, ch, name, amqp.Table{"x-message-ttl": 0, "x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": dlrk})
+		}
+		declare(t, ch, "target", nil)
+		expireTo("to-target", "", "target")
+		expireTo("to-missing", "missing", "target")
+		expireTo("to-self", "", "to-self")
+
+		send(t, ch, "", "to-target", "1")
+		synctest.Wait()
+		if s := b.Stats(); s.DeadLettered != 1 || s.Dropped != 0 {
+			t.Fatalf("dead-lettered to a queue: %+v", s)
+		}
+		if n := depth(t, ch, "target"); n != 1 {
+			t.Fatalf("target holds %d messages, want 1", n)
+		}
+		send(t, ch, "", "to-missing", "2")
+		send(t, ch, "", "to-self", "3")
+		synctest.Wait()
+		if s := b.Stats(); s.DeadLettered != 1 || s.Dropped != 2 {
+			t.Fatalf("after a missing exchange and a cycle: %+v, want 1 dead-lettered and 2 dropped", s)
+		}
+	})
+}
