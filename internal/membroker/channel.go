@@ -80,19 +80,19 @@ func (ch *Channel) Close() error {
 // NotifyClose registers r to receive the error that closes the channel; r is
 // closed when the channel closes. r should be buffered.
 func (ch *Channel) NotifyClose(r chan *amqp.Error) chan *amqp.Error {
-	return ch.n.addClose(r)
+	return addListener(&ch.n, &ch.n.closes, r)
 }
 
 // NotifyPublish registers r for publisher confirms, sent in delivery tag
 // order; r is closed when the channel closes.
 func (ch *Channel) NotifyPublish(r chan amqp.Confirmation) chan amqp.Confirmation {
-	return ch.n.addConfirm(r)
+	return addListener(&ch.n, &ch.n.confirms, r)
 }
 
 // NotifyReturn registers r for unroutable mandatory publishes; r is closed
 // when the channel closes.
 func (ch *Channel) NotifyReturn(r chan amqp.Return) chan amqp.Return {
-	return ch.n.addReturn(r)
+	return addListener(&ch.n, &ch.n.returns, r)
 }
 
 // fail closes the channel with a soft error, or the connection with a hard

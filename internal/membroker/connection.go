@@ -54,13 +54,13 @@ func (c *Connection) removeChannel(ch *Channel) {
 // an error. Registering on a closed connection closes r at once. As with
 // amqp091, r should be buffered: an error r cannot take at once is dropped.
 func (c *Connection) NotifyClose(r chan *amqp.Error) chan *amqp.Error {
-	return c.n.addClose(r)
+	return addListener(&c.n, &c.n.closes, r)
 }
 
 // NotifyBlocked registers r for connection.blocked and connection.unblocked
 // notices (see Broker.SetBlocked). r is closed when the connection closes.
 func (c *Connection) NotifyBlocked(r chan amqp.Blocking) chan amqp.Blocking {
-	return c.n.addBlock(r)
+	return addListener(&c.n, &c.n.blocks, r)
 }
 
 // Close closes the connection and its channels. It returns amqp.ErrClosed if

@@ -56,46 +56,15 @@ type notifier struct {
 	wg       sync.WaitGroup
 }
 
-func (n *notifier) addClose(c chan *amqp.Error) chan *amqp.Error {
+// addListener registers c in list, one of n's listener slices, and returns
+// it; on a finished notifier c is closed at once.
+func addListener[T any](n *notifier, list *[]chan T, c chan T) chan T {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.finished {
 		close(c)
 	} else {
-		n.closes = append(n.closes, c)
-	}
-	return c
-}
-
-func (n *notifier) addConfirm(c chan amqp.Confirmation) chan amqp.Confirmation {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.finished {
-		close(c)
-	} else {
-		n.confirms = append(n.confirms, c)
-	}
-	return c
-}
-
-func (n *notifier) addReturn(c chan amqp.Return) chan amqp.Return {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.finished {
-		close(c)
-	} else {
-		n.returns = append(n.returns, c)
-	}
-	return c
-}
-
-func (n *notifier) addBlock(c chan amqp.Blocking) chan amqp.Blocking {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.finished {
-		close(c)
-	} else {
-		n.blocks = append(n.blocks, c)
+		*list = append(*list, c)
 	}
 	return c
 }
@@ -184,17 +153,9 @@ func (n *notifier) drain() {
 			n.room = nil
 		}
 		confirms, returns, blocks := n.confirms, n.returns, n.blocks
+		count := n.listenerCount(ev.kind)
 		n.mu.Unlock()
 
-		count := 0
-		switch ev.kind {
-		case evConfirm:
-			count = len(confirms)
-		case evReturn:
-			count = len(returns)
-		default:
-			count = len(blocks)
-		}
 		for i := ev.from; i < count; i++ {
 			if offer(confirms, returns, blocks, &ev, i) {
 				continue
