@@ -95,6 +95,26 @@ func (ch *Channel) NotifyReturn(r chan amqp.Return) chan amqp.Return {
 	return addListener(&ch.n, &ch.n.returns, r)
 }
 
+// precheck makes the client-side checks amqp091 makes before sending a
+// method with arguments args and short strings short: the table's value
+// types, the channel being open, and the lengths that the encoding limits
+// (an error there closes the connection, see frameError).
+func (ch *Channel) precheck(args amqp.Table, short ...string) error {
+	if err := args.Validate(); err != nil {
+		return err
+	}
+	if ch.closed.Load() {
+		return amqp.ErrClosed
+	}
+	if err := checkShort(short...); err != nil {
+		return ch.frameError(err)
+	}
+	if err := checkTableKeys(args); err != nil {
+		return ch.frameError(err)
+	}
+	return nil
+}
+
 // fail closes the channel with a soft error, or the connection with a hard
 // one, and returns err.
 func (ch *Channel) fail(err *amqp.Error) *amqp.Error {
@@ -363,20 +383,11 @@ func (b *Broker) uniqueConsumerTag() string {
 // deliveries in flight were received, or at once when the channel closes.
 // noLocal and args are accepted and ignored, as RabbitMQ ignores them.
 func (ch *Channel) Consume(queue, consumer string, autoAck, exclusive, noLocal, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error) {
-	if err := args.Validate(); err != nil {
-		return nil, err
-	}
 	if consumer == "" {
 		consumer = ch.b.uniqueConsumerTag()
 	}
-	if ch.closed.Load() {
-		return nil, amqp.ErrClosed
-	}
-	if err := checkShort(queue, consumer); err != nil {
-		return nil, ch.frameError(err)
-	}
-	if err := checkTableKeys(args); err != nil {
-		return nil, ch.frameError(err)
+	if err := ch.precheck(args, queue, consumer); err != nil {
+		return nil, err
 	}
 	deliveries := make(chan amqp.Delivery)
 	if err := ch.consume(queue, consumer, autoAck, exclusive, deliveries); err != nil {

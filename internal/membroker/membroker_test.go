@@ -1048,3 +1048,31 @@ func TestDeadLetterStats(t *testing.T) {
 		}
 	})
 }
+
+// TestPassiveDeclareChecksTableKeys checks that passive declares refuse an
+// argument key amqp091 cannot encode, as the other methods with arguments do.
+func TestPassiveDeclareChecksTableKeys(t *testing.T) {
+	bubble(t, func(t *testing.T, b *Broker) {
+		args := amqp.Table{strings.Repeat("k", 256): "v"}
+		for name, call := range map[string]func(*Channel) error{
+			"queue": func(ch *Channel) error {
+				_, err := ch.QueueDeclarePassive("q", false, false, false, false, args)
+				return err
+			},
+			"exchange": func(ch *Channel) error {
+				return ch.ExchangeDeclarePassive("amq.direct", "direct", true, false, false, false, args)
+			},
+		} {
+			c := dial(t, b)
+			cn := c.NotifyClose(make(chan *amqp.Error, 1))
+			ch, err := c.Channel()
+			must(t, err)
+			if err := call(ch); err == nil || !strings.Contains(err.Error(), "exceeds 255 bytes") {
+				t.Fatalf("%s: got %v, want an encoding error", name, err)
+			}
+			if e := take(t, cn); e.Code != amqp.FrameError {
+				t.Fatalf("%s: close error %+v", name, e)
+			}
+		}
+	})
+}

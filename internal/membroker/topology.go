@@ -229,17 +229,8 @@ func (b *Broker) declareQueue(conn *Connection, name string, durable, autoDelete
 // a server-named queue "amq.gen-...". See the package documentation for the
 // arguments understood.
 func (ch *Channel) QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error) {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name); err != nil {
 		return amqp.Queue{}, err
-	}
-	if ch.closed.Load() {
-		return amqp.Queue{}, amqp.ErrClosed
-	}
-	if err := checkShort(name); err != nil {
-		return amqp.Queue{}, ch.frameError(err)
-	}
-	if err := checkTableKeys(args); err != nil {
-		return amqp.Queue{}, ch.frameError(err)
 	}
 	q, aerr := ch.b.declareQueue(ch.conn, name, durable, autoDelete, exclusive, normalizeTable(args))
 	if aerr != nil {
@@ -258,14 +249,8 @@ func (ch *Channel) QueueDeclare(name string, durable, autoDelete, exclusive, noW
 // QueueDeclarePassive returns the counts of an existing queue: 404 NOT_FOUND
 // if there is none, 405 RESOURCE_LOCKED if another connection owns it.
 func (ch *Channel) QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error) {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name); err != nil {
 		return amqp.Queue{}, err
-	}
-	if ch.closed.Load() {
-		return amqp.Queue{}, amqp.ErrClosed
-	}
-	if err := checkShort(name); err != nil {
-		return amqp.Queue{}, ch.frameError(err)
 	}
 	q, aerr := ch.queueFor(name)
 	if aerr != nil {
@@ -303,17 +288,8 @@ func (ch *Channel) queueFor(name string) (*queue, *amqp.Error) {
 // topic exchanges, ignored by fanout exchanges) and arguments (x-match and
 // header values for headers exchanges). Binding twice is not an error.
 func (ch *Channel) QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name, key, exchange); err != nil {
 		return err
-	}
-	if ch.closed.Load() {
-		return amqp.ErrClosed
-	}
-	if err := checkShort(name, key, exchange); err != nil {
-		return ch.frameError(err)
-	}
-	if err := checkTableKeys(args); err != nil {
-		return ch.frameError(err)
 	}
 	return ch.result(ch.bind(name, key, exchange, normalizeTable(args), true), noWait)
 }
@@ -321,17 +297,8 @@ func (ch *Channel) QueueBind(name, key, exchange string, noWait bool, args amqp.
 // QueueUnbind removes a binding. Removing a binding that does not exist is
 // not an error.
 func (ch *Channel) QueueUnbind(name, key, exchange string, args amqp.Table) error {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name, key, exchange); err != nil {
 		return err
-	}
-	if ch.closed.Load() {
-		return amqp.ErrClosed
-	}
-	if err := checkShort(name, key, exchange); err != nil {
-		return ch.frameError(err)
-	}
-	if err := checkTableKeys(args); err != nil {
-		return ch.frameError(err)
 	}
 	return ch.result(ch.bind(name, key, exchange, normalizeTable(args), false), false)
 }
@@ -441,17 +408,8 @@ func (ch *Channel) QueueDelete(name string, ifUnused, ifEmpty, noWait bool) (int
 // PRECONDITION_FAILED otherwise). An unknown kind closes the connection with
 // 503 COMMAND_INVALID, as RabbitMQ does.
 func (ch *Channel) ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name, kind); err != nil {
 		return err
-	}
-	if ch.closed.Load() {
-		return amqp.ErrClosed
-	}
-	if err := checkShort(name, kind); err != nil {
-		return ch.frameError(err)
-	}
-	if err := checkTableKeys(args); err != nil {
-		return ch.frameError(err)
 	}
 	return ch.result(ch.b.declareExchange(name, kind, durable, autoDelete, internal, normalizeTable(args)), noWait)
 }
@@ -489,14 +447,8 @@ func (b *Broker) declareExchange(name, kind string, durable, autoDelete, interna
 // ExchangeDeclarePassive checks that an exchange exists (404 NOT_FOUND
 // otherwise).
 func (ch *Channel) ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error {
-	if err := args.Validate(); err != nil {
+	if err := ch.precheck(args, name, kind); err != nil {
 		return err
-	}
-	if ch.closed.Load() {
-		return amqp.ErrClosed
-	}
-	if err := checkShort(name, kind); err != nil {
-		return ch.frameError(err)
 	}
 	if name == "" {
 		return ch.result(errDefaultExchange(), noWait)
