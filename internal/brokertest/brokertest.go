@@ -103,37 +103,46 @@ func NewNames(t testing.TB) Names {
 }
 
 // Cleanup deletes the given exchanges and queues from the broker when the
-// test ends. It needs the broker only then; errors are logged, not fatal.
+// test ends (see Delete). It needs the broker only then.
 func Cleanup(t testing.TB, exchanges, queues []string) {
+	t.Helper()
+	t.Cleanup(func() { Delete(t, exchanges, queues) })
+}
+
+// Delete deletes the given queues and exchanges from the broker now. Errors
+// are logged, not fatal, so that a leaked name shows in the test's log.
+func Delete(t testing.TB, exchanges, queues []string) {
 	t.Helper()
 	u := os.Getenv("OMQS_TEST_AMQP_URL")
 	if u == "" {
 		u = DefaultURL
 	}
-	t.Cleanup(func() {
-		c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Logf("brokertest: cleanup could not connect: %v", err)
+		return
+	}
+	defer c.Close()
+	del := func(what, name string, f func(*amqp.Channel) error) {
+		ch, err := c.Channel()
 		if err != nil {
-			t.Logf("brokertest: cleanup could not connect: %v", err)
+			t.Logf("brokertest: delete %s %s: %v", what, name, err)
 			return
 		}
-		defer c.Close()
-		for _, q := range queues {
-			if ch, err := c.Channel(); err == nil {
-				if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-					t.Logf("brokertest: delete queue %s: %v", q, err)
-				}
-				ch.Close()
-			}
+		if err := f(ch); err != nil {
+			t.Logf("brokertest: delete %s %s: %v", what, name, err)
 		}
-		for _, x := range exchanges {
-			if ch, err := c.Channel(); err == nil {
-				if err := ch.ExchangeDelete(x, false, false); err != nil {
-					t.Logf("brokertest: delete exchange %s: %v", x, err)
-				}
-				ch.Close()
-			}
-		}
-	})
+		ch.Close()
+	}
+	for _, q := range queues {
+		del("queue", q, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDelete(q, false, false, false)
+			return err
+		})
+	}
+	for _, x := range exchanges {
+		del("exchange", x, func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) })
+	}
 }
 
 // Channel opens a raw amqp091 channel on its own connection, closed when the

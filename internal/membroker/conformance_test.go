@@ -39,26 +39,7 @@ func conform(t *testing.T, f func(e *env)) {
 	t.Run("rabbitmq", func(t *testing.T) {
 		u := brokertest.URL(t)
 		e := &env{t: t, url: u}
-		t.Cleanup(func() {
-			// brokertest.Cleanup registers its own cleanup; run it now.
-			c, err := amqp.Dial(u)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			for _, q := range e.qs {
-				if ch, err := c.Channel(); err == nil {
-					_, _ = ch.QueueDelete(q, false, false, false)
-					ch.Close()
-				}
-			}
-			for _, x := range e.exs {
-				if ch, err := c.Channel(); err == nil {
-					_ = ch.ExchangeDelete(x, false, false)
-					ch.Close()
-				}
-			}
-		})
+		t.Cleanup(func() { brokertest.Delete(t, e.exs, e.qs) })
 		f(e)
 	})
 }
