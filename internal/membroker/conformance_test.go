@@ -79,6 +79,16 @@ func (e *env) queue(prefix string) string {
 	return n
 }
 
+// declareQueue declares a unique non-durable queue with args on ch and
+// returns its name.
+func (e *env) declareQueue(ch transport.Channel, prefix string, args amqp.Table) string {
+	e.t.Helper()
+	q := e.queue(prefix)
+	_, err := ch.QueueDeclare(q, false, false, false, false, args)
+	ok(e.t, err)
+	return q
+}
+
 func (e *env) exchange(prefix string) string {
 	n := brokertest.Unique("omqs.conf." + prefix)
 	e.exs = append(e.exs, n)
@@ -246,10 +256,8 @@ func TestConformExchangeErrors(t *testing.T) {
 		// Delete ifUnused.
 		ch := e.open()
 		x2 := e.exchange("used")
-		q := e.queue("q")
 		ok(t, ch.ExchangeDeclare(x2, "direct", false, false, false, false, nil))
-		_, err = ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "q", nil)
 		ok(t, ch.QueueBind(q, "k", x2, false, nil))
 		mustErr(t, ch.ExchangeDelete(x2, true, false), amqp.PreconditionFailed,
 			"PRECONDITION_FAILED - exchange '"+x2+"' in vhost '/' in use")
@@ -304,9 +312,7 @@ func TestConformQueueDeclare(t *testing.T) {
 			"PRECONDITION_FAILED - inequivalent arg 'durable' for queue '"+q+"' in vhost '/': received 'false' but current is 'true'")
 
 		c2 := e.open()
-		q2 := e.queue("len")
-		_, err = c2.QueueDeclare(q2, false, false, false, false, amqp.Table{"x-max-length": 10})
-		ok(t, err)
+		q2 := e.declareQueue(c2, "len", amqp.Table{"x-max-length": 10})
 		mustErr(t, e.declare(q2, false, false, false, false, amqp.Table{"x-max-length": int64(20)}), amqp.PreconditionFailed,
 			"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '"+q2+"' in vhost '/': received '20' but current is '10'")
 		_, err = e.open().QueueDeclare(q2, false, false, false, false, amqp.Table{"x-max-length": int64(10)})
@@ -390,10 +396,8 @@ func TestConformRouting(t *testing.T) {
 		ok(t, ch.ExchangeDeclare(topic, "topic", false, false, false, false, nil))
 		ok(t, ch.ExchangeDeclare(direct, "direct", false, false, false, false, nil))
 		ok(t, ch.ExchangeDeclare(fanout, "fanout", false, false, false, false, nil))
-		qa, qb := e.queue("a"), e.queue("b")
+		qa, qb := e.declareQueue(ch, "a", nil), e.declareQueue(ch, "b", nil)
 		for _, q := range []string{qa, qb} {
-			_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-			ok(t, err)
 			ok(t, ch.QueueBind(q, "", fanout, false, nil))
 		}
 		ok(t, ch.QueueBind(qa, "*.debug", topic, false, nil))
@@ -504,9 +508,7 @@ func TestConformConfirmsAndOverflow(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("rp")
-		_, err := ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-max-length": 2, "x-overflow": "reject-publish"})
-		ok(t, err)
+		q := e.declareQueue(ch, "rp", amqp.Table{"x-max-length": 2, "x-overflow": "reject-publish"})
 		ok(t, ch.Confirm(false))
 		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 10))
 		for i := 0; i < 4; i++ {
@@ -520,9 +522,7 @@ func TestConformConfirmsAndOverflow(t *testing.T) {
 		}
 
 		// drop-head, the default overflow, drops the oldest and acks.
-		q2 := e.queue("dh")
-		_, err = ch.QueueDeclare(q2, false, false, false, false, amqp.Table{"x-max-length": 2})
-		ok(t, err)
+		q2 := e.declareQueue(ch, "dh", amqp.Table{"x-max-length": 2})
 		for _, b := range []string{"1", "2", "3"} {
 			publish(t, ch, "", q2, b)
 		}
@@ -547,9 +547,7 @@ func TestConformPrefetchAndRoundRobin(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		pub := e.open()
-		q := e.queue("rr")
-		_, err := pub.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(pub, "rr", nil)
 		c1 := e.open()
 		ok(t, c1.Qos(2, 0, false))
 		d1, err := c1.Consume(q, "c1", false, false, false, false, nil)
@@ -585,10 +583,8 @@ func TestConformGlobalPrefetch(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		pub := e.open()
-		qa, qb := e.queue("ga"), e.queue("gb")
+		qa, qb := e.declareQueue(pub, "ga", nil), e.declareQueue(pub, "gb", nil)
 		for _, q := range []string{qa, qb} {
-			_, err := pub.QueueDeclare(q, false, false, false, false, nil)
-			ok(t, err)
 			for i := 0; i < 3; i++ {
 				publish(t, pub, "", q, q)
 			}
@@ -613,9 +609,7 @@ func TestConformRequeueAndCloseRequeue(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		pub := e.open()
-		q := e.queue("rq")
-		_, err := pub.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(pub, "rq", nil)
 		publish(t, pub, "", q, "1")
 		publish(t, pub, "", q, "2")
 		c := e.open()
@@ -653,9 +647,7 @@ func TestConformUnknownDeliveryTag(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		pub := e.open()
-		q := e.queue("tag")
-		_, err := pub.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(pub, "tag", nil)
 		publish(t, pub, "", q, "x")
 		c := e.open()
 		cn := c.NotifyClose(make(chan *amqp.Error, 1))
@@ -684,13 +676,9 @@ func TestConformDeadLetter(t *testing.T) {
 		ch := e.open()
 		dlx := e.exchange("dlx")
 		ok(t, ch.ExchangeDeclare(dlx, "topic", false, false, false, false, nil))
-		dead := e.queue("dead")
-		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
-		ok(t, err)
+		dead := e.declareQueue(ch, "dead", nil)
 		ok(t, ch.QueueBind(dead, "#", dlx, false, nil))
-		work := e.queue("work")
-		_, err = ch.QueueDeclare(work, false, false, false, false, amqp.Table{"x-dead-letter-exchange": dlx})
-		ok(t, err)
+		work := e.declareQueue(ch, "work", amqp.Table{"x-dead-letter-exchange": dlx})
 		x := e.exchange("src")
 		ok(t, ch.ExchangeDeclare(x, "direct", false, false, false, false, nil))
 		ok(t, ch.QueueBind(work, "orig", x, false, nil))
@@ -734,9 +722,7 @@ func TestConformDeadLetter(t *testing.T) {
 		}
 
 		// x-dead-letter-routing-key replaces the key.
-		work2 := e.queue("work2")
-		_, err = ch.QueueDeclare(work2, false, false, false, false, amqp.Table{"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": "dl.key"})
-		ok(t, err)
+		work2 := e.declareQueue(ch, "work2", amqp.Table{"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": "dl.key"})
 		publish(t, ch, "", work2, "x")
 		ds2, err := c.Consume(work2, "", false, false, false, false, nil)
 		ok(t, err)
@@ -751,9 +737,7 @@ func TestConformDeliveryProperties(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("props")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "props", nil)
 		ts := time.Date(2024, 1, 2, 3, 4, 5, 600, time.UTC)
 		body := []byte("body")
 		pub := amqp.Publishing{
@@ -790,10 +774,8 @@ func TestConformConsumerErrors(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("cons")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
-		_, err = e.open().Consume(e.queue("none"), "", false, false, false, false, nil)
+		q := e.declareQueue(ch, "cons", nil)
+		_, err := e.open().Consume(e.queue("none"), "", false, false, false, false, nil)
 		mustErr(t, err, amqp.NotFound, "")
 
 		_, err = ch.Consume(q, "excl", false, true, false, false, nil)
@@ -822,9 +804,7 @@ func TestConformCancel(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("cancel")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "cancel", nil)
 		publish(t, ch, "", q, "1")
 		publish(t, ch, "", q, "2")
 		waitCount(t, e, q, 2)
@@ -885,13 +865,11 @@ func TestConformQueueDeletePurge(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("del")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "del", nil)
 		publish(t, ch, "", q, "1")
 		publish(t, ch, "", q, "2")
 		waitCount(t, e, q, 2)
-		_, err = e.open().QueueDelete(q, false, true, false)
+		_, err := e.open().QueueDelete(q, false, true, false)
 		mustErr(t, err, amqp.PreconditionFailed, "PRECONDITION_FAILED - queue '"+q+"' in vhost '/' not empty")
 		n, err := ch.QueuePurge(q, false)
 		ok(t, err)
@@ -950,11 +928,7 @@ func TestConformHeadersExchange(t *testing.T) {
 		ch := e.open()
 		x := e.exchange("hx")
 		ok(t, ch.ExchangeDeclare(x, "headers", false, false, false, false, nil))
-		qall, qany := e.queue("all"), e.queue("any")
-		for _, q := range []string{qall, qany} {
-			_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-			ok(t, err)
-		}
+		qall, qany := e.declareQueue(ch, "all", nil), e.declareQueue(ch, "any", nil)
 		ok(t, ch.QueueBind(qall, "", x, false, amqp.Table{"x-match": "all", "a": "1", "b": 2}))
 		ok(t, ch.QueueBind(qany, "", x, false, amqp.Table{"x-match": "any", "a": "1", "b": 2}))
 		pub := func(h amqp.Table) {
@@ -1019,14 +993,10 @@ func TestConformMessageTTL(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		dead := e.queue("expired")
-		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
-		ok(t, err)
-		q := e.queue("ttl")
-		_, err = ch.QueueDeclare(q, false, false, false, false, amqp.Table{
+		dead := e.declareQueue(ch, "expired", nil)
+		q := e.declareQueue(ch, "ttl", amqp.Table{
 			"x-message-ttl": 50, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
 		})
-		ok(t, err)
 		publish(t, ch, "", q, "old")
 		ds, err := ch.Consume(dead, "", true, false, false, false, nil)
 		ok(t, err)
@@ -1046,19 +1016,13 @@ func TestConformOverflowDeadLetter(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		dead := e.queue("dead")
-		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
-		ok(t, err)
-		dh := e.queue("dh")
-		_, err = ch.QueueDeclare(dh, false, false, false, false, amqp.Table{
+		dead := e.declareQueue(ch, "dead", nil)
+		dh := e.declareQueue(ch, "dh", amqp.Table{
 			"x-max-length": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
 		})
-		ok(t, err)
-		rp := e.queue("rpdlx")
-		_, err = ch.QueueDeclare(rp, false, false, false, false, amqp.Table{
+		rp := e.declareQueue(ch, "rpdlx", amqp.Table{
 			"x-max-length": 1, "x-overflow": "reject-publish-dlx", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
 		})
-		ok(t, err)
 		ok(t, ch.Confirm(false))
 		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 4))
 		publish(t, ch, "", dh, "dh1")
@@ -1089,12 +1053,8 @@ func TestConformMessageExpiration(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		dead := e.queue("dead")
-		_, err := ch.QueueDeclare(dead, false, false, false, false, nil)
-		ok(t, err)
-		q := e.queue("exp")
-		_, err = ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
-		ok(t, err)
+		dead := e.declareQueue(ch, "dead", nil)
+		q := e.declareQueue(ch, "exp", amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
 		ok(t, ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{Body: []byte("e"), Expiration: "20"}))
 		ds, err := ch.Consume(dead, "", true, false, false, false, nil)
 		ok(t, err)
@@ -1112,9 +1072,7 @@ func TestConformShortcutsAndDefaults(t *testing.T) {
 		_, err := e.open().Consume("", "", false, false, false, false, nil)
 		mustErr(t, err, amqp.NotFound, "NOT_FOUND - no previously declared queue")
 		ch := e.open()
-		q := e.queue("short")
-		_, err = ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "short", nil)
 		ok(t, ch.QueueBind("", "", "amq.direct", false, nil)) // the last queue, keyed by its name
 		publish(t, ch, "amq.direct", q, "via amq.direct")
 		waitCount(t, e, q, 1)
@@ -1164,9 +1122,7 @@ func TestConformInternalAndAlternate(t *testing.T) {
 		ae, main := e.exchange("ae"), e.exchange("main")
 		ok(t, ch.ExchangeDeclare(ae, "fanout", false, false, false, false, nil))
 		ok(t, ch.ExchangeDeclare(main, "direct", false, false, false, false, amqp.Table{"alternate-exchange": ae}))
-		q := e.queue("unrouted")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "unrouted", nil)
 		ok(t, ch.QueueBind(q, "", ae, false, nil))
 		returns := ch.NotifyReturn(make(chan amqp.Return, 1))
 		ok(t, ch.PublishWithContext(context.Background(), main, "nokey", true, false, amqp.Publishing{Body: []byte("alt")}))
@@ -1181,10 +1137,8 @@ func TestConformCCAndBCC(t *testing.T) {
 		ch := e.open()
 		x := e.exchange("cc")
 		ok(t, ch.ExchangeDeclare(x, "direct", false, false, false, false, nil))
-		qs := []string{e.queue("a"), e.queue("b"), e.queue("c")}
+		qs := []string{e.declareQueue(ch, "a", nil), e.declareQueue(ch, "b", nil), e.declareQueue(ch, "c", nil)}
 		for i, q := range qs {
-			_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-			ok(t, err)
 			ok(t, ch.QueueBind(q, string(rune('a'+i)), x, false, nil))
 		}
 		ok(t, ch.PublishWithContext(context.Background(), x, "a", false, false, amqp.Publishing{
@@ -1208,9 +1162,7 @@ func TestConformSingleActiveConsumer(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("sac")
-		_, err := ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-single-active-consumer": true})
-		ok(t, err)
+		q := e.declareQueue(ch, "sac", amqp.Table{"x-single-active-consumer": true})
 		c1, err := ch.Consume(q, "c1", false, false, false, false, nil)
 		ok(t, err)
 		c2, err := ch.Consume(q, "c2", false, false, false, false, nil)
@@ -1233,9 +1185,7 @@ func TestConformQueueDeleteCancelsConsumers(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		ch := e.open()
-		q := e.queue("del")
-		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(ch, "del", nil)
 		publish(t, ch, "", q, "m")
 		c := e.open()
 		ds, err := c.Consume(q, "tag", false, false, false, false, nil)
@@ -1256,10 +1206,8 @@ func TestConformQosForLaterConsumers(t *testing.T) {
 	conform(t, func(e *env) {
 		t := e.t
 		pub := e.open()
-		early, late := e.queue("early"), e.queue("late")
+		early, late := e.declareQueue(pub, "early", nil), e.declareQueue(pub, "late", nil)
 		for _, q := range []string{early, late} {
-			_, err := pub.QueueDeclare(q, false, false, false, false, nil)
-			ok(t, err)
 			for i := 0; i < 3; i++ {
 				publish(t, pub, "", q, "m")
 			}
@@ -1280,9 +1228,7 @@ func TestConformQosForLaterConsumers(t *testing.T) {
 		recv(t, dl, "late consumer after ack")
 
 		// autoAck consumers ignore the prefetch limit.
-		q := e.queue("auto")
-		_, err = pub.QueueDeclare(q, false, false, false, false, nil)
-		ok(t, err)
+		q := e.declareQueue(pub, "auto", nil)
 		for i := 0; i < 3; i++ {
 			publish(t, pub, "", q, "a")
 		}
