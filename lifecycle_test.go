@@ -123,3 +123,49 @@ func TestManagerStopReportsCustomWorkerLoss(t *testing.T) {
 		t.Fatalf("Stop: %v, want the custom worker's ErrNotConfirmed", err)
 	}
 }
+
+// mgrUnreachableWorker stands for a worker whose broker cannot be reached
+// and that retries without limit (RECONNECT_TIMES=0): WorkerWillRun returns
+// only when its context ends.
+type mgrUnreachableWorker struct{ blockingWorker }
+
+func (w *mgrUnreachableWorker) WorkerWillRun(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Stop right as Start begins, as close as possible to Start's switch to
+// starting, so that Stop runs before Start has made itself cancellable: Stop
+// must still make Start give up, and both return.
+func TestManagerStopRightAfterStartBegins(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Global.BufferSize = 16
+	dir := t.TempDir()
+	for i := 0; i < 1000; i++ {
+		m, err := NewManager(WithConfig(cfg), WithURL("memory://mgr-stop-at-start"), WithLogWorker(&mgrUnreachableWorker{}),
+			WithEventWorker(&blockingWorker{release: closedChan()}), WithSpoolDir(dir), WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan error, 1)
+		go func() {
+			for managerState(m.state.Load()) == mgrNew {
+				// Spin: Stop must come right after Start's state switch.
+			}
+			stopped <- m.Stop(context.Background())
+		}()
+		started := make(chan error, 1)
+		go func() { started <- m.Start(context.Background()) }()
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Stop hung waiting for a Start it did not cancel", i)
+		}
+		if err := <-started; err == nil {
+			t.Fatal("Start succeeded although Stop ran")
+		}
+	}
+}

@@ -173,6 +173,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.startCancel.Store(&cancel)
+	if managerState(m.state.Load()) != mgrStarting {
+		// Stop began before startCancel was stored, so it found nothing to
+		// cancel: give up here.
+		cancel()
+	}
 	err := m.start(sctx)
 	close(m.startDone)
 	return err
