@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
@@ -168,4 +170,60 @@ func TestManagerStopRightAfterStartBegins(t *testing.T) {
 			t.Fatal("Start succeeded although Stop ran")
 		}
 	}
+}
+
+// mgrAbortWorker is a built-in-like worker (it has abort) whose
+// WorkerWillStop ends Stop's context, and whose abort blocks until release
+// is closed.
+type mgrAbortWorker struct {
+	blockingWorker
+	endStop  context.CancelFunc
+	aborting chan struct{} // closed when abort begins
+	release  chan struct{}
+}
+
+func (w *mgrAbortWorker) WorkerWillStop(ctx context.Context) error {
+	w.endStop()
+	return nil
+}
+
+func (w *mgrAbortWorker) laneStats() LaneStats { return LaneStats{} }
+func (w *mgrAbortWorker) pendingMsgs() int     { return 0 }
+func (w *mgrAbortWorker) abort() {
+	close(w.aborting)
+	<-w.release
+}
+
+// When Stop's context ends while the workers stop, Stop waits for the abort
+// it started: no goroutine of the Manager outlives Stop.
+func TestManagerStopWaitsForItsAbort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w := &mgrAbortWorker{endStop: cancel, aborting: make(chan struct{}), release: make(chan struct{})}
+		var releaseOnce sync.Once
+		release := func() { releaseOnce.Do(func() { close(w.release) }) }
+		defer release()
+		m, err := NewManager(WithURL("memory://mgr-stop-abort"), WithLogWorker(w),
+			WithEventWorker(&blockingWorker{release: closedChan()}), WithSpoolDir(t.TempDir()), WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan error, 1)
+		go func() { stopped <- m.Stop(ctx) }()
+		<-w.aborting
+		synctest.Wait()
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned (%v) while the abort it started was still running", err)
+		default:
+		}
+		release()
+		if err := <-stopped; err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	})
 }

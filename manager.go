@@ -612,7 +612,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.
+	aborted := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() {
+		defer close(aborted)
 		m.cancel()
 		for _, l := range m.lanes {
 			if w, ok := l.worker.(laneWorker); ok {
@@ -632,7 +634,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 	}
-	stopCancel()
+	if !stopCancel() {
+		<-aborted // ctx ended: the aborts started, wait for them to finish
+	}
 	var kept, lost [2]uint64
 	for i, l := range m.lanes {
 		st := m.laneStats(l)
