@@ -87,9 +87,8 @@ type lane struct {
 	spool    *spool.Spool
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
-	full     error       // returned when ch is full
+	full     error       // returned when the buffer is full
 	ran      bool        // WorkerWillRun was called
-	stopErr  error
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -626,7 +625,6 @@ func (m *Manager) doStop(ctx context.Context) error {
 	var errs []error
 	for _, l := range m.lanes {
 		if err := l.worker.WorkerWillStop(ctx); err != nil {
-			l.stopErr = err
 			// A built-in worker's ErrNotConfirmed is summed up below; a
 			// custom worker's is its own report.
 			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
