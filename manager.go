@@ -294,28 +294,22 @@ func (l *lane) push(it item) bool {
 // and empty. Only the lane's worker goroutine calls it.
 func (l *lane) next() (item, bool) {
 	for i := 0; ; i++ {
-		if it, ok := l.q.Pop(); ok {
-			l.freed()
+		if it, ok := l.take(); ok {
 			return it, true
 		}
 		if l.closed.Load() {
 			// Closed after the last push: one more look, then the end.
-			if it, ok := l.q.Pop(); ok {
-				l.freed()
-				return it, true
-			}
-			return item{}, false
+			return l.take()
 		}
 		if i < idleSpins {
 			runtime.Gosched()
 			continue
 		}
 		// Sleep. A push after this store sees it; a push before it is seen
-		// by the pop below.
+		// by the take below.
 		l.sleeping.Store(true)
-		if it, ok := l.q.Pop(); ok {
+		if it, ok := l.take(); ok {
 			l.sleeping.Store(false)
-			l.freed()
 			return it, true
 		}
 		if !l.closed.Load() {
@@ -324,6 +318,16 @@ func (l *lane) next() (item, bool) {
 		l.sleeping.Store(false)
 		i = 0
 	}
+}
+
+// take pops the oldest message, if any, and then tells a sender waiting for
+// room that there is some.
+func (l *lane) take() (item, bool) {
+	it, ok := l.q.Pop()
+	if ok {
+		l.freed()
+	}
+	return it, ok
 }
 
 // freed tells a sender waiting for room that there is some.
@@ -380,10 +384,7 @@ func (m *Manager) report(err error) {
 
 // SendLog buffers a log message under key ("" means "info").
 func (m *Manager) SendLog(msg, key string) error {
-	if key == "" {
-		key = KeyInfo
-	}
-	return m.send(context.Background(), false, m.lanes[logLane], key, msg)
+	return m.sendLog(context.Background(), false, msg, key)
 }
 
 // SendFatal buffers a log message under the key "fatal".
@@ -414,28 +415,35 @@ func (m *Manager) SendDebug(msg string) error {
 // SendEvent buffers an event under key ("" means DefaultEventKey, or the
 // first KEYS of [EventWorker]).
 func (m *Manager) SendEvent(msg, key string) error {
-	if key == "" {
-		key = m.eventKey
-	}
-	return m.send(context.Background(), false, m.lanes[eventLane], key, msg)
+	return m.sendEvent(context.Background(), false, msg, key)
 }
 
 // SendLogContext is SendLog that waits for room in a full buffer until ctx
 // ends (then returning an error wrapping ErrBufferFull and ctx's error).
 func (m *Manager) SendLogContext(ctx context.Context, msg, key string) error {
-	if key == "" {
-		key = KeyInfo
-	}
-	return m.send(ctx, true, m.lanes[logLane], key, msg)
+	return m.sendLog(ctx, true, msg, key)
 }
 
 // SendEventContext is SendEvent that waits for room in a full buffer until
 // ctx ends (then returning an error wrapping ErrBufferFull and ctx's error).
 func (m *Manager) SendEventContext(ctx context.Context, msg, key string) error {
+	return m.sendEvent(ctx, true, msg, key)
+}
+
+// sendLog is send on the log lane, with "" meaning "info".
+func (m *Manager) sendLog(ctx context.Context, wait bool, msg, key string) error {
+	if key == "" {
+		key = KeyInfo
+	}
+	return m.send(ctx, wait, m.lanes[logLane], key, msg)
+}
+
+// sendEvent is send on the event lane, with "" meaning the default event key.
+func (m *Manager) sendEvent(ctx context.Context, wait bool, msg, key string) error {
 	if key == "" {
 		key = m.eventKey
 	}
-	return m.send(ctx, true, m.lanes[eventLane], key, msg)
+	return m.send(ctx, wait, m.lanes[eventLane], key, msg)
 }
 
 // send validates and buffers one message. When the buffer is full it fails
@@ -502,12 +510,10 @@ func (m *Manager) stateErr() error {
 }
 
 func invalidSend(key, body string) error {
-	switch {
-	case len(key) > MaxKeyLen:
-		return fmt.Errorf("%w: routing key is %d bytes, longer than %d", ErrInvalidMessage, len(key), MaxKeyLen)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: routing key %q is not valid UTF-8", ErrInvalidMessage, key)
-	case len(body) > MaxBodySize:
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(body) > MaxBodySize {
 		return fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize)
 	}
 	return fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage)
