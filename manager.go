@@ -88,7 +88,6 @@ type lane struct {
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
-	ran      bool        // WorkerWillRun was called
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -183,14 +182,13 @@ func (m *Manager) Start(ctx context.Context) error {
 }
 
 func (m *Manager) start(ctx context.Context) error {
-	for _, l := range m.lanes {
-		l.ran = true
+	for i, l := range m.lanes {
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
-			for _, r := range m.lanes {
-				if r.ran {
-					if serr := r.worker.WorkerWillStop(ctx); serr != nil {
-						m.log.Warn("omqs: worker stop after failed start", "lane", r.name, "error", serr.Error())
-					}
+			// Every worker that WorkerWillRun was called on, the failing one
+			// included, gets WorkerWillStop.
+			for _, r := range m.lanes[:i+1] {
+				if serr := r.worker.WorkerWillStop(ctx); serr != nil {
+					m.log.Warn("omqs: worker stop after failed start", "lane", r.name, "error", serr.Error())
 				}
 			}
 			m.state.Store(int32(mgrStopped))
