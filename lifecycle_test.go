@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
@@ -122,4 +124,106 @@ func TestManagerStopReportsCustomWorkerLoss(t *testing.T) {
 	if err := m.Stop(testCtx(t, 5*time.Second)); !errors.Is(err, ErrNotConfirmed) {
 		t.Fatalf("Stop: %v, want the custom worker's ErrNotConfirmed", err)
 	}
+}
+
+// mgrUnreachableWorker stands for a worker whose broker cannot be reached
+// and that retries without limit (RECONNECT_TIMES=0): WorkerWillRun returns
+// only when its context ends.
+type mgrUnreachableWorker struct{ blockingWorker }
+
+func (w *mgrUnreachableWorker) WorkerWillRun(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Stop right as Start begins, as close as possible to Start's switch to
+// starting, so that Stop runs before Start has made itself cancellable: Stop
+// must still make Start give up, and both return.
+func TestManagerStopRightAfterStartBegins(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Global.BufferSize = 16
+	dir := t.TempDir()
+	for i := 0; i < 1000; i++ {
+		m, err := NewManager(WithConfig(cfg), WithURL("memory://mgr-stop-at-start"), WithLogWorker(&mgrUnreachableWorker{}),
+			WithEventWorker(&blockingWorker{release: closedChan()}), WithSpoolDir(dir), WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan error, 1)
+		go func() {
+			for managerState(m.state.Load()) == mgrNew {
+				// Spin: Stop must come right after Start's state switch.
+			}
+			stopped <- m.Stop(context.Background())
+		}()
+		started := make(chan error, 1)
+		go func() { started <- m.Start(context.Background()) }()
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Stop hung waiting for a Start it did not cancel", i)
+		}
+		if err := <-started; err == nil {
+			t.Fatal("Start succeeded although Stop ran")
+		}
+	}
+}
+
+// mgrAbortWorker is a built-in-like worker (it has abort) whose
+// WorkerWillStop ends Stop's context, and whose abort blocks until release
+// is closed.
+type mgrAbortWorker struct {
+	blockingWorker
+	endStop  context.CancelFunc
+	aborting chan struct{} // closed when abort begins
+	release  chan struct{}
+}
+
+func (w *mgrAbortWorker) WorkerWillStop(ctx context.Context) error {
+	w.endStop()
+	return nil
+}
+
+func (w *mgrAbortWorker) laneStats() LaneStats { return LaneStats{} }
+func (w *mgrAbortWorker) pendingMsgs() int     { return 0 }
+func (w *mgrAbortWorker) abort() {
+	close(w.aborting)
+	<-w.release
+}
+
+// When Stop's context ends while the workers stop, Stop waits for the abort
+// it started: no goroutine of the Manager outlives Stop.
+func TestManagerStopWaitsForItsAbort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w := &mgrAbortWorker{endStop: cancel, aborting: make(chan struct{}), release: make(chan struct{})}
+		var releaseOnce sync.Once
+		release := func() { releaseOnce.Do(func() { close(w.release) }) }
+		defer release()
+		m, err := NewManager(WithURL("memory://mgr-stop-abort"), WithLogWorker(w),
+			WithEventWorker(&blockingWorker{release: closedChan()}), WithSpoolDir(t.TempDir()), WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan error, 1)
+		go func() { stopped <- m.Stop(ctx) }()
+		<-w.aborting
+		synctest.Wait()
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned (%v) while the abort it started was still running", err)
+		default:
+		}
+		release()
+		if err := <-stopped; err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	})
 }

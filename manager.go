@@ -87,9 +87,7 @@ type lane struct {
 	spool    *spool.Spool
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
-	full     error       // returned when ch is full
-	ran      bool        // WorkerWillRun was called
-	stopErr  error
+	full     error       // returned when the buffer is full
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -173,20 +171,24 @@ func (m *Manager) Start(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.startCancel.Store(&cancel)
+	if managerState(m.state.Load()) != mgrStarting {
+		// Stop began before startCancel was stored, so it found nothing to
+		// cancel: give up here.
+		cancel()
+	}
 	err := m.start(sctx)
 	close(m.startDone)
 	return err
 }
 
 func (m *Manager) start(ctx context.Context) error {
-	for _, l := range m.lanes {
-		l.ran = true
+	for i, l := range m.lanes {
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
-			for _, r := range m.lanes {
-				if r.ran {
-					if serr := r.worker.WorkerWillStop(ctx); serr != nil {
-						m.log.Warn("omqs: worker stop after failed start", "lane", r.name, "error", serr.Error())
-					}
+			// Every worker that WorkerWillRun was called on, the failing one
+			// included, gets WorkerWillStop.
+			for _, r := range m.lanes[:i+1] {
+				if serr := r.worker.WorkerWillStop(ctx); serr != nil {
+					m.log.Warn("omqs: worker stop after failed start", "lane", r.name, "error", serr.Error())
 				}
 			}
 			m.state.Store(int32(mgrStopped))
@@ -290,28 +292,22 @@ func (l *lane) push(it item) bool {
 // and empty. Only the lane's worker goroutine calls it.
 func (l *lane) next() (item, bool) {
 	for i := 0; ; i++ {
-		if it, ok := l.q.Pop(); ok {
-			l.freed()
+		if it, ok := l.take(); ok {
 			return it, true
 		}
 		if l.closed.Load() {
 			// Closed after the last push: one more look, then the end.
-			if it, ok := l.q.Pop(); ok {
-				l.freed()
-				return it, true
-			}
-			return item{}, false
+			return l.take()
 		}
 		if i < idleSpins {
 			runtime.Gosched()
 			continue
 		}
 		// Sleep. A push after this store sees it; a push before it is seen
-		// by the pop below.
+		// by the take below.
 		l.sleeping.Store(true)
-		if it, ok := l.q.Pop(); ok {
+		if it, ok := l.take(); ok {
 			l.sleeping.Store(false)
-			l.freed()
 			return it, true
 		}
 		if !l.closed.Load() {
@@ -320,6 +316,16 @@ func (l *lane) next() (item, bool) {
 		l.sleeping.Store(false)
 		i = 0
 	}
+}
+
+// take pops the oldest message, if any, and then tells a sender waiting for
+// room that there is some.
+func (l *lane) take() (item, bool) {
+	it, ok := l.q.Pop()
+	if ok {
+		l.freed()
+	}
+	return it, ok
 }
 
 // freed tells a sender waiting for room that there is some.
@@ -376,10 +382,7 @@ func (m *Manager) report(err error) {
 
 // SendLog buffers a log message under key ("" means "info").
 func (m *Manager) SendLog(msg, key string) error {
-	if key == "" {
-		key = KeyInfo
-	}
-	return m.send(context.Background(), false, m.lanes[logLane], key, msg)
+	return m.sendLog(context.Background(), false, msg, key)
 }
 
 // SendFatal buffers a log message under the key "fatal".
@@ -410,28 +413,35 @@ func (m *Manager) SendDebug(msg string) error {
 // SendEvent buffers an event under key ("" means DefaultEventKey, or the
 // first KEYS of [EventWorker]).
 func (m *Manager) SendEvent(msg, key string) error {
-	if key == "" {
-		key = m.eventKey
-	}
-	return m.send(context.Background(), false, m.lanes[eventLane], key, msg)
+	return m.sendEvent(context.Background(), false, msg, key)
 }
 
 // SendLogContext is SendLog that waits for room in a full buffer until ctx
 // ends (then returning an error wrapping ErrBufferFull and ctx's error).
 func (m *Manager) SendLogContext(ctx context.Context, msg, key string) error {
-	if key == "" {
-		key = KeyInfo
-	}
-	return m.send(ctx, true, m.lanes[logLane], key, msg)
+	return m.sendLog(ctx, true, msg, key)
 }
 
 // SendEventContext is SendEvent that waits for room in a full buffer until
 // ctx ends (then returning an error wrapping ErrBufferFull and ctx's error).
 func (m *Manager) SendEventContext(ctx context.Context, msg, key string) error {
+	return m.sendEvent(ctx, true, msg, key)
+}
+
+// sendLog is send on the log lane, with "" meaning "info".
+func (m *Manager) sendLog(ctx context.Context, wait bool, msg, key string) error {
+	if key == "" {
+		key = KeyInfo
+	}
+	return m.send(ctx, wait, m.lanes[logLane], key, msg)
+}
+
+// sendEvent is send on the event lane, with "" meaning the default event key.
+func (m *Manager) sendEvent(ctx context.Context, wait bool, msg, key string) error {
 	if key == "" {
 		key = m.eventKey
 	}
-	return m.send(ctx, true, m.lanes[eventLane], key, msg)
+	return m.send(ctx, wait, m.lanes[eventLane], key, msg)
 }
 
 // send validates and buffers one message. When the buffer is full it fails
@@ -498,12 +508,10 @@ func (m *Manager) stateErr() error {
 }
 
 func invalidSend(key, body string) error {
-	switch {
-	case len(key) > MaxKeyLen:
-		return fmt.Errorf("%w: routing key is %d bytes, longer than %d", ErrInvalidMessage, len(key), MaxKeyLen)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: routing key %q is not valid UTF-8", ErrInvalidMessage, key)
-	case len(body) > MaxBodySize:
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(body) > MaxBodySize {
 		return fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize)
 	}
 	return fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage)
@@ -607,7 +615,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.
+	aborted := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() {
+		defer close(aborted)
 		m.cancel()
 		for _, l := range m.lanes {
 			if w, ok := l.worker.(laneWorker); ok {
@@ -619,7 +629,6 @@ func (m *Manager) doStop(ctx context.Context) error {
 	var errs []error
 	for _, l := range m.lanes {
 		if err := l.worker.WorkerWillStop(ctx); err != nil {
-			l.stopErr = err
 			// A built-in worker's ErrNotConfirmed is summed up below; a
 			// custom worker's is its own report.
 			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
@@ -627,7 +636,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 	}
-	stopCancel()
+	if !stopCancel() {
+		<-aborted // ctx ended: the aborts started, wait for them to finish
+	}
 	var kept, lost [2]uint64
 	for i, l := range m.lanes {
 		st := m.laneStats(l)

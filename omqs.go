@@ -319,8 +319,7 @@ const (
 
 // settings is what options build; constructors read it.
 type settings struct {
-	cfg        *Config
-	cfgFromOpt bool
+	cfg *Config
 
 	name   string
 	logger *slog.Logger
@@ -407,7 +406,6 @@ func WithConfig(cfg *Config) Option {
 			return errors.New("nil *Config")
 		}
 		s.cfg = cfg.clone()
-		s.cfgFromOpt = true
 		return nil
 	}}
 }
@@ -420,7 +418,6 @@ func WithConfigFile(path string) Option {
 			return err
 		}
 		s.cfg = cfg
-		s.cfgFromOpt = true
 		return nil
 	}}
 }

@@ -34,27 +34,28 @@ func (d *Dispatcher) run() {
 	for {
 		select {
 		case f := <-d.q:
-			if d.abandon.Load() {
-				d.dropped.Add(1)
-				continue
-			}
-			f()
+			d.call(f)
 		case <-d.stop:
 			// Run what is queued, then end.
 			for {
 				select {
 				case f := <-d.q:
-					if d.abandon.Load() {
-						d.dropped.Add(1)
-						continue
-					}
-					f()
+					d.call(f)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// call runs f, or drops it (and counts it) once CloseContext gave up.
+func (d *Dispatcher) call(f func()) {
+	if d.abandon.Load() {
+		d.dropped.Add(1)
+		return
+	}
+	f()
 }
 
 // Go queues f. It never blocks; it reports false (and counts a drop) when

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omqs-go/omqs/internal/membroker"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -20,26 +21,40 @@ func endpoints(t *testing.T, urls string) []transport.Endpoint {
 
 func noWait(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 
+// dialledBroker returns which of the memory brokers named names the
+// connection being set up reaches: the one with a connection open (Connect
+// closes a connection whose setup failed before it dials the next address).
+func dialledBroker(t *testing.T, names ...string) string {
+	t.Helper()
+	found := ""
+	for _, n := range names {
+		switch membroker.Get(n).Connections() {
+		case 0:
+		case 1:
+			if found != "" {
+				t.Fatalf("connections open to both %s and %s", found, n)
+			}
+			found = n
+		default:
+			t.Fatalf("%d connections open to %s", membroker.Get(n).Connections(), n)
+		}
+	}
+	if found == "" {
+		t.Fatalf("no connection open to any of %v", names)
+	}
+	return found
+}
+
 func TestConnectTriesEndpointsInTurn(t *testing.T) {
 	d := &Dialer{Endpoints: endpoints(t, "memory://rc-a,memory://rc-b"), Times: 3, Wait: noWait}
 	var tried []string
-	down := map[string]bool{"rc-a": true}
-	setup := func(name string) SetupFunc {
-		return func(context.Context, transport.Conn) error {
-			tried = append(tried, name)
-			if down[name] {
-				return errors.New("down")
-			}
-			return nil
+	c, err := d.Connect(context.Background(), func(context.Context, transport.Conn) error {
+		name := dialledBroker(t, "rc-a", "rc-b")
+		tried = append(tried, name)
+		if name == "rc-a" {
+			return errors.New("down")
 		}
-	}
-	// The setup cannot see which endpoint it runs on: wrap by order.
-	names := []string{"rc-a", "rc-b"}
-	i := 0
-	c, err := d.Connect(context.Background(), func(ctx context.Context, c transport.Conn) error {
-		n := names[(d.next+i)%2]
-		i++
-		return setup(n)(ctx, c)
+		return nil
 	}, false)
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,8 @@ import "sync/atomic"
 // cacheLine keeps the producers' and the consumer's indexes apart.
 type pad [64]byte
 
-// Queue holds at most Cap values. TryPush may be called from any goroutine;
-// Pop from one goroutine at a time.
+// Queue holds at most the capacity given to New. TryPush may be called from
+// any goroutine; Pop from one goroutine at a time.
 type Queue[T any] struct {
 	slots []slot[T]
 	mask  uint64
@@ -93,6 +93,3 @@ func (q *Queue[T]) Len() int {
 	}
 	return int(t - h)
 }
-
-// Cap returns the queue's capacity.
-func (q *Queue[T]) Cap() int { return int(q.limit) }
