@@ -443,8 +443,10 @@ func TestSizeRotation(t *testing.T) {
 		}
 		<-tick.C
 	}
-	if fi, err := os.Stat(lm.FileName()); err != nil || fi.Size() > 1<<20 {
-		t.Errorf("current file: %v, %d bytes", err, fi.Size())
+	if fi, err := os.Stat(lm.FileName()); err != nil {
+		t.Errorf("current file: %v", err)
+	} else if fi.Size() > 1<<20 {
+		t.Errorf("current file has %d bytes, more than SIZE", fi.Size())
 	}
 }
 
