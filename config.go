@@ -1,6 +1,7 @@
 package omqs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -953,6 +954,15 @@ func (g GlobalConfig) LogValue() slog.Value {
 		slog.Int("BUFFER_SIZE", g.BufferSize),
 		slog.Int("MAX_IN_FLIGHT", g.MaxInFlight),
 	)
+}
+
+// MarshalJSON makes encoding/json (and so slog's JSONHandler) write the
+// [Global] settings with the password of MQURL replaced by "xxxxx".
+func (g GlobalConfig) MarshalJSON() ([]byte, error) {
+	type plain GlobalConfig // without this method
+	p := plain(g)
+	p.MQURL = transport.Redact(p.MQURL)
+	return json.Marshal(p)
 }
 
 // clone returns a deep copy of c.

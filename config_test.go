@@ -4,6 +4,7 @@ import (
 	"github.com/omqs-go/omqs/internal/transport"
 
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -718,6 +719,16 @@ func TestConfigHidesPassword(t *testing.T) {
 		var jsonOut, textOut bytes.Buffer
 		slog.New(slog.NewJSONHandler(&jsonOut, nil)).Info("config", "cfg", c)
 		slog.New(slog.NewTextHandler(&textOut, nil)).Info("config", "cfg", c, "global", c.Global)
+		var jsonValueOut bytes.Buffer
+		slog.New(slog.NewJSONHandler(&jsonValueOut, nil)).Info("config", "cfg", *c)
+		jsonValue, err := json.Marshal(*c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jsonPointer, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
 		outputs := map[string]string{
 			"String":           c.String(),
 			"%v":               fmt.Sprintf("%v", c),
@@ -725,6 +736,9 @@ func TestConfigHidesPassword(t *testing.T) {
 			"%v of Global":     fmt.Sprintf("%v", c.Global),
 			"slog JSON":        jsonOut.String(),
 			"slog text":        textOut.String(),
+			"slog JSON value":  jsonValueOut.String(),
+			"json of value":    string(jsonValue),
+			"json of pointer":  string(jsonPointer),
 			"Validate":         fmt.Sprint(c.Validate()),
 		}
 		for name, out := range outputs {
