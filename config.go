@@ -15,6 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/omqs-go/omqs/internal/pyfmt"
 	"github.com/omqs-go/omqs/internal/pyini"
 	"github.com/omqs-go/omqs/internal/rotate"
 	"github.com/omqs-go/omqs/internal/transport"
@@ -247,7 +248,8 @@ const (
 // (500ms); KEYS and ROUTING_KEY (or ROUTING_KEYS, not both) are
 // comma-separated lists. An empty value clears a text or list setting and is
 // an error for any other. FORMAT may be wrapped as ('...'), ("..."), '...' or
-// "...", as the original's tutorial wrote it: the wrapping is removed.
+// "...", as the original's tutorial wrote it: the wrapping is removed; what
+// remains must be a format LogManager can use.
 // Enumerations (LEVEL, TYPE, ROTATION_TYPE, ROTATING_TIME, EXCHANGE_TYPE,
 // QUEUE_TYPE) match in any case and are stored in the case DefaultConfig
 // uses.
@@ -549,7 +551,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
 		}}
 	}
-	g, l := &c.Global, &c.Log
+	g := &c.Global
 	return []cfgSection{
 		{"Global", []cfgField{
 			cfgURL("MQURL", &g.MQURL),
@@ -558,17 +560,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("BUFFER_SIZE", &g.BufferSize, 1, cfgMaxBufferSize),
 			cfgInt("MAX_IN_FLIGHT", &g.MaxInFlight, 1, cfgMaxInFlight),
 		}},
-		{"Log", []cfgField{
-			cfgText("FOLDER", &l.Folder, nil),
-			cfgEnum("LEVEL", &l.Level, strings.ToUpper, "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "CRITICAL"),
-			cfgText("FORMAT", &l.Format, cfgUnwrapFormat),
-			cfgEnum("TYPE", &l.Type, strings.ToLower, "stream", "file"),
-			cfgBool("ROTATION", &l.Rotation),
-			cfgEnum("ROTATION_TYPE", &l.RotationType, strings.ToLower, "size", "time"),
-			cfgInt("SIZE", &l.Size, 1, cfgMaxLogSize),
-			cfgRotatingTime("ROTATING_TIME", &l.RotatingTime),
-			cfgInt("BACKUP_COUNT", &l.BackupCount, 0, math.MaxInt),
-		}},
+		cfgLogSection(&c.Log),
 		pub("AsyncBroadcaster", &c.AsyncBroadcaster),
 		pub("SyncBroadcaster", &c.SyncBroadcaster),
 		pub("AsyncRouter", &c.AsyncRouter),
@@ -580,6 +572,22 @@ func (c *Config) sections() []cfgSection {
 		consumer("LogConsumer", &c.LogConsumer),
 		consumer("EventConsumer", &c.EventConsumer),
 	}
+}
+
+// cfgLogSection binds the keys of [Log] to l's fields. NewLogManager checks
+// a LogConfig with it too.
+func cfgLogSection(l *LogConfig) cfgSection {
+	return cfgSection{"Log", []cfgField{
+		cfgText("FOLDER", &l.Folder, nil),
+		cfgEnum("LEVEL", &l.Level, strings.ToUpper, "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "CRITICAL"),
+		cfgFormat("FORMAT", &l.Format),
+		cfgEnum("TYPE", &l.Type, strings.ToLower, "stream", "file"),
+		cfgBool("ROTATION", &l.Rotation),
+		cfgEnum("ROTATION_TYPE", &l.RotationType, strings.ToLower, "size", "time"),
+		cfgInt("SIZE", &l.Size, 1, cfgMaxLogSize),
+		cfgRotatingTime("ROTATING_TIME", &l.RotatingTime),
+		cfgInt("BACKUP_COUNT", &l.BackupCount, 0, math.MaxInt),
+	}}
 }
 
 // Upper bounds that keep a typing slip from exhausting memory.
@@ -849,6 +857,19 @@ func cfgURL(key string, p *string) cfgField {
 	return fd
 }
 
+// cfgFormat is FORMAT, a Python logging format string that pyfmt must
+// compile. "" is allowed: NewLogManager then uses DefaultLogFormat.
+func cfgFormat(key string, p *string) cfgField {
+	fd := cfgText(key, p, cfgUnwrapFormat)
+	fd.check = func() error {
+		if _, err := pyfmt.Compile(*p); err != nil {
+			return fmt.Errorf("%q: %w", cfgClip(*p), err)
+		}
+		return nil
+	}
+	return fd
+}
+
 // cfgUnwrapFormat removes the wrapping the original's tutorial put around
 // FORMAT, a Python expression: ('...'), ("..."), '...' or "...".
 func cfgUnwrapFormat(v string) string {
@@ -866,8 +887,8 @@ func cfgUnwrapFormat(v string) string {
 }
 
 // Validate checks every setting as LoadConfig checks a file: ranges of
-// numbers, enumerations (in any case), names AMQP can carry and the broker
-// URL. It does not connect to the broker. The error wraps ErrInvalidConfig
+// numbers, enumerations (in any case), names AMQP can carry, the log FORMAT
+// and the broker URL. It does not connect to the broker. The error wraps ErrInvalidConfig
 // and names the section and key, as in
 //
 //	omqs: invalid configuration: [Global] BUFFER_SIZE: 0 must be at least 1
@@ -876,10 +897,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: nil *Config", ErrInvalidConfig)
 	}
 	for _, cs := range c.sections() {
-		for _, fd := range cs.fields {
-			if err := fd.check(); err != nil {
-				return fmt.Errorf("%w: [%s] %s: %v", ErrInvalidConfig, cs.name, fd.key, err)
-			}
+		if err := cs.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// check runs the checks of the section's fields, as Validate does.
+func (cs *cfgSection) check() error {
+	for _, fd := range cs.fields {
+		if err := fd.check(); err != nil {
+			return fmt.Errorf("%w: [%s] %s: %w", ErrInvalidConfig, cs.name, fd.key, err)
 		}
 	}
 	return nil

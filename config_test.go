@@ -422,6 +422,8 @@ func TestConfigErrors(t *testing.T) {
 		{"long name", "[LogConsumer]\nQUEUE=" + strings.Repeat("q", 256), `test.cfg:2: QUEUE: "` + strings.Repeat("q", 120) + `..." is longer than 255 bytes`},
 		{"long key", "[LogConsumer]\nKEYS=a," + strings.Repeat("k", 256), `test.cfg:2: KEYS: "` + strings.Repeat("k", 120) + `..." is longer than 255 bytes`},
 		{"control character", "[LogConsumer]\nDEAD_LETTER_EXCHANGE=a\x01b", `test.cfg:2: DEAD_LETTER_EXCHANGE: "a\x01b" contains a control character`},
+		{"bad format", "[Log]\nFORMAT = %%(levelnam)s %%(message)d", `test.cfg:2: FORMAT: "%(levelnam)s %(message)d": log format: position 1: unknown field "levelnam" (did you mean "levelname"?)`},
+		{"bad wrapped format", "[Log]\nFORMAT = ('%%(message)d')", `test.cfg:2: FORMAT: "%(message)d": log format: position 1: %d needs a number`},
 		{"bad value from DEFAULT", "[DEFAULT]\nPREFETCH=lots\n[LogConsumer]\nQUEUE=q", `test.cfg:2: PREFETCH: "lots" is not a whole number`},
 
 		{"unknown section", "[Global]\nBUFFER_SIZE=1\n\n[Globals]\nBUFFER_SIZE=2", `test.cfg:4: unknown section [Globals] (the sections are Global, Log, AsyncBroadcaster,`},
@@ -666,6 +668,8 @@ func TestValidate(t *testing.T) {
 		{"size", func(c *Config) { c.Log.Size = 0 }, "[Log] SIZE: 0 must be at least 1"},
 		{"rotating time", func(c *Config) { c.Log.RotatingTime = "1W" }, `[Log] ROTATING_TIME: "1W" is not a rotation time`},
 		{"rotating time any case", func(c *Config) { c.Log.RotatingTime = "w3" }, ""},
+		{"format", func(c *Config) { c.Log.Format = "%(asctime)s %" }, `[Log] FORMAT: "%(asctime)s %": log format: position 13: '%' at the end`},
+		{"empty format", func(c *Config) { c.Log.Format = "" }, ""},
 		{"backup count", func(c *Config) { c.Log.BackupCount = -1 }, "[Log] BACKUP_COUNT: -1 must be at least 0"},
 		{"exchange type", func(c *Config) { c.SyncRouter.ExchangeType = "x" }, `[SyncRouter] EXCHANGE_TYPE: "x" is not one of topic, direct, fanout, headers`},
 		{"exchange type any case", func(c *Config) { c.SyncRouter.ExchangeType = "Direct" }, ""},

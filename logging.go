@@ -62,7 +62,8 @@ type logSettings struct {
 // WithLogConfig makes NewLogManager use c instead of the [Log] section of the
 // configuration file. Empty text fields of c (Folder, Level, Format, Type,
 // RotationType, RotatingTime) and a Size of 0 take the built-in defaults of
-// DefaultConfig; Rotation and BackupCount are used as they are.
+// DefaultConfig; Rotation and BackupCount are used as they are. The result
+// is checked as Config.Validate checks the [Log] section.
 func WithLogConfig(c LogConfig) LogOption {
 	return func(s *logSettings) { s.cfg = &c }
 }
@@ -150,7 +151,6 @@ type LogManager struct {
 // logCore is what a LogManager's handlers share.
 type logCore struct {
 	name   string
-	path   string // absolute path of the log file, "" for stream output
 	format *pyfmt.Format
 	level  slog.LevelVar
 	sink   *logSink
@@ -196,6 +196,11 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		cfg.Level = *s.level
 	}
 
+	ls := cfgLogSection(&cfg)
+	if err := ls.check(); err != nil {
+		return nil, err
+	}
+
 	core := &logCore{name: name, pid: os.Getpid(), start: time.Now()}
 	level, err := parseLevel(cfg.Level)
 	if err != nil {
@@ -206,18 +211,7 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		return nil, fmt.Errorf("%w: [Log] FORMAT: %w", ErrInvalidConfig, err)
 	}
 
-	switch strings.ToLower(strings.TrimSpace(cfg.Type)) {
-	case "stream":
-		out := s.output
-		if out == nil {
-			out = os.Stderr
-		}
-		core.sink = &logSink{w: out}
-	case "file":
-		spec, err := fileSpecOf(cfg)
-		if err != nil {
-			return nil, err
-		}
+	if strings.EqualFold(cfg.Type, "file") {
 		path := fileName
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(cfg.Folder, fileName)
@@ -228,12 +222,15 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("omqs: log folder: %w", err)
 		}
-		if core.sink, err = acquireFileSink(path, spec, s.now); err != nil {
+		if core.sink, err = acquireFileSink(path, fileSpecOf(cfg), s.now); err != nil {
 			return nil, err
 		}
-		core.path = path
-	default:
-		return nil, fmt.Errorf("%w: [Log] TYPE %q: want \"stream\" or \"file\"", ErrInvalidConfig, cfg.Type)
+	} else {
+		out := s.output
+		if out == nil {
+			out = os.Stderr
+		}
+		core.sink = &logSink{w: out}
 	}
 	return &LogManager{core: core, logger: slog.New(&logHandler{core: core})}, nil
 }
@@ -284,7 +281,7 @@ func (lm *LogManager) Name() string { return lm.core.name }
 
 // FileName returns the absolute path of the log file when TYPE is file, and
 // "" when it is stream.
-func (lm *LogManager) FileName() string { return lm.core.path }
+func (lm *LogManager) FileName() string { return lm.core.sink.path }
 
 // Close stops the LogManager's logger: later records are dropped silently.
 // It closes the log file unless another LogManager still writes to it. It
@@ -297,7 +294,7 @@ func (lm *LogManager) Close() error {
 	if !lm.core.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if lm.core.path != "" {
+	if lm.core.sink.path != "" {
 		return releaseFileSink(lm.core.sink)
 	}
 	return nil
@@ -593,27 +590,17 @@ type fileSpec struct {
 	backupCount int
 }
 
-func fileSpecOf(c LogConfig) (fileSpec, error) {
-	if !c.Rotation {
-		return fileSpec{}, nil
+// fileSpecOf returns the rotation settings of c, which cfgLogSection has
+// checked.
+func fileSpecOf(c LogConfig) fileSpec {
+	switch {
+	case !c.Rotation:
+		return fileSpec{}
+	case strings.EqualFold(c.RotationType, "time"):
+		sched, _ := rotate.ParseSchedule(c.RotatingTime) // checked
+		return fileSpec{rotation: "time", schedule: sched.String(), backupCount: c.BackupCount}
 	}
-	if c.BackupCount < 0 {
-		return fileSpec{}, fmt.Errorf("%w: [Log] BACKUP_COUNT %d is negative", ErrInvalidConfig, c.BackupCount)
-	}
-	switch strings.ToLower(strings.TrimSpace(c.RotationType)) {
-	case "size":
-		if c.Size < 1 {
-			return fileSpec{}, fmt.Errorf("%w: [Log] SIZE %d: want at least 1 (megabytes)", ErrInvalidConfig, c.Size)
-		}
-		return fileSpec{rotation: "size", size: c.Size, backupCount: c.BackupCount}, nil
-	case "time":
-		sched, err := rotate.ParseSchedule(c.RotatingTime)
-		if err != nil {
-			return fileSpec{}, fmt.Errorf("%w: [Log] %w", ErrInvalidConfig, err)
-		}
-		return fileSpec{rotation: "time", schedule: sched.String(), backupCount: c.BackupCount}, nil
-	}
-	return fileSpec{}, fmt.Errorf("%w: [Log] ROTATION_TYPE %q: want \"size\" or \"time\"", ErrInvalidConfig, c.RotationType)
+	return fileSpec{rotation: "size", size: c.Size, backupCount: c.BackupCount}
 }
 
 // fileSinks holds the open log files by absolute path, so that LogManagers

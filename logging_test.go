@@ -315,12 +315,13 @@ func TestLogConfigErrors(t *testing.T) {
 		{"format", func(c *LogConfig) { c.Format = "%(levelname)s %(levelnme)s" }, `log format: position 15: unknown field "levelnme" (did you mean "levelname"?)`},
 		{"format end", func(c *LogConfig) { c.Format = "%(message)s %" }, `position 13: '%' at the end`},
 		{"format no conversion", func(c *LogConfig) { c.Format = "%(message)" }, `field "message" has no conversion character`},
-		{"level", func(c *LogConfig) { c.Level = "LOUD" }, `log level "LOUD"`},
-		{"type", func(c *LogConfig) { c.Type = "syslog" }, `TYPE "syslog"`},
-		{"rotation type", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "daily" }, `ROTATION_TYPE "daily"`},
-		{"size", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "size"; c.Size = -1 }, `SIZE -1`},
-		{"rotating time", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "time"; c.RotatingTime = "W9" }, `ROTATING_TIME "W9"`},
-		{"backup count", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.BackupCount = -2 }, `BACKUP_COUNT -2`},
+		{"level", func(c *LogConfig) { c.Level = "LOUD" }, `[Log] LEVEL: "LOUD" is not one of`},
+		{"type", func(c *LogConfig) { c.Type = "syslog" }, `[Log] TYPE: "syslog" is not one of stream, file`},
+		{"rotation type", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "daily" }, `[Log] ROTATION_TYPE: "daily" is not one of size, time`},
+		{"size", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "size"; c.Size = -1 }, `[Log] SIZE: -1 must be at least 1`},
+		{"size too large", func(c *LogConfig) { c.Type, c.Rotation, c.Size = "file", true, cfgMaxLogSize+1 }, `[Log] SIZE: 1048577 must be at most 1048576`},
+		{"rotating time", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "time"; c.RotatingTime = "W9" }, `[Log] ROTATING_TIME: "W9" is not a rotation time`},
+		{"backup count", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.BackupCount = -2 }, `[Log] BACKUP_COUNT: -2 must be at least 0`},
 	}
 	for _, tt := range tests {
 		cfg := fileConfig(dir, "%(message)s")
@@ -335,6 +336,18 @@ func TestLogConfigErrors(t *testing.T) {
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %q, want ErrInvalidConfig containing %q", tt.name, err, tt.want)
 		}
+		// The checks are those of Config.Validate, word for word.
+		c := DefaultConfig()
+		c.Log = cfg
+		if verr := c.Validate(); verr == nil || verr.Error() != err.Error() {
+			t.Errorf("%s: NewLogManager says %q, Validate %v", tt.name, err, verr)
+		}
+	}
+	if lm, err := NewLogManager("", "", WithLogConfig(streamConfig("%(message)s")), WithLogLevel("LOUD"), WithLogOutput(io.Discard)); err == nil || !strings.Contains(err.Error(), `[Log] LEVEL: "LOUD" is not one of`) {
+		if err == nil {
+			lm.Close()
+		}
+		t.Errorf("WithLogLevel(\"LOUD\"): error %v", err)
 	}
 	var pe *pyfmt.Error
 	_, err := NewLogManager("", "", WithLogConfig(streamConfig("x %(nope)s")))
