@@ -57,6 +57,7 @@ type logSettings struct {
 	output io.Writer
 	level  *string
 	now    func() time.Time // clock of time rotation; nil means time.Now
+	errOut io.Writer        // where the first write error is printed; nil means os.Stderr
 }
 
 // WithLogConfig makes NewLogManager use c instead of the [Log] section of the
@@ -156,8 +157,10 @@ type logCore struct {
 	sink   *logSink
 	closed atomic.Bool
 	pid    int
-	start  time.Time // origin of %(relativeCreated)
-	bufs   sync.Pool // of *lineBuffer
+	start  time.Time             // origin of %(relativeCreated)
+	bufs   sync.Pool             // of *lineBuffer
+	err    atomic.Pointer[error] // the first error of writing a record
+	errOut io.Writer             // where that error is printed
 }
 
 // NewLogManager returns a LogManager named name (%(name)s; "" means "OMQS")
@@ -201,7 +204,10 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		return nil, err
 	}
 
-	core := &logCore{name: name, pid: os.Getpid(), start: time.Now()}
+	core := &logCore{name: name, pid: os.Getpid(), start: time.Now(), errOut: s.errOut}
+	if core.errOut == nil {
+		core.errOut = os.Stderr
+	}
 	level, err := parseLevel(cfg.Level)
 	if err != nil {
 		return nil, err
@@ -282,6 +288,20 @@ func (lm *LogManager) Name() string { return lm.core.name }
 // FileName returns the absolute path of the log file when TYPE is file, and
 // "" when it is stream.
 func (lm *LogManager) FileName() string { return lm.core.sink.path }
+
+// Err returns the first error met writing a record, or nil if there was
+// none: a write that failed, a rotation of the log file (rename, reopen)
+// that failed, or a record longer than SIZE megabytes with size rotation.
+// The record that met the error may be lost. slog.Logger discards the
+// errors of its handler, so the LogManager also prints the first one to
+// standard error, once, as Python's Handler.handleError does. Err still
+// answers after Close.
+func (lm *LogManager) Err() error {
+	if p := lm.core.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Close stops the LogManager's logger: later records are dropped silently.
 // It closes the log file unless another LogManager still writes to it. It
@@ -396,7 +416,23 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		b.msg, b.line = msg, line
 		c.bufs.Put(b)
 	}
+	if err != nil {
+		c.handleError(err)
+	}
 	return err
+}
+
+// handleError keeps the first error of writing a record for Err and prints
+// it to errOut; later errors are only returned, which slog.Logger ignores.
+func (c *logCore) handleError(err error) {
+	if !c.err.CompareAndSwap(nil, &err) {
+		return
+	}
+	where := c.sink.path
+	if where == "" {
+		where = "its output"
+	}
+	fmt.Fprintf(c.errOut, "omqs: LogManager %q cannot write to %s: %v (later errors are not printed; see LogManager.Err)\n", c.name, where, err)
 }
 
 func (h *logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -784,3 +784,56 @@ func BenchmarkLoggerInfoAttrs(b *testing.B) {
 		log.Info("user signed in", "user", 42, "ok", true)
 	}
 }
+
+// logFailingWriter is an output whose every Write fails.
+type logFailingWriter struct{ err error }
+
+func (w logFailingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// withLogErrorOutput makes the LogManager print its first write error to w
+// instead of standard error.
+func withLogErrorOutput(w io.Writer) LogOption {
+	return func(s *logSettings) { s.errOut = w }
+}
+
+// TestLogWriteErrors checks that an error of the output, which slog.Logger
+// drops, is printed once and kept for Err.
+func TestLogWriteErrors(t *testing.T) {
+	errFull := errors.New("disk full")
+	var errOut syncBuffer
+	lm, err := NewLogManager("svc", "", WithLogConfig(streamConfig("%(message)s")),
+		WithLogOutput(logFailingWriter{errFull}), withLogErrorOutput(&errOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lm.Close()
+	if lm.Err() != nil {
+		t.Errorf("Err() = %v before any record", lm.Err())
+	}
+	lm.Logger().Info("one")
+	lm.Logger().With("a", 1).Error("two")
+	if !errors.Is(lm.Err(), errFull) {
+		t.Errorf("Err() = %v, want %v", lm.Err(), errFull)
+	}
+	if got := lines(errOut.String()); len(got) != 1 || !strings.Contains(got[0], `omqs: LogManager "svc" cannot write to its output: disk full`) {
+		t.Errorf("error output %q, want one line about the error", got)
+	}
+
+	// A record longer than SIZE cannot be written with size rotation.
+	dir := t.TempDir()
+	cfg := fileConfig(dir, "%(message)s")
+	cfg.Rotation, cfg.RotationType, cfg.Size = true, "size", 1
+	var errOut2 syncBuffer
+	lm2, err := NewLogManager("big", "big.log", WithLogConfig(cfg), withLogErrorOutput(&errOut2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm2.Logger().Info(strings.Repeat("x", 2<<20))
+	lm2.Close()
+	if lm2.Err() == nil || !strings.Contains(lm2.Err().Error(), "exceeds maximum file size") {
+		t.Errorf("Err() = %v after a record longer than SIZE", lm2.Err())
+	}
+	if !strings.Contains(errOut2.String(), lm2.FileName()) {
+		t.Errorf("error output %q does not name the file", errOut2.String())
+	}
+}
