@@ -309,7 +309,8 @@ func (lm *LogManager) Err() error {
 // idempotent; calls after the first return nil.
 //
 // Size rotation leaves one idle goroutine per log file behind after Close:
-// the lumberjack library starts it and offers no way to stop it.
+// the lumberjack library starts it and offers no way to stop it. Later
+// LogManagers writing to the same file with the same settings reuse it.
 func (lm *LogManager) Close() error {
 	if !lm.core.closed.CompareAndSwap(false, true) {
 		return nil
@@ -641,11 +642,22 @@ func fileSpecOf(c LogConfig) fileSpec {
 
 // fileSinks holds the open log files by absolute path, so that LogManagers
 // writing to one file share one writer and one lock. It is the package's only
-// mutable state; mu guards m and every sink's refs.
+// mutable state; mu guards m, lj and every sink's refs.
+//
+// lj keeps the lumberjack.Logger of every size-rotated file ever opened, by
+// path and settings, and is never cleared: each Logger starts a goroutine
+// that never stops, so reusing them bounds those goroutines to one per file.
+// Closing a Logger closes its file only; its next Write reopens it.
 var fileSinks = struct {
 	mu sync.Mutex
 	m  map[string]*logSink
-}{m: map[string]*logSink{}}
+	lj map[fileKey]*lumberjack.Logger
+}{m: map[string]*logSink{}, lj: map[fileKey]*lumberjack.Logger{}}
+
+type fileKey struct {
+	path string
+	spec fileSpec
+}
 
 // acquireFileSink returns the sink of path, opening it or adding a reference
 // to it.
@@ -676,7 +688,11 @@ func acquireFileSink(path string, spec fileSpec, now func() time.Time) (*logSink
 			return nil, fmt.Errorf("omqs: log file: %w", err)
 		}
 		f.Close()
-		lj := &lumberjack.Logger{Filename: path, MaxSize: spec.size, MaxBackups: spec.backupCount, LocalTime: true}
+		lj := fileSinks.lj[fileKey{path, spec}]
+		if lj == nil {
+			lj = &lumberjack.Logger{Filename: path, MaxSize: spec.size, MaxBackups: spec.backupCount, LocalTime: true}
+			fileSinks.lj[fileKey{path, spec}] = lj
+		}
 		s.w, s.c = lj, lj
 	case "time":
 		sched, err := rotate.ParseSchedule(spec.schedule)

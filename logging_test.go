@@ -837,3 +837,46 @@ func TestLogWriteErrors(t *testing.T) {
 		t.Errorf("error output %q does not name the file", errOut2.String())
 	}
 }
+
+// logMillGoroutines counts the goroutines lumberjack started (its millRun).
+func logMillGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "created by gopkg.in/natefinch/lumberjack")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestSizeRotationReopenGoroutines checks that opening and closing a
+// size-rotated log file again and again leaves at most one lumberjack
+// goroutine behind, and that every reopening still writes to the file.
+func TestSizeRotationReopenGoroutines(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fileConfig(dir, "%(message)s")
+	cfg.Rotation, cfg.RotationType, cfg.Size = true, "size", 1
+	before := logMillGoroutines()
+	var want strings.Builder
+	for i := 0; i < 5; i++ {
+		lm, err := NewLogManager("", "reopen.log", WithLogConfig(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lm.Logger().Info("line " + strconv.Itoa(i))
+		fmt.Fprintf(&want, "line %d\n", i)
+		if err := lm.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if lm.Err() != nil {
+			t.Fatal(lm.Err())
+		}
+	}
+	if got := logMillGoroutines() - before; got > 1 {
+		t.Errorf("%d lumberjack goroutines after 5 LogManagers on one file, want at most 1", got)
+	}
+	if got := readFile(t, filepath.Join(dir, "reopen.log")); got != want.String() {
+		t.Errorf("file holds %q, want %q", got, want.String())
+	}
+}
