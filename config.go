@@ -485,6 +485,7 @@ type cfgField struct {
 	secret bool   // may hold a password: redact it in messages and dumps
 	set    func(v string) error
 	check  func() error
+	canon  func()        // writes an enumeration in the case it is stored in; nil for others
 	text   func() string // the value as OMQS.cfg would write it, before %-escaping
 	value  func() slog.Value
 }
@@ -805,6 +806,7 @@ func cfgEnum(key string, p *string, canon func(string) string, allowed ...string
 		*p = canon(v)
 		return nil
 	}
+	fd.canon = func() { *p = canon(*p) }
 	return fd
 }
 
@@ -817,6 +819,7 @@ func cfgRotatingTime(key string, p *string) cfgField {
 		*p = strings.ToUpper(v)
 		return nil
 	}
+	fd.canon = func() { *p = strings.ToUpper(*p) }
 	fd.check = func() error {
 		if _, err := rotate.ParseSchedule(*p); err != nil {
 			return fmt.Errorf("%q is not a rotation time (want NS, NM, NH or ND with a whole N of at least 1, W0 to W6, or MD)", cfgClip(*p))
@@ -1011,22 +1014,16 @@ func (c *Config) clone() *Config {
 	return &n
 }
 
-// normalize writes enumerations in the case the broker and the logger
-// expect (Validate accepts any case).
+// normalize writes enumerations in the case LoadConfig stores them in, which
+// the broker and the logger expect (Validate accepts any case).
 func (c *Config) normalize() {
-	for _, p := range []*PublisherConfig{&c.AsyncPublisher, &c.SyncPublisher, &c.AsyncBroadcaster, &c.SyncBroadcaster, &c.AsyncRouter, &c.SyncRouter} {
-		p.ExchangeType = strings.ToLower(p.ExchangeType)
+	for _, cs := range c.sections() {
+		for _, fd := range cs.fields {
+			if fd.canon != nil {
+				fd.canon()
+			}
+		}
 	}
-	for _, w := range []*WorkerConfig{&c.LogWorker, &c.EventWorker} {
-		w.ExchangeType, w.QueueType = strings.ToLower(w.ExchangeType), strings.ToLower(w.QueueType)
-	}
-	for _, cc := range []*ConsumerConfig{&c.LogConsumer, &c.EventConsumer} {
-		cc.ExchangeType, cc.QueueType = strings.ToLower(cc.ExchangeType), strings.ToLower(cc.QueueType)
-	}
-	c.Log.Level = strings.ToUpper(c.Log.Level)
-	c.Log.Type = strings.ToLower(c.Log.Type)
-	c.Log.RotationType = strings.ToLower(c.Log.RotationType)
-	c.Log.RotatingTime = strings.ToUpper(c.Log.RotatingTime)
 }
 
 // GoString keeps %#v from printing the password of MQURL.

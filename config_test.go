@@ -854,3 +854,23 @@ func TestCfgRedact(t *testing.T) {
 		}
 	}
 }
+
+// TestCfgNormalize checks that normalize writes every enumeration in the
+// case DefaultConfig uses.
+func TestCfgNormalize(t *testing.T) {
+	c := DefaultConfig()
+	c.Log.Level, c.Log.Type, c.Log.RotationType, c.Log.RotatingTime = "Info", "STREAM", "Size", "md"
+	for _, p := range []*PublisherConfig{&c.AsyncPublisher, &c.SyncPublisher, &c.AsyncBroadcaster, &c.SyncBroadcaster, &c.AsyncRouter, &c.SyncRouter} {
+		p.ExchangeType = strings.ToUpper(p.ExchangeType)
+	}
+	for _, w := range []*WorkerConfig{&c.LogWorker, &c.EventWorker} {
+		w.ExchangeType, w.QueueType = strings.ToUpper(w.ExchangeType), "Classic"
+	}
+	for _, cc := range []*ConsumerConfig{&c.LogConsumer, &c.EventConsumer} {
+		cc.ExchangeType, cc.QueueType = strings.ToUpper(cc.ExchangeType), "CLASSIC"
+	}
+	c.normalize()
+	if want := DefaultConfig(); !reflect.DeepEqual(c, want) {
+		t.Errorf("normalize gave\n%s\nwant\n%s", c, want)
+	}
+}
