@@ -1,6 +1,7 @@
 package omqs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/omqs-go/omqs/internal/pyfmt"
 	"github.com/omqs-go/omqs/internal/pyini"
 	"github.com/omqs-go/omqs/internal/rotate"
 	"github.com/omqs-go/omqs/internal/transport"
@@ -246,7 +248,8 @@ const (
 // (500ms); KEYS and ROUTING_KEY (or ROUTING_KEYS, not both) are
 // comma-separated lists. An empty value clears a text or list setting and is
 // an error for any other. FORMAT may be wrapped as ('...'), ("..."), '...' or
-// "...", as the original's tutorial wrote it: the wrapping is removed.
+// "...", as the original's tutorial wrote it: the wrapping is removed; what
+// remains must be a format LogManager can use.
 // Enumerations (LEVEL, TYPE, ROTATION_TYPE, ROTATING_TIME, EXCHANGE_TYPE,
 // QUEUE_TYPE) match in any case and are stored in the case DefaultConfig
 // uses.
@@ -482,6 +485,7 @@ type cfgField struct {
 	secret bool   // may hold a password: redact it in messages and dumps
 	set    func(v string) error
 	check  func() error
+	canon  func()        // writes an enumeration in the case it is stored in; nil for others
 	text   func() string // the value as OMQS.cfg would write it, before %-escaping
 	value  func() slog.Value
 }
@@ -548,7 +552,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
 		}}
 	}
-	g, l := &c.Global, &c.Log
+	g := &c.Global
 	return []cfgSection{
 		{"Global", []cfgField{
 			cfgURL("MQURL", &g.MQURL),
@@ -557,17 +561,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("BUFFER_SIZE", &g.BufferSize, 1, cfgMaxBufferSize),
 			cfgInt("MAX_IN_FLIGHT", &g.MaxInFlight, 1, cfgMaxInFlight),
 		}},
-		{"Log", []cfgField{
-			cfgText("FOLDER", &l.Folder, nil),
-			cfgEnum("LEVEL", &l.Level, strings.ToUpper, "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "CRITICAL"),
-			cfgText("FORMAT", &l.Format, cfgUnwrapFormat),
-			cfgEnum("TYPE", &l.Type, strings.ToLower, "stream", "file"),
-			cfgBool("ROTATION", &l.Rotation),
-			cfgEnum("ROTATION_TYPE", &l.RotationType, strings.ToLower, "size", "time"),
-			cfgInt("SIZE", &l.Size, 1, cfgMaxLogSize),
-			cfgRotatingTime("ROTATING_TIME", &l.RotatingTime),
-			cfgInt("BACKUP_COUNT", &l.BackupCount, 0, math.MaxInt),
-		}},
+		cfgLogSection(&c.Log),
 		pub("AsyncBroadcaster", &c.AsyncBroadcaster),
 		pub("SyncBroadcaster", &c.SyncBroadcaster),
 		pub("AsyncRouter", &c.AsyncRouter),
@@ -579,6 +573,22 @@ func (c *Config) sections() []cfgSection {
 		consumer("LogConsumer", &c.LogConsumer),
 		consumer("EventConsumer", &c.EventConsumer),
 	}
+}
+
+// cfgLogSection binds the keys of [Log] to l's fields. NewLogManager checks
+// a LogConfig with it too.
+func cfgLogSection(l *LogConfig) cfgSection {
+	return cfgSection{"Log", []cfgField{
+		cfgText("FOLDER", &l.Folder, nil),
+		cfgEnum("LEVEL", &l.Level, strings.ToUpper, "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "FATAL", "CRITICAL"),
+		cfgFormat("FORMAT", &l.Format),
+		cfgEnum("TYPE", &l.Type, strings.ToLower, "stream", "file"),
+		cfgBool("ROTATION", &l.Rotation),
+		cfgEnum("ROTATION_TYPE", &l.RotationType, strings.ToLower, "size", "time"),
+		cfgInt("SIZE", &l.Size, 1, cfgMaxLogSize),
+		cfgRotatingTime("ROTATING_TIME", &l.RotatingTime),
+		cfgInt("BACKUP_COUNT", &l.BackupCount, 0, math.MaxInt),
+	}}
 }
 
 // Upper bounds that keep a typing slip from exhausting memory.
@@ -796,6 +806,7 @@ func cfgEnum(key string, p *string, canon func(string) string, allowed ...string
 		*p = canon(v)
 		return nil
 	}
+	fd.canon = func() { *p = canon(*p) }
 	return fd
 }
 
@@ -808,6 +819,7 @@ func cfgRotatingTime(key string, p *string) cfgField {
 		*p = strings.ToUpper(v)
 		return nil
 	}
+	fd.canon = func() { *p = strings.ToUpper(*p) }
 	fd.check = func() error {
 		if _, err := rotate.ParseSchedule(*p); err != nil {
 			return fmt.Errorf("%q is not a rotation time (want NS, NM, NH or ND with a whole N of at least 1, W0 to W6, or MD)", cfgClip(*p))
@@ -848,6 +860,19 @@ func cfgURL(key string, p *string) cfgField {
 	return fd
 }
 
+// cfgFormat is FORMAT, a Python logging format string that pyfmt must
+// compile. "" is allowed: NewLogManager then uses DefaultLogFormat.
+func cfgFormat(key string, p *string) cfgField {
+	fd := cfgText(key, p, cfgUnwrapFormat)
+	fd.check = func() error {
+		if _, err := pyfmt.Compile(*p); err != nil {
+			return fmt.Errorf("%q: %w", cfgClip(*p), err)
+		}
+		return nil
+	}
+	return fd
+}
+
 // cfgUnwrapFormat removes the wrapping the original's tutorial put around
 // FORMAT, a Python expression: ('...'), ("..."), '...' or "...".
 func cfgUnwrapFormat(v string) string {
@@ -865,8 +890,8 @@ func cfgUnwrapFormat(v string) string {
 }
 
 // Validate checks every setting as LoadConfig checks a file: ranges of
-// numbers, enumerations (in any case), names AMQP can carry and the broker
-// URL. It does not connect to the broker. The error wraps ErrInvalidConfig
+// numbers, enumerations (in any case), names AMQP can carry, the log FORMAT
+// and the broker URL. It does not connect to the broker. The error wraps ErrInvalidConfig
 // and names the section and key, as in
 //
 //	omqs: invalid configuration: [Global] BUFFER_SIZE: 0 must be at least 1
@@ -875,10 +900,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: nil *Config", ErrInvalidConfig)
 	}
 	for _, cs := range c.sections() {
-		for _, fd := range cs.fields {
-			if err := fd.check(); err != nil {
-				return fmt.Errorf("%w: [%s] %s: %v", ErrInvalidConfig, cs.name, fd.key, err)
-			}
+		if err := cs.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// check runs the checks of the section's fields, as Validate does.
+func (cs *cfgSection) check() error {
+	for _, fd := range cs.fields {
+		if err := fd.check(); err != nil {
+			return fmt.Errorf("%w: [%s] %s: %w", ErrInvalidConfig, cs.name, fd.key, err)
 		}
 	}
 	return nil
@@ -955,6 +988,15 @@ func (g GlobalConfig) LogValue() slog.Value {
 	)
 }
 
+// MarshalJSON makes encoding/json (and so slog's JSONHandler) write the
+// [Global] settings with the password of MQURL replaced by "xxxxx".
+func (g GlobalConfig) MarshalJSON() ([]byte, error) {
+	type plain GlobalConfig // without this method
+	p := plain(g)
+	p.MQURL = transport.Redact(p.MQURL)
+	return json.Marshal(p)
+}
+
 // clone returns a deep copy of c.
 func (c *Config) clone() *Config {
 	n := *c
@@ -972,22 +1014,16 @@ func (c *Config) clone() *Config {
 	return &n
 }
 
-// normalize writes enumerations in the case the broker and the logger
-// expect (Validate accepts any case).
+// normalize writes enumerations in the case LoadConfig stores them in, which
+// the broker and the logger expect (Validate accepts any case).
 func (c *Config) normalize() {
-	for _, p := range []*PublisherConfig{&c.AsyncPublisher, &c.SyncPublisher, &c.AsyncBroadcaster, &c.SyncBroadcaster, &c.AsyncRouter, &c.SyncRouter} {
-		p.ExchangeType = strings.ToLower(p.ExchangeType)
+	for _, cs := range c.sections() {
+		for _, fd := range cs.fields {
+			if fd.canon != nil {
+				fd.canon()
+			}
+		}
 	}
-	for _, w := range []*WorkerConfig{&c.LogWorker, &c.EventWorker} {
-		w.ExchangeType, w.QueueType = strings.ToLower(w.ExchangeType), strings.ToLower(w.QueueType)
-	}
-	for _, cc := range []*ConsumerConfig{&c.LogConsumer, &c.EventConsumer} {
-		cc.ExchangeType, cc.QueueType = strings.ToLower(cc.ExchangeType), strings.ToLower(cc.QueueType)
-	}
-	c.Log.Level = strings.ToUpper(c.Log.Level)
-	c.Log.Type = strings.ToLower(c.Log.Type)
-	c.Log.RotationType = strings.ToLower(c.Log.RotationType)
-	c.Log.RotatingTime = strings.ToUpper(c.Log.RotatingTime)
 }
 
 // GoString keeps %#v from printing the password of MQURL.

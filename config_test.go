@@ -4,6 +4,7 @@ import (
 	"github.com/omqs-go/omqs/internal/transport"
 
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -421,6 +422,8 @@ func TestConfigErrors(t *testing.T) {
 		{"long name", "[LogConsumer]\nQUEUE=" + strings.Repeat("q", 256), `test.cfg:2: QUEUE: "` + strings.Repeat("q", 120) + `..." is longer than 255 bytes`},
 		{"long key", "[LogConsumer]\nKEYS=a," + strings.Repeat("k", 256), `test.cfg:2: KEYS: "` + strings.Repeat("k", 120) + `..." is longer than 255 bytes`},
 		{"control character", "[LogConsumer]\nDEAD_LETTER_EXCHANGE=a\x01b", `test.cfg:2: DEAD_LETTER_EXCHANGE: "a\x01b" contains a control character`},
+		{"bad format", "[Log]\nFORMAT = %%(levelnam)s %%(message)d", `test.cfg:2: FORMAT: "%(levelnam)s %(message)d": log format: position 1: unknown field "levelnam" (did you mean "levelname"?)`},
+		{"bad wrapped format", "[Log]\nFORMAT = ('%%(message)d')", `test.cfg:2: FORMAT: "%(message)d": log format: position 1: %d needs a number`},
 		{"bad value from DEFAULT", "[DEFAULT]\nPREFETCH=lots\n[LogConsumer]\nQUEUE=q", `test.cfg:2: PREFETCH: "lots" is not a whole number`},
 
 		{"unknown section", "[Global]\nBUFFER_SIZE=1\n\n[Globals]\nBUFFER_SIZE=2", `test.cfg:4: unknown section [Globals] (the sections are Global, Log, AsyncBroadcaster,`},
@@ -665,6 +668,8 @@ func TestValidate(t *testing.T) {
 		{"size", func(c *Config) { c.Log.Size = 0 }, "[Log] SIZE: 0 must be at least 1"},
 		{"rotating time", func(c *Config) { c.Log.RotatingTime = "1W" }, `[Log] ROTATING_TIME: "1W" is not a rotation time`},
 		{"rotating time any case", func(c *Config) { c.Log.RotatingTime = "w3" }, ""},
+		{"format", func(c *Config) { c.Log.Format = "%(asctime)s %" }, `[Log] FORMAT: "%(asctime)s %": log format: position 13: '%' at the end`},
+		{"empty format", func(c *Config) { c.Log.Format = "" }, ""},
 		{"backup count", func(c *Config) { c.Log.BackupCount = -1 }, "[Log] BACKUP_COUNT: -1 must be at least 0"},
 		{"exchange type", func(c *Config) { c.SyncRouter.ExchangeType = "x" }, `[SyncRouter] EXCHANGE_TYPE: "x" is not one of topic, direct, fanout, headers`},
 		{"exchange type any case", func(c *Config) { c.SyncRouter.ExchangeType = "Direct" }, ""},
@@ -718,6 +723,16 @@ func TestConfigHidesPassword(t *testing.T) {
 		var jsonOut, textOut bytes.Buffer
 		slog.New(slog.NewJSONHandler(&jsonOut, nil)).Info("config", "cfg", c)
 		slog.New(slog.NewTextHandler(&textOut, nil)).Info("config", "cfg", c, "global", c.Global)
+		var jsonValueOut bytes.Buffer
+		slog.New(slog.NewJSONHandler(&jsonValueOut, nil)).Info("config", "cfg", *c)
+		jsonValue, err := json.Marshal(*c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jsonPointer, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
 		outputs := map[string]string{
 			"String":           c.String(),
 			"%v":               fmt.Sprintf("%v", c),
@@ -725,6 +740,9 @@ func TestConfigHidesPassword(t *testing.T) {
 			"%v of Global":     fmt.Sprintf("%v", c.Global),
 			"slog JSON":        jsonOut.String(),
 			"slog text":        textOut.String(),
+			"slog JSON value":  jsonValueOut.String(),
+			"json of value":    string(jsonValue),
+			"json of pointer":  string(jsonPointer),
 			"Validate":         fmt.Sprint(c.Validate()),
 		}
 		for name, out := range outputs {
@@ -834,5 +852,25 @@ func TestCfgRedact(t *testing.T) {
 		if again := transport.Redact(got); again != got {
 			t.Errorf("transport.Redact(%q) = %q: not idempotent", got, again)
 		}
+	}
+}
+
+// TestCfgNormalize checks that normalize writes every enumeration in the
+// case DefaultConfig uses.
+func TestCfgNormalize(t *testing.T) {
+	c := DefaultConfig()
+	c.Log.Level, c.Log.Type, c.Log.RotationType, c.Log.RotatingTime = "Info", "STREAM", "Size", "md"
+	for _, p := range []*PublisherConfig{&c.AsyncPublisher, &c.SyncPublisher, &c.AsyncBroadcaster, &c.SyncBroadcaster, &c.AsyncRouter, &c.SyncRouter} {
+		p.ExchangeType = strings.ToUpper(p.ExchangeType)
+	}
+	for _, w := range []*WorkerConfig{&c.LogWorker, &c.EventWorker} {
+		w.ExchangeType, w.QueueType = strings.ToUpper(w.ExchangeType), "Classic"
+	}
+	for _, cc := range []*ConsumerConfig{&c.LogConsumer, &c.EventConsumer} {
+		cc.ExchangeType, cc.QueueType = strings.ToUpper(cc.ExchangeType), "CLASSIC"
+	}
+	c.normalize()
+	if want := DefaultConfig(); !reflect.DeepEqual(c, want) {
+		t.Errorf("normalize gave\n%s\nwant\n%s", c, want)
 	}
 }

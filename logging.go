@@ -57,12 +57,14 @@ type logSettings struct {
 	output io.Writer
 	level  *string
 	now    func() time.Time // clock of time rotation; nil means time.Now
+	errOut io.Writer        // where the first write error is printed; nil means os.Stderr
 }
 
 // WithLogConfig makes NewLogManager use c instead of the [Log] section of the
 // configuration file. Empty text fields of c (Folder, Level, Format, Type,
 // RotationType, RotatingTime) and a Size of 0 take the built-in defaults of
-// DefaultConfig; Rotation and BackupCount are used as they are.
+// DefaultConfig; Rotation and BackupCount are used as they are. The result
+// is checked as Config.Validate checks the [Log] section.
 func WithLogConfig(c LogConfig) LogOption {
 	return func(s *logSettings) { s.cfg = &c }
 }
@@ -150,14 +152,15 @@ type LogManager struct {
 // logCore is what a LogManager's handlers share.
 type logCore struct {
 	name   string
-	path   string // absolute path of the log file, "" for stream output
 	format *pyfmt.Format
 	level  slog.LevelVar
 	sink   *logSink
 	closed atomic.Bool
 	pid    int
-	start  time.Time // origin of %(relativeCreated)
-	bufs   sync.Pool // of *lineBuffer
+	start  time.Time             // origin of %(relativeCreated)
+	bufs   sync.Pool             // of *lineBuffer
+	err    atomic.Pointer[error] // the first error of writing a record
+	errOut io.Writer             // where that error is printed
 }
 
 // NewLogManager returns a LogManager named name (%(name)s; "" means "OMQS")
@@ -196,7 +199,15 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		cfg.Level = *s.level
 	}
 
-	core := &logCore{name: name, pid: os.Getpid(), start: time.Now()}
+	ls := cfgLogSection(&cfg)
+	if err := ls.check(); err != nil {
+		return nil, err
+	}
+
+	core := &logCore{name: name, pid: os.Getpid(), start: time.Now(), errOut: s.errOut}
+	if core.errOut == nil {
+		core.errOut = os.Stderr
+	}
 	level, err := parseLevel(cfg.Level)
 	if err != nil {
 		return nil, err
@@ -206,18 +217,7 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		return nil, fmt.Errorf("%w: [Log] FORMAT: %w", ErrInvalidConfig, err)
 	}
 
-	switch strings.ToLower(strings.TrimSpace(cfg.Type)) {
-	case "stream":
-		out := s.output
-		if out == nil {
-			out = os.Stderr
-		}
-		core.sink = &logSink{w: out}
-	case "file":
-		spec, err := fileSpecOf(cfg)
-		if err != nil {
-			return nil, err
-		}
+	if strings.EqualFold(cfg.Type, "file") {
 		path := fileName
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(cfg.Folder, fileName)
@@ -228,12 +228,15 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("omqs: log folder: %w", err)
 		}
-		if core.sink, err = acquireFileSink(path, spec, s.now); err != nil {
+		if core.sink, err = acquireFileSink(path, fileSpecOf(cfg), s.now); err != nil {
 			return nil, err
 		}
-		core.path = path
-	default:
-		return nil, fmt.Errorf("%w: [Log] TYPE %q: want \"stream\" or \"file\"", ErrInvalidConfig, cfg.Type)
+	} else {
+		out := s.output
+		if out == nil {
+			out = os.Stderr
+		}
+		core.sink = &logSink{w: out}
 	}
 	return &LogManager{core: core, logger: slog.New(&logHandler{core: core})}, nil
 }
@@ -284,7 +287,21 @@ func (lm *LogManager) Name() string { return lm.core.name }
 
 // FileName returns the absolute path of the log file when TYPE is file, and
 // "" when it is stream.
-func (lm *LogManager) FileName() string { return lm.core.path }
+func (lm *LogManager) FileName() string { return lm.core.sink.path }
+
+// Err returns the first error met writing a record, or nil if there was
+// none: a write that failed, a rotation of the log file (rename, reopen)
+// that failed, or a record longer than SIZE megabytes with size rotation.
+// The record that met the error may be lost. slog.Logger discards the
+// errors of its handler, so the LogManager also prints the first one to
+// standard error, once, as Python's Handler.handleError does. Err still
+// answers after Close.
+func (lm *LogManager) Err() error {
+	if p := lm.core.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Close stops the LogManager's logger: later records are dropped silently.
 // It closes the log file unless another LogManager still writes to it. It
@@ -292,12 +309,13 @@ func (lm *LogManager) FileName() string { return lm.core.path }
 // idempotent; calls after the first return nil.
 //
 // Size rotation leaves one idle goroutine per log file behind after Close:
-// the lumberjack library starts it and offers no way to stop it.
+// the lumberjack library starts it and offers no way to stop it. Later
+// LogManagers writing to the same file with the same settings reuse it.
 func (lm *LogManager) Close() error {
 	if !lm.core.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if lm.core.path != "" {
+	if lm.core.sink.path != "" {
 		return releaseFileSink(lm.core.sink)
 	}
 	return nil
@@ -399,7 +417,23 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		b.msg, b.line = msg, line
 		c.bufs.Put(b)
 	}
+	if err != nil {
+		c.handleError(err)
+	}
 	return err
+}
+
+// handleError keeps the first error of writing a record for Err and prints
+// it to errOut; later errors are only returned, which slog.Logger ignores.
+func (c *logCore) handleError(err error) {
+	if !c.err.CompareAndSwap(nil, &err) {
+		return
+	}
+	where := c.sink.path
+	if where == "" {
+		where = "its output"
+	}
+	fmt.Fprintf(c.errOut, "omqs: LogManager %q cannot write to %s: %v (later errors are not printed; see LogManager.Err)\n", c.name, where, err)
 }
 
 func (h *logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
@@ -593,36 +627,37 @@ type fileSpec struct {
 	backupCount int
 }
 
-func fileSpecOf(c LogConfig) (fileSpec, error) {
-	if !c.Rotation {
-		return fileSpec{}, nil
+// fileSpecOf returns the rotation settings of c, which cfgLogSection has
+// checked.
+func fileSpecOf(c LogConfig) fileSpec {
+	switch {
+	case !c.Rotation:
+		return fileSpec{}
+	case strings.EqualFold(c.RotationType, "time"):
+		sched, _ := rotate.ParseSchedule(c.RotatingTime) // checked
+		return fileSpec{rotation: "time", schedule: sched.String(), backupCount: c.BackupCount}
 	}
-	if c.BackupCount < 0 {
-		return fileSpec{}, fmt.Errorf("%w: [Log] BACKUP_COUNT %d is negative", ErrInvalidConfig, c.BackupCount)
-	}
-	switch strings.ToLower(strings.TrimSpace(c.RotationType)) {
-	case "size":
-		if c.Size < 1 {
-			return fileSpec{}, fmt.Errorf("%w: [Log] SIZE %d: want at least 1 (megabytes)", ErrInvalidConfig, c.Size)
-		}
-		return fileSpec{rotation: "size", size: c.Size, backupCount: c.BackupCount}, nil
-	case "time":
-		sched, err := rotate.ParseSchedule(c.RotatingTime)
-		if err != nil {
-			return fileSpec{}, fmt.Errorf("%w: [Log] %w", ErrInvalidConfig, err)
-		}
-		return fileSpec{rotation: "time", schedule: sched.String(), backupCount: c.BackupCount}, nil
-	}
-	return fileSpec{}, fmt.Errorf("%w: [Log] ROTATION_TYPE %q: want \"size\" or \"time\"", ErrInvalidConfig, c.RotationType)
+	return fileSpec{rotation: "size", size: c.Size, backupCount: c.BackupCount}
 }
 
 // fileSinks holds the open log files by absolute path, so that LogManagers
 // writing to one file share one writer and one lock. It is the package's only
-// mutable state; mu guards m and every sink's refs.
+// mutable state; mu guards m, lj and every sink's refs.
+//
+// lj keeps the lumberjack.Logger of every size-rotated file ever opened, by
+// path and settings, and is never cleared: each Logger starts a goroutine
+// that never stops, so reusing them bounds those goroutines to one per file.
+// Closing a Logger closes its file only; its next Write reopens it.
 var fileSinks = struct {
 	mu sync.Mutex
 	m  map[string]*logSink
-}{m: map[string]*logSink{}}
+	lj map[fileKey]*lumberjack.Logger
+}{m: map[string]*logSink{}, lj: map[fileKey]*lumberjack.Logger{}}
+
+type fileKey struct {
+	path string
+	spec fileSpec
+}
 
 // acquireFileSink returns the sink of path, opening it or adding a reference
 // to it.
@@ -653,7 +688,11 @@ func acquireFileSink(path string, spec fileSpec, now func() time.Time) (*logSink
 			return nil, fmt.Errorf("omqs: log file: %w", err)
 		}
 		f.Close()
-		lj := &lumberjack.Logger{Filename: path, MaxSize: spec.size, MaxBackups: spec.backupCount, LocalTime: true}
+		lj := fileSinks.lj[fileKey{path, spec}]
+		if lj == nil {
+			lj = &lumberjack.Logger{Filename: path, MaxSize: spec.size, MaxBackups: spec.backupCount, LocalTime: true}
+			fileSinks.lj[fileKey{path, spec}] = lj
+		}
 		s.w, s.c = lj, lj
 	case "time":
 		sched, err := rotate.ParseSchedule(spec.schedule)

@@ -315,12 +315,13 @@ func TestLogConfigErrors(t *testing.T) {
 		{"format", func(c *LogConfig) { c.Format = "%(levelname)s %(levelnme)s" }, `log format: position 15: unknown field "levelnme" (did you mean "levelname"?)`},
 		{"format end", func(c *LogConfig) { c.Format = "%(message)s %" }, `position 13: '%' at the end`},
 		{"format no conversion", func(c *LogConfig) { c.Format = "%(message)" }, `field "message" has no conversion character`},
-		{"level", func(c *LogConfig) { c.Level = "LOUD" }, `log level "LOUD"`},
-		{"type", func(c *LogConfig) { c.Type = "syslog" }, `TYPE "syslog"`},
-		{"rotation type", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "daily" }, `ROTATION_TYPE "daily"`},
-		{"size", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "size"; c.Size = -1 }, `SIZE -1`},
-		{"rotating time", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "time"; c.RotatingTime = "W9" }, `ROTATING_TIME "W9"`},
-		{"backup count", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.BackupCount = -2 }, `BACKUP_COUNT -2`},
+		{"level", func(c *LogConfig) { c.Level = "LOUD" }, `[Log] LEVEL: "LOUD" is not one of`},
+		{"type", func(c *LogConfig) { c.Type = "syslog" }, `[Log] TYPE: "syslog" is not one of stream, file`},
+		{"rotation type", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "daily" }, `[Log] ROTATION_TYPE: "daily" is not one of size, time`},
+		{"size", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "size"; c.Size = -1 }, `[Log] SIZE: -1 must be at least 1`},
+		{"size too large", func(c *LogConfig) { c.Type, c.Rotation, c.Size = "file", true, cfgMaxLogSize+1 }, `[Log] SIZE: 1048577 must be at most 1048576`},
+		{"rotating time", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.RotationType = "time"; c.RotatingTime = "W9" }, `[Log] ROTATING_TIME: "W9" is not a rotation time`},
+		{"backup count", func(c *LogConfig) { c.Type = "file"; c.Rotation = true; c.BackupCount = -2 }, `[Log] BACKUP_COUNT: -2 must be at least 0`},
 	}
 	for _, tt := range tests {
 		cfg := fileConfig(dir, "%(message)s")
@@ -335,6 +336,18 @@ func TestLogConfigErrors(t *testing.T) {
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %q, want ErrInvalidConfig containing %q", tt.name, err, tt.want)
 		}
+		// The checks are those of Config.Validate, word for word.
+		c := DefaultConfig()
+		c.Log = cfg
+		if verr := c.Validate(); verr == nil || verr.Error() != err.Error() {
+			t.Errorf("%s: NewLogManager says %q, Validate %v", tt.name, err, verr)
+		}
+	}
+	if lm, err := NewLogManager("", "", WithLogConfig(streamConfig("%(message)s")), WithLogLevel("LOUD"), WithLogOutput(io.Discard)); err == nil || !strings.Contains(err.Error(), `[Log] LEVEL: "LOUD" is not one of`) {
+		if err == nil {
+			lm.Close()
+		}
+		t.Errorf("WithLogLevel(\"LOUD\"): error %v", err)
 	}
 	var pe *pyfmt.Error
 	_, err := NewLogManager("", "", WithLogConfig(streamConfig("x %(nope)s")))
@@ -443,8 +456,10 @@ func TestSizeRotation(t *testing.T) {
 		}
 		<-tick.C
 	}
-	if fi, err := os.Stat(lm.FileName()); err != nil || fi.Size() > 1<<20 {
-		t.Errorf("current file: %v, %d bytes", err, fi.Size())
+	if fi, err := os.Stat(lm.FileName()); err != nil {
+		t.Errorf("current file: %v", err)
+	} else if fi.Size() > 1<<20 {
+		t.Errorf("current file has %d bytes, more than SIZE", fi.Size())
 	}
 }
 
@@ -767,5 +782,101 @@ func BenchmarkLoggerInfoAttrs(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		log.Info("user signed in", "user", 42, "ok", true)
+	}
+}
+
+// logFailingWriter is an output whose every Write fails.
+type logFailingWriter struct{ err error }
+
+func (w logFailingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// withLogErrorOutput makes the LogManager print its first write error to w
+// instead of standard error.
+func withLogErrorOutput(w io.Writer) LogOption {
+	return func(s *logSettings) { s.errOut = w }
+}
+
+// TestLogWriteErrors checks that an error of the output, which slog.Logger
+// drops, is printed once and kept for Err.
+func TestLogWriteErrors(t *testing.T) {
+	errFull := errors.New("disk full")
+	var errOut syncBuffer
+	lm, err := NewLogManager("svc", "", WithLogConfig(streamConfig("%(message)s")),
+		WithLogOutput(logFailingWriter{errFull}), withLogErrorOutput(&errOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lm.Close()
+	if lm.Err() != nil {
+		t.Errorf("Err() = %v before any record", lm.Err())
+	}
+	lm.Logger().Info("one")
+	lm.Logger().With("a", 1).Error("two")
+	if !errors.Is(lm.Err(), errFull) {
+		t.Errorf("Err() = %v, want %v", lm.Err(), errFull)
+	}
+	if got := lines(errOut.String()); len(got) != 1 || !strings.Contains(got[0], `omqs: LogManager "svc" cannot write to its output: disk full`) {
+		t.Errorf("error output %q, want one line about the error", got)
+	}
+
+	// A record longer than SIZE cannot be written with size rotation.
+	dir := t.TempDir()
+	cfg := fileConfig(dir, "%(message)s")
+	cfg.Rotation, cfg.RotationType, cfg.Size = true, "size", 1
+	var errOut2 syncBuffer
+	lm2, err := NewLogManager("big", "big.log", WithLogConfig(cfg), withLogErrorOutput(&errOut2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm2.Logger().Info(strings.Repeat("x", 2<<20))
+	lm2.Close()
+	if lm2.Err() == nil || !strings.Contains(lm2.Err().Error(), "exceeds maximum file size") {
+		t.Errorf("Err() = %v after a record longer than SIZE", lm2.Err())
+	}
+	if !strings.Contains(errOut2.String(), lm2.FileName()) {
+		t.Errorf("error output %q does not name the file", errOut2.String())
+	}
+}
+
+// logMillGoroutines counts the goroutines lumberjack started (its millRun).
+func logMillGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "created by gopkg.in/natefinch/lumberjack")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestSizeRotationReopenGoroutines checks that opening and closing a
+// size-rotated log file again and again leaves at most one lumberjack
+// goroutine behind, and that every reopening still writes to the file.
+func TestSizeRotationReopenGoroutines(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fileConfig(dir, "%(message)s")
+	cfg.Rotation, cfg.RotationType, cfg.Size = true, "size", 1
+	before := logMillGoroutines()
+	var want strings.Builder
+	for i := 0; i < 5; i++ {
+		lm, err := NewLogManager("", "reopen.log", WithLogConfig(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lm.Logger().Info("line " + strconv.Itoa(i))
+		fmt.Fprintf(&want, "line %d\n", i)
+		if err := lm.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if lm.Err() != nil {
+			t.Fatal(lm.Err())
+		}
+	}
+	if got := logMillGoroutines() - before; got > 1 {
+		t.Errorf("%d lumberjack goroutines after 5 LogManagers on one file, want at most 1", got)
+	}
+	if got := readFile(t, filepath.Join(dir, "reopen.log")); got != want.String() {
+		t.Errorf("file holds %q, want %q", got, want.String())
 	}
 }

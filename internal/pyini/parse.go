@@ -49,15 +49,7 @@ type File struct {
 
 // Section returns the section called name, in any case, or nil.
 func (f *File) Section(name string) *Section {
-	if f.index != nil {
-		return f.index[Fold(name)]
-	}
-	for _, s := range f.Sections {
-		if Fold(s.Name) == Fold(name) {
-			return s
-		}
-	}
-	return nil
+	return f.index[Fold(name)]
 }
 
 // Fold returns the form of a section or key name in which names that differ
@@ -80,15 +72,7 @@ func (s *Section) Key(name string) *Key {
 	if s == nil {
 		return nil
 	}
-	if s.index != nil {
-		return s.index[Fold(name)]
-	}
-	for _, k := range s.Keys {
-		if Fold(k.Name) == Fold(name) {
-			return k
-		}
-	}
-	return nil
+	return s.index[Fold(name)]
 }
 
 // Key is one setting of a Section.
@@ -160,7 +144,9 @@ func Parse(data []byte) (*File, error) {
 	}
 	raw, err := ini.LoadSources(loadOptions(len(data)), data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ini.v1 rejects a file the scanner accepts: %v", ErrMismatch, err)
+		// ini.v1's message quotes the raw line, which may hold a
+		// password, and has no line number: give only its type.
+		return nil, fmt.Errorf("%w: ini.v1 rejects a file the scanner accepts (%T)", ErrMismatch, err)
 	}
 	if err := sc.compare(raw); err != nil {
 		return nil, err
