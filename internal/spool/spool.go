@@ -61,7 +61,6 @@ type Spool struct {
 
 	mu     sync.Mutex
 	f      *os.File
-	n      int  // records appended since open
 	closed bool // Close was called: Append does not keep the file open
 }
 
@@ -113,18 +112,7 @@ func (s *Spool) Append(recs ...Record) error {
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.path, err)
 	}
-	s.n += len(recs)
 	return nil
-}
-
-// Sync flushes the file to stable storage.
-func (s *Spool) Sync() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
-		return nil
-	}
-	return s.f.Sync()
 }
 
 // Take moves the current spool file aside for replay and returns the paths of
@@ -193,10 +181,6 @@ func (s *Spool) Close() error {
 	s.f = nil
 	return err
 }
-
-// ErrBadLine reports a line that is not a spool record (for example the torn
-// last line of a crashed write). Read skips it and goes on.
-var ErrBadLine = errors.New("spool: bad line")
 
 // Read calls fn for every record of the file at path, in order. Lines that do
 // not decode are skipped and counted in bad. It stops at fn's first error.
