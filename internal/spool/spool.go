@@ -62,6 +62,9 @@ type Spool struct {
 	mu     sync.Mutex
 	f      *os.File
 	closed bool // Close was called: Append does not keep the file open
+	// torn: a write failed and may have left a partial line; the next
+	// write starts a new line so that its first record is not glued to it.
+	torn bool
 }
 
 // New returns a Spool writing to path. The file and its folder are created on
@@ -100,7 +103,12 @@ func (s *Spool) Append(recs ...Record) error {
 		}
 		s.f = f
 	}
-	_, err := s.f.Write(buf.Bytes())
+	data := buf.Bytes()
+	if s.torn {
+		data = append([]byte{'\n'}, data...)
+	}
+	_, err := s.f.Write(data)
+	s.torn = err != nil
 	if s.closed {
 		// After Close: write through and keep no file open.
 		if serr := s.f.Sync(); err == nil {
