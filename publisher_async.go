@@ -354,8 +354,7 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	defSection := kind
-	topo := publisherTopology(s, defSection)
+	topo := publisherTopology(s, kind)
 	if s.mandatory != nil {
 		mandatory = *s.mandatory
 	}
@@ -400,7 +399,6 @@ type engineConfig struct {
 	times     int
 	window    int
 	logger    *slog.Logger
-	stats     *counters // nil: own
 	spool     *spool.Spool
 	disp      *dispatch.Dispatcher // nil: own
 	onReturn  func(Returned)
@@ -419,7 +417,7 @@ func newEngine(c engineConfig) *engine {
 			Endpoints: c.endpoints, Options: c.dialOpts,
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
-		log: c.logger, st: c.stats, sp: c.spool, disp: c.disp,
+		log: c.logger, st: &counters{}, sp: c.spool, disp: c.disp,
 		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
 		window:      c.window,
 		changed:     make(chan struct{}),
@@ -430,9 +428,6 @@ func newEngine(c engineConfig) *engine {
 	}
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
-	}
-	if e.st == nil {
-		e.st = &counters{}
 	}
 	if e.disp == nil {
 		e.disp = dispatch.New(1024)
@@ -524,7 +519,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		defer cancel()
 		stopWatch := context.AfterFunc(e.runCtx, cancel)
 		defer stopWatch()
-		_, s, err := e.connect(cctx, true)
+		s, err := e.connect(cctx, true)
 		if err != nil {
 			e.mu.Lock()
 			e.state = stateStopped
@@ -574,9 +569,9 @@ func (e *engine) connectError(err error) error {
 }
 
 // connect dials and prepares a session.
-func (e *engine) connect(ctx context.Context, failFast bool) (transport.Conn, *session, error) {
+func (e *engine) connect(ctx context.Context, failFast bool) (*session, error) {
 	var sess *session
-	conn, err := e.dialer.Connect(ctx, func(ctx context.Context, c transport.Conn) error {
+	_, err := e.dialer.Connect(ctx, func(ctx context.Context, c transport.Conn) error {
 		ch, err := c.Channel()
 		if err != nil {
 			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
@@ -604,9 +599,9 @@ func (e *engine) connect(ctx context.Context, failFast bool) (transport.Conn, *s
 		return nil
 	}, failFast)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return conn, sess, nil
+	return sess, nil
 }
 
 func isPreconditionOrAccess(err error) bool {
@@ -652,7 +647,7 @@ func (e *engine) run(sess *session) {
 // RECONNECT_TIMES failures it spools what it holds and keeps trying.
 func (e *engine) reconnectLoop() *session {
 	for {
-		_, sess, err := e.connect(e.runCtx, false)
+		sess, err := e.connect(e.runCtx, false)
 		if err == nil {
 			e.install(sess)
 			return sess
