@@ -521,26 +521,34 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		defer stopWatch()
 		s, err := e.connect(cctx, true)
 		if err != nil {
+			if e.runCtx.Err() != nil {
+				err = fmt.Errorf("%s: %w", e.kind, ErrStopped)
+			} else {
+				err = e.connectError(err)
+			}
+			// Publishes held while connecting: no goroutine will send them.
+			e.pubMu.Lock()
 			e.mu.Lock()
 			e.state = stateStopped
+			held := e.takeAllLocked()
 			e.signal()
 			e.mu.Unlock()
-			stopped := e.runCtx.Err() != nil
+			e.pubMu.Unlock()
+			e.spoolMany(held, err)
 			e.cancel()
 			if e.ownDisp {
 				e.disp.Close()
 			}
-			if stopped {
-				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
-			}
-			return e.connectError(err)
+			return err
 		}
 		sess = s
 		e.install(sess)
 	}
 	e.mu.Lock()
-	if e.state >= stateStopping && e.runCtx.Err() != nil {
-		// Stop ran meanwhile and will not wait for a goroutine started now.
+	if e.state == stateStopped || e.runCtx.Err() != nil {
+		// Stop ran meanwhile (it sets stateStopped before waiting for the
+		// goroutines, then cancels runCtx) and will not wait for a
+		// goroutine started now.
 		e.mu.Unlock()
 		if sess != nil {
 			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))

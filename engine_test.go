@@ -1,0 +1,109 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/omqs-go/omqs/internal/spool"
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// engineRefusedURL returns the URL of a local port nothing listens on: every
+// dial is refused at once.
+func engineRefusedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "amqp://guest:guest@" + addr + "/"
+}
+
+// engineConfigFor is an engineConfig for url with the given reconnect
+// settings, logging to the test.
+func engineConfigFor(t *testing.T, url string, times int, wait func(context.Context, time.Duration) error) engineConfig {
+	t.Helper()
+	eps, err := transport.ParseURLs(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return engineConfig{
+		kind: "AsyncPublisher", name: "engine-test", appID: "engine-test",
+		endpoints: eps, interval: 20 * time.Millisecond, times: times, window: 64,
+		logger: testLogger(t), wait: wait,
+	}
+}
+
+// engineStop stops e within 10 seconds and returns Stop's error.
+func engineStop(t *testing.T, e *engine) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return e.stop(ctx)
+}
+
+// engineRecv receives from c or fails the test after 10 seconds.
+func engineRecv[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// A Publish taken while Start connects is held for the connection; when
+// Start then fails, the message is spooled (not left in flight for ever,
+// which made Stop wait for it).
+func TestEngineFailedStartSpoolsHeldPublishes(t *testing.T) {
+	t.Parallel()
+	waiting := make(chan struct{}, 1)
+	release := make(chan struct{})
+	c := engineConfigFor(t, engineRefusedURL(t), 2, func(ctx context.Context, _ time.Duration) error {
+		waiting <- struct{}{}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	sp := spool.New(filepath.Join(t.TempDir(), "engine.spool"))
+	c.spool = sp
+	e := newEngine(c)
+	started := make(chan error, 1)
+	go func() { started <- e.start(context.Background(), false) }()
+	engineRecv(t, waiting, "Start's first failed attempt")
+
+	m, err := e.newMsg("k", []byte("held while connecting"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.publish(context.Background(), m); err != nil {
+		t.Fatalf("publish while connecting: %v", err)
+	}
+	close(release)
+	if err := engineRecv(t, started, "Start"); !errors.Is(err, ErrConnection) {
+		t.Fatalf("Start: %v, want ErrConnection", err)
+	}
+	if n := e.pending(); n != 0 {
+		t.Fatalf("%d message(s) still pending after the failed Start, want 0", n)
+	}
+	if st := e.st.snapshot(); st.Accepted != 1 || st.Spooled != 1 {
+		t.Fatalf("stats %+v: want the held message spooled", st)
+	}
+	if err := engineStop(t, e); err != nil {
+		t.Fatalf("Stop after the failed Start: %v", err)
+	}
+	if n, err := sp.Count(); err != nil || n != 1 {
+		t.Fatalf("spool holds %d record(s) (%v), want 1", n, err)
+	}
+}
