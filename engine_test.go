@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +106,37 @@ func TestEngineFailedStartSpoolsHeldPublishes(t *testing.T) {
 	}
 	if n, err := sp.Count(); err != nil || n != 1 {
 		t.Fatalf("spool holds %d record(s) (%v), want 1", n, err)
+	}
+}
+
+// With RECONNECT_TIMES=1 the Dialer gives up after each attempt without
+// waiting: the reconnect loop waits an interval before the next attempt.
+func TestEngineGiveUpWaitsBeforeNextAttempt(t *testing.T) {
+	t.Parallel()
+	l, logs := consumerLogger(t)
+	paused := make(chan struct{}, 1)
+	c := engineConfigFor(t, engineRefusedURL(t), 1, func(ctx context.Context, _ time.Duration) error {
+		select {
+		case paused <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	c.logger = l
+	e := newEngine(c)
+	if err := e.start(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() int { return strings.Count(logs.String(), "connect failed") }
+	waitUntil(t, 10*time.Second, "a pause or many attempts", func() bool { return len(paused) > 0 || attempts() >= 50 })
+	if len(paused) == 0 {
+		t.Fatalf("%d attempts without a pause between them", attempts())
+	}
+	if n := attempts(); n != 1 {
+		t.Fatalf("%d attempts before the pause, want 1", n)
+	}
+	if err := engineStop(t, e); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -663,20 +663,29 @@ func (e *engine) reconnectLoop() *session {
 		if e.runCtx.Err() != nil {
 			return nil
 		}
-		var ge *reconnect.GiveUpError
-		if errors.As(err, &ge) {
-			e.giveUp(err)
-			continue
-		}
-		// A declaration the broker refuses: report, wait, retry.
-		e.report(fmt.Errorf("%s %s: %w", e.kind, e.name, err))
-		t := time.NewTimer(max(e.interval, 100*time.Millisecond))
-		select {
-		case <-t.C:
-		case <-e.runCtx.Done():
-			t.Stop()
+		// Without failFast, Connect fails only by giving up (after
+		// RECONNECT_TIMES attempts, at once when that is 1): spool, and wait
+		// an interval before the next round of attempts.
+		e.giveUp(err)
+		if !e.pause() {
 			return nil
 		}
+	}
+}
+
+// pause waits RECONNECT_INTERVAL (at least 10ms, as the Dialer does) and
+// reports whether the engine is still running.
+func (e *engine) pause() bool {
+	if w := e.dialer.Wait; w != nil {
+		return w(e.runCtx, e.interval) == nil
+	}
+	t := time.NewTimer(max(e.interval, 10*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.runCtx.Done():
+		return false
 	}
 }
 
