@@ -140,3 +140,84 @@ func TestEngineGiveUpWaitsBeforeNextAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A spool file whose replayed messages are still unconfirmed when the
+// connection drops is not replayed again by the reconnect: its messages are
+// resent, once.
+func TestEngineReplayFileNotRepublishedWhileInFlight(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	n := testNames(t, url)
+	c := engineConfigFor(t, url, 3, nil)
+	c.topo = topology{exchange: n.Exchange, kind: "direct", queue: n.Queue, queueType: "classic", keys: []string{n.Key}}
+	sp := spool.New(filepath.Join(t.TempDir(), "engine.spool"))
+	c.spool = sp
+	const N = 5
+	var recs []spool.Record
+	for i := range N {
+		recs = append(recs, spool.NewRecord(n.Exchange, n.Key, "id-"+string(rune('a'+i)), time.Now(), []byte("spooled"), nil))
+	}
+	if err := sp.Append(recs...); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(c)
+	t.Cleanup(func() { _ = engineStop(t, e) })
+	ctx := testCtx(t, 20*time.Second)
+	e.mu.Lock()
+	e.state = stateDown
+	e.mu.Unlock()
+	outstanding := func() int {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.outstanding)
+	}
+	replayDone := func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return !e.replaying
+	}
+
+	// Nothing reads the first session's confirms: the replayed messages
+	// stay outstanding.
+	s1, err := e.connect(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.install(s1)
+	waitUntil(t, 10*time.Second, "the replay", func() bool { return replayDone() && outstanding() == N })
+
+	// The connection drops; the next one resends them and looks for spool
+	// files to replay.
+	e.teardown(s1)
+	s2, err := e.connect(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.install(s2)
+	waitUntil(t, 10*time.Second, "the second replay", replayDone)
+	if got := outstanding(); got != N {
+		t.Fatalf("%d messages outstanding after the reconnect, want the %d resent", got, N)
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- e.serve(s2) }()
+	waitUntil(t, 10*time.Second, "the confirms", func() bool { return e.st.snapshot().Replayed == N })
+	if st := e.st.snapshot(); st.Republished != N {
+		t.Fatalf("stats %+v: want %d republished", st, N)
+	}
+	if files, err := filepath.Glob(sp.Path() + ".replay.*"); err != nil || len(files) != 0 {
+		t.Fatalf("replay files %v (%v), want the replayed file removed", files, err)
+	}
+	e.mu.Lock()
+	left := len(e.replayFiles)
+	e.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d replay file(s) still marked in flight", left)
+	}
+	if err := engineStop(t, e); err != nil {
+		t.Fatal(err)
+	}
+	if err := engineRecv(t, served, "serve to end"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -285,7 +285,8 @@ type engine struct {
 	inflight    int                // len(outstanding)+len(held)
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
-	replayAgain bool // spooled while a replay ran: replay again after it
+	replayAgain bool            // spooled while a replay ran: replay again after it
+	replayFiles map[string]bool // spool files whose replayed messages are unresolved
 	started     bool
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
@@ -338,15 +339,19 @@ type outMsg struct {
 // is removed once every message in it is resolved.
 type replayBatch struct {
 	path      string
-	remaining atomic.Int64
-	readDone  atomic.Bool
-	failed    atomic.Bool
+	remaining atomic.Int64 // unresolved messages, plus one while the file is read
+	failed    atomic.Bool  // a message was neither delivered nor spooled: keep the file
+	done      func()       // called once every message is resolved
 }
 
 func (b *replayBatch) resolve() {
-	if b.remaining.Add(-1) == 0 && b.readDone.Load() && !b.failed.Load() {
+	if b.remaining.Add(-1) != 0 {
+		return
+	}
+	if !b.failed.Load() {
 		os.Remove(b.path)
 	}
+	b.done()
 }
 
 func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, error) {
@@ -422,6 +427,7 @@ func newEngine(c engineConfig) *engine {
 		window:      c.window,
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
+		replayFiles: make(map[string]bool),
 		batch:       make([]amqp.Confirmation, 0, 256),
 		idle:        closedChan(),
 		done:        make(chan struct{}),
@@ -1175,7 +1181,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 		result = errors.Join(ErrSpooled, why)
 	}
 	for _, m := range msgs {
-		e.release(m, result, true)
+		e.release(m, result)
 	}
 }
 
@@ -1189,12 +1195,12 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 	if m.replay != nil {
 		m.replay.failed.Store(true) // keep its spool file
 	}
-	e.release(m, why, false)
+	e.release(m, why)
 }
 
 // release tells m's waiter the result (m no longer counts in flight).
-func (e *engine) release(m *outMsg, result error, spooled bool) {
-	if m.replay != nil && spooled {
+func (e *engine) release(m *outMsg, result error) {
+	if m.replay != nil {
 		m.replay.resolve()
 	}
 	if m.done != nil {
@@ -1267,7 +1273,20 @@ func (e *engine) replayOnce(delay time.Duration) {
 		return
 	}
 	for _, path := range files {
-		b := &replayBatch{path: path}
+		e.mu.Lock()
+		busy := e.replayFiles[path]
+		e.replayFiles[path] = true
+		e.mu.Unlock()
+		if busy {
+			// Replayed before and not all resolved (a reconnect resends
+			// them): the file goes once they are.
+			continue
+		}
+		b := &replayBatch{path: path, done: func() {
+			e.mu.Lock()
+			delete(e.replayFiles, path)
+			e.mu.Unlock()
+		}}
 		b.remaining.Add(1) // held until the file is read
 		n := 0
 		bad, err := spool.Read(path, func(r spool.Record) error {
@@ -1291,13 +1310,14 @@ func (e *engine) replayOnce(delay time.Duration) {
 			e.log.Warn("omqs: spool lines that could not be read were skipped", "file", path, "lines", bad)
 		}
 		if err != nil {
+			// The file stays for a later replay.
 			b.failed.Store(true)
+			b.resolve()
 			if !errors.Is(err, ErrStopped) && e.runCtx.Err() == nil {
 				e.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
 			}
 			return
 		}
-		b.readDone.Store(true)
 		b.resolve()
 		if n > 0 {
 			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", n)
