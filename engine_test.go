@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,6 +220,52 @@ func TestEngineReplayFileNotRepublishedWhileInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := engineRecv(t, served, "serve to end"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Lines of a spool file that cannot be read are counted as dropped and
+// reported, not only logged.
+func TestEngineReplayReportsUnreadableLines(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	n := testNames(t, url)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var reported []error
+	p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
+		WithExchange(n.Exchange, "direct", false), WithQueue(n.Queue), WithQueueDurable(false), WithKeys(n.Key),
+		WithSpoolDir(dir), WithErrorHandler(func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := spool.New(filepath.Join(dir, n.Exchange+".spool"))
+	if err := sp.Append(spool.NewRecord(n.Exchange, n.Key, "good", time.Now(), []byte("good"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(sp.Path(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("not a record\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	ctx := testCtx(t, 20*time.Second)
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the replay", func() bool { st := p.Stats(); return st.Replayed == 1 && st.Dropped == 1 })
+	waitUntil(t, 10*time.Second, "the report", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reported) == 1 && strings.Contains(reported[0].Error(), "1 line(s) could not be read")
+	})
+	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -113,7 +113,7 @@ type LaneStats struct {
 	Republished uint64        // published again after a reconnect
 	Spooled     uint64        // written to the spool file
 	Replayed    uint64        // read back from the spool file and published
-	Dropped     uint64        // failed with no spool to keep them (each reported)
+	Dropped     uint64        // failed with no spool to keep them, or unreadable in it (each reported)
 	Reconnects  uint64        // successful reconnections
 	Blocked     time.Duration // time the broker kept the connection blocked
 }
@@ -1292,7 +1292,7 @@ func (e *engine) replayOnce(delay time.Duration) {
 		bad, err := spool.Read(path, func(r spool.Record) error {
 			body, err := r.Bytes()
 			if err != nil {
-				return nil
+				return err
 			}
 			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
 			if len(r.Headers) > 0 {
@@ -1306,9 +1306,6 @@ func (e *engine) replayOnce(delay time.Duration) {
 			n++
 			return nil
 		})
-		if bad > 0 {
-			e.log.Warn("omqs: spool lines that could not be read were skipped", "file", path, "lines", bad)
-		}
 		if err != nil {
 			// The file stays for a later replay.
 			b.failed.Store(true)
@@ -1317,6 +1314,10 @@ func (e *engine) replayOnce(delay time.Duration) {
 				e.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
 			}
 			return
+		}
+		if bad > 0 {
+			e.st.dropped.Add(uint64(bad))
+			e.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
 		}
 		b.resolve()
 		if n > 0 {
