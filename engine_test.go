@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -265,6 +267,38 @@ func TestEngineReplayReportsUnreadableLines(t *testing.T) {
 		defer mu.Unlock()
 		return len(reported) == 1 && strings.Contains(reported[0].Error(), "1 line(s) could not be read")
 	})
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A message the broker nacks and the publisher spools is reported with
+// both ErrSpooled and ErrNacked.
+func TestEngineSpooledNackKeepsErrNacked(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	n := testNames(t, url)
+	ch := backendChannel(t, url)
+	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A queue that holds one message and refuses the next: the broker nacks it.
+	if _, err := ch.QueueDeclare(n.Queue, false, false, false, false, amqp.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 20*time.Second)
+	p := startedPublisher(t, ctx, NewSyncPublisher, WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
+		WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key),
+		WithSpoolDir(t.TempDir()), WithReconnect(time.Minute, 3))
+	if err := p.Publish(ctx, "", []byte("first")); err != nil {
+		t.Fatalf("first publish: %v", err)
+	}
+	if err := p.Publish(ctx, "", []byte("second")); !errors.Is(err, ErrSpooled) || !errors.Is(err, ErrNacked) {
+		t.Fatalf("second publish: %v, want ErrSpooled and ErrNacked", err)
+	}
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

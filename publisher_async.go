@@ -1178,7 +1178,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 	e.st.spooled.Add(uint64(len(msgs)))
 	result := ErrSpooled
 	if why != nil {
-		result = errors.Join(ErrSpooled, why)
+		result = fmt.Errorf("%w: %w", ErrSpooled, why)
 	}
 	for _, m := range msgs {
 		e.release(m, result)
