@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,5 +302,39 @@ func TestEngineSpooledNackKeepsErrNacked(t *testing.T) {
 	}
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// When Stop spools what is unconfirmed and closing the spool then fails,
+// Stop's error carries both.
+func TestEngineStopReportsSpoolCloseError(t *testing.T) {
+	t.Parallel()
+	// fsync of /dev/null fails (EINVAL); the spool reaches it through a
+	// symbolic link, so that nothing renames the device itself.
+	link := filepath.Join(t.TempDir(), "engine.spool")
+	if err := os.Symlink(os.DevNull, link); err != nil {
+		t.Skip(err)
+	}
+	c := engineConfigFor(t, engineRefusedURL(t), 0, func(ctx context.Context, _ time.Duration) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	c.spool = spool.New(link)
+	e := newEngine(c)
+	if err := e.start(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.newMsg("k", []byte("never confirmed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.publish(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = e.stop(ctx)
+	if !errors.Is(err, ErrNotConfirmed) || !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("Stop: %v, want ErrNotConfirmed and the failed fsync", err)
 	}
 }

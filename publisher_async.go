@@ -1423,8 +1423,8 @@ func (e *engine) doStop(ctx context.Context) error {
 	e.pubMu.Unlock()
 	e.spoolMany(late, ErrStopped)
 	if e.sp != nil {
-		if err := e.sp.Close(); err != nil && result == nil {
-			result = fmt.Errorf("%s %s: %w", e.kind, e.name, err)
+		if err := e.sp.Close(); err != nil {
+			result = errors.Join(result, fmt.Errorf("%s %s: %w", e.kind, e.name, err))
 		}
 	}
 	if e.ownDisp {
