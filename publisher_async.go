@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,6 +187,12 @@ func (t topology) declare(ch transport.Channel) error {
 	if _, err := ch.QueueDeclare(t.queue, t.queueDurable, false, false, false, args); err != nil {
 		return fmt.Errorf("%w: declare queue %q (durable=%v): %w", ErrInvalidQueue, t.queue, t.queueDurable, err)
 	}
+	return t.bind(ch, t.queue)
+}
+
+// bind binds queue to the exchange with each key (with "" for a fanout or
+// headers exchange given no keys). It does nothing without an exchange.
+func (t topology) bind(ch transport.Channel, queue string) error {
 	if t.exchange == "" {
 		return nil
 	}
@@ -195,8 +201,8 @@ func (t topology) declare(ch transport.Channel) error {
 		keys = []string{""}
 	}
 	for _, k := range keys {
-		if err := ch.QueueBind(t.queue, k, t.exchange, false, nil); err != nil {
-			return fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, t.queue, t.exchange, k, err)
+		if err := ch.QueueBind(queue, k, t.exchange, false, nil); err != nil {
+			return fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, queue, t.exchange, k, err)
 		}
 	}
 	return nil
@@ -367,22 +373,28 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	if name == "" {
 		name = kind
 	}
-	logger := s.logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	var sp *spool.Spool
 	if s.spoolDir != "" {
 		sp = spool.New(spoolPath(s.spoolDir, topo.exchange+".spool"))
 	}
-	e := newEngine(engineConfig{
+	return configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp}), nil
+}
+
+// configuredEngine builds an engine with the settings of s. d holds what a
+// Manager shares with its built-in workers; a publisher of its own has only
+// endpoints and its spool.
+func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
+	logger := s.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return newEngine(engineConfig{
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
-		endpoints: eps, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
+		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: logger, spool: sp,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn,
+		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, disp: d.disp,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
-	return e, nil
 }
 
 func (s *settings) appIDOr(def string) string {
@@ -569,14 +581,9 @@ func (e *engine) start(ctx context.Context, background bool) error {
 
 func (e *engine) connectError(err error) error {
 	var ge *reconnect.GiveUpError
-	switch {
-	case errors.As(err, &ge):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
-	}
 	var de *transport.DialError
-	if errors.As(err, &de) {
+	if errors.As(err, &ge) || errors.As(err, &de) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
 	}
 	return fmt.Errorf("%s: %w", e.kind, err)
@@ -705,18 +712,7 @@ func (e *engine) install(sess *session) {
 		_ = sess.conn.CloseDeadline(time.Now())
 		return
 	}
-	var resend []*outMsg
-	tags := make([]uint64, 0, len(e.outstanding))
-	for t := range e.outstanding {
-		tags = append(tags, t)
-	}
-	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
-	for _, t := range tags {
-		resend = append(resend, e.outstanding[t])
-	}
-	resend = append(resend, e.held...)
-	clear(e.outstanding)
-	e.held = nil
+	resend := e.unresolvedLocked()
 	e.sess = sess
 	e.blocked = false
 	reconnected := e.everUp
@@ -1129,13 +1125,24 @@ func (e *engine) giveUp(cause error) {
 	}
 }
 
-// takeAllLocked removes every unresolved message, oldest first. e.mu is held.
+// takeAllLocked removes every unresolved message, oldest first, and counts
+// them resolved. e.mu is held.
 func (e *engine) takeAllLocked() []*outMsg {
+	msgs := e.unresolvedLocked()
+	if len(msgs) > 0 {
+		e.doneInflight(len(msgs))
+	}
+	return msgs
+}
+
+// unresolvedLocked removes the outstanding and held messages, oldest first;
+// they still count in flight. e.mu is held.
+func (e *engine) unresolvedLocked() []*outMsg {
 	tags := make([]uint64, 0, len(e.outstanding))
 	for t := range e.outstanding {
 		tags = append(tags, t)
 	}
-	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
+	slices.Sort(tags)
 	msgs := make([]*outMsg, 0, len(tags)+len(e.held))
 	for _, t := range tags {
 		msgs = append(msgs, e.outstanding[t])
@@ -1143,9 +1150,6 @@ func (e *engine) takeAllLocked() []*outMsg {
 	msgs = append(msgs, e.held...)
 	clear(e.outstanding)
 	e.held = nil
-	if len(msgs) > 0 {
-		e.doneInflight(len(msgs))
-	}
 	return msgs
 }
 
