@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +113,7 @@ type LaneStats struct {
 	Republished uint64        // published again after a reconnect
 	Spooled     uint64        // written to the spool file
 	Replayed    uint64        // read back from the spool file and published
-	Dropped     uint64        // failed with no spool to keep them (each reported)
+	Dropped     uint64        // failed with no spool to keep them, or unreadable in it (each reported)
 	Reconnects  uint64        // successful reconnections
 	Blocked     time.Duration // time the broker kept the connection blocked
 }
@@ -187,6 +187,12 @@ func (t topology) declare(ch transport.Channel) error {
 	if _, err := ch.QueueDeclare(t.queue, t.queueDurable, false, false, false, args); err != nil {
 		return fmt.Errorf("%w: declare queue %q (durable=%v): %w", ErrInvalidQueue, t.queue, t.queueDurable, err)
 	}
+	return t.bind(ch, t.queue)
+}
+
+// bind binds queue to the exchange with each key (with "" for a fanout or
+// headers exchange given no keys). It does nothing without an exchange.
+func (t topology) bind(ch transport.Channel, queue string) error {
 	if t.exchange == "" {
 		return nil
 	}
@@ -195,8 +201,8 @@ func (t topology) declare(ch transport.Channel) error {
 		keys = []string{""}
 	}
 	for _, k := range keys {
-		if err := ch.QueueBind(t.queue, k, t.exchange, false, nil); err != nil {
-			return fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, t.queue, t.exchange, k, err)
+		if err := ch.QueueBind(queue, k, t.exchange, false, nil); err != nil {
+			return fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, queue, t.exchange, k, err)
 		}
 	}
 	return nil
@@ -285,7 +291,8 @@ type engine struct {
 	inflight    int                // len(outstanding)+len(held)
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
-	replayAgain bool // spooled while a replay ran: replay again after it
+	replayAgain bool            // spooled while a replay ran: replay again after it
+	replayFiles map[string]bool // spool files whose replayed messages are unresolved
 	started     bool
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
@@ -338,15 +345,19 @@ type outMsg struct {
 // is removed once every message in it is resolved.
 type replayBatch struct {
 	path      string
-	remaining atomic.Int64
-	readDone  atomic.Bool
-	failed    atomic.Bool
+	remaining atomic.Int64 // unresolved messages, plus one while the file is read
+	failed    atomic.Bool  // a message was neither delivered nor spooled: keep the file
+	done      func()       // called once every message is resolved
 }
 
 func (b *replayBatch) resolve() {
-	if b.remaining.Add(-1) == 0 && b.readDone.Load() && !b.failed.Load() {
+	if b.remaining.Add(-1) != 0 {
+		return
+	}
+	if !b.failed.Load() {
 		os.Remove(b.path)
 	}
+	b.done()
 }
 
 func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, error) {
@@ -354,8 +365,7 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	defSection := kind
-	topo := publisherTopology(s, defSection)
+	topo := publisherTopology(s, kind)
 	if s.mandatory != nil {
 		mandatory = *s.mandatory
 	}
@@ -363,22 +373,28 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	if name == "" {
 		name = kind
 	}
-	logger := s.logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	var sp *spool.Spool
 	if s.spoolDir != "" {
 		sp = spool.New(spoolPath(s.spoolDir, topo.exchange+".spool"))
 	}
-	e := newEngine(engineConfig{
+	return configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp}), nil
+}
+
+// configuredEngine builds an engine with the settings of s. d holds what a
+// Manager shares with its built-in workers; a publisher of its own has only
+// endpoints and its spool.
+func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
+	logger := s.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return newEngine(engineConfig{
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
-		endpoints: eps, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
+		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: logger, spool: sp,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn,
+		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, disp: d.disp,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
-	return e, nil
 }
 
 func (s *settings) appIDOr(def string) string {
@@ -400,7 +416,6 @@ type engineConfig struct {
 	times     int
 	window    int
 	logger    *slog.Logger
-	stats     *counters // nil: own
 	spool     *spool.Spool
 	disp      *dispatch.Dispatcher // nil: own
 	onReturn  func(Returned)
@@ -419,20 +434,18 @@ func newEngine(c engineConfig) *engine {
 			Endpoints: c.endpoints, Options: c.dialOpts,
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
-		log: c.logger, st: c.stats, sp: c.spool, disp: c.disp,
+		log: c.logger, st: &counters{}, sp: c.spool, disp: c.disp,
 		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
 		window:      c.window,
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
+		replayFiles: make(map[string]bool),
 		batch:       make([]amqp.Confirmation, 0, 256),
 		idle:        closedChan(),
 		done:        make(chan struct{}),
 	}
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
-	}
-	if e.st == nil {
-		e.st = &counters{}
 	}
 	if e.disp == nil {
 		e.disp = dispatch.New(1024)
@@ -524,28 +537,36 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		defer cancel()
 		stopWatch := context.AfterFunc(e.runCtx, cancel)
 		defer stopWatch()
-		_, s, err := e.connect(cctx, true)
+		s, err := e.connect(cctx, true)
 		if err != nil {
+			if e.runCtx.Err() != nil {
+				err = fmt.Errorf("%s: %w", e.kind, ErrStopped)
+			} else {
+				err = e.connectError(err)
+			}
+			// Publishes held while connecting: no goroutine will send them.
+			e.pubMu.Lock()
 			e.mu.Lock()
 			e.state = stateStopped
+			held := e.takeAllLocked()
 			e.signal()
 			e.mu.Unlock()
-			stopped := e.runCtx.Err() != nil
+			e.pubMu.Unlock()
+			e.spoolMany(held, err)
 			e.cancel()
 			if e.ownDisp {
 				e.disp.Close()
 			}
-			if stopped {
-				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
-			}
-			return e.connectError(err)
+			return err
 		}
 		sess = s
 		e.install(sess)
 	}
 	e.mu.Lock()
-	if e.state >= stateStopping && e.runCtx.Err() != nil {
-		// Stop ran meanwhile and will not wait for a goroutine started now.
+	if e.state == stateStopped || e.runCtx.Err() != nil {
+		// Stop ran meanwhile (it sets stateStopped before waiting for the
+		// goroutines, then cancels runCtx) and will not wait for a
+		// goroutine started now.
 		e.mu.Unlock()
 		if sess != nil {
 			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
@@ -560,23 +581,18 @@ func (e *engine) start(ctx context.Context, background bool) error {
 
 func (e *engine) connectError(err error) error {
 	var ge *reconnect.GiveUpError
-	switch {
-	case errors.As(err, &ge):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
-	}
 	var de *transport.DialError
-	if errors.As(err, &de) {
+	if errors.As(err, &ge) || errors.As(err, &de) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
 	}
 	return fmt.Errorf("%s: %w", e.kind, err)
 }
 
 // connect dials and prepares a session.
-func (e *engine) connect(ctx context.Context, failFast bool) (transport.Conn, *session, error) {
+func (e *engine) connect(ctx context.Context, failFast bool) (*session, error) {
 	var sess *session
-	conn, err := e.dialer.Connect(ctx, func(ctx context.Context, c transport.Conn) error {
+	_, err := e.dialer.Connect(ctx, func(ctx context.Context, c transport.Conn) error {
 		ch, err := c.Channel()
 		if err != nil {
 			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
@@ -604,9 +620,9 @@ func (e *engine) connect(ctx context.Context, failFast bool) (transport.Conn, *s
 		return nil
 	}, failFast)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return conn, sess, nil
+	return sess, nil
 }
 
 func isPreconditionOrAccess(err error) bool {
@@ -652,7 +668,7 @@ func (e *engine) run(sess *session) {
 // RECONNECT_TIMES failures it spools what it holds and keeps trying.
 func (e *engine) reconnectLoop() *session {
 	for {
-		_, sess, err := e.connect(e.runCtx, false)
+		sess, err := e.connect(e.runCtx, false)
 		if err == nil {
 			e.install(sess)
 			return sess
@@ -660,20 +676,29 @@ func (e *engine) reconnectLoop() *session {
 		if e.runCtx.Err() != nil {
 			return nil
 		}
-		var ge *reconnect.GiveUpError
-		if errors.As(err, &ge) {
-			e.giveUp(err)
-			continue
-		}
-		// A declaration the broker refuses: report, wait, retry.
-		e.report(fmt.Errorf("%s %s: %w", e.kind, e.name, err))
-		t := time.NewTimer(max(e.interval, 100*time.Millisecond))
-		select {
-		case <-t.C:
-		case <-e.runCtx.Done():
-			t.Stop()
+		// Without failFast, Connect fails only by giving up (after
+		// RECONNECT_TIMES attempts, at once when that is 1): spool, and wait
+		// an interval before the next round of attempts.
+		e.giveUp(err)
+		if !e.pause() {
 			return nil
 		}
+	}
+}
+
+// pause waits RECONNECT_INTERVAL (at least 10ms, as the Dialer does) and
+// reports whether the engine is still running.
+func (e *engine) pause() bool {
+	if w := e.dialer.Wait; w != nil {
+		return w(e.runCtx, e.interval) == nil
+	}
+	t := time.NewTimer(max(e.interval, 10*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.runCtx.Done():
+		return false
 	}
 }
 
@@ -687,18 +712,7 @@ func (e *engine) install(sess *session) {
 		_ = sess.conn.CloseDeadline(time.Now())
 		return
 	}
-	var resend []*outMsg
-	tags := make([]uint64, 0, len(e.outstanding))
-	for t := range e.outstanding {
-		tags = append(tags, t)
-	}
-	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
-	for _, t := range tags {
-		resend = append(resend, e.outstanding[t])
-	}
-	resend = append(resend, e.held...)
-	clear(e.outstanding)
-	e.held = nil
+	resend := e.unresolvedLocked()
 	e.sess = sess
 	e.blocked = false
 	reconnected := e.everUp
@@ -1111,13 +1125,24 @@ func (e *engine) giveUp(cause error) {
 	}
 }
 
-// takeAllLocked removes every unresolved message, oldest first. e.mu is held.
+// takeAllLocked removes every unresolved message, oldest first, and counts
+// them resolved. e.mu is held.
 func (e *engine) takeAllLocked() []*outMsg {
+	msgs := e.unresolvedLocked()
+	if len(msgs) > 0 {
+		e.doneInflight(len(msgs))
+	}
+	return msgs
+}
+
+// unresolvedLocked removes the outstanding and held messages, oldest first;
+// they still count in flight. e.mu is held.
+func (e *engine) unresolvedLocked() []*outMsg {
 	tags := make([]uint64, 0, len(e.outstanding))
 	for t := range e.outstanding {
 		tags = append(tags, t)
 	}
-	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
+	slices.Sort(tags)
 	msgs := make([]*outMsg, 0, len(tags)+len(e.held))
 	for _, t := range tags {
 		msgs = append(msgs, e.outstanding[t])
@@ -1125,9 +1150,6 @@ func (e *engine) takeAllLocked() []*outMsg {
 	msgs = append(msgs, e.held...)
 	clear(e.outstanding)
 	e.held = nil
-	if len(msgs) > 0 {
-		e.doneInflight(len(msgs))
-	}
 	return msgs
 }
 
@@ -1160,10 +1182,10 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 	e.st.spooled.Add(uint64(len(msgs)))
 	result := ErrSpooled
 	if why != nil {
-		result = errors.Join(ErrSpooled, why)
+		result = fmt.Errorf("%w: %w", ErrSpooled, why)
 	}
 	for _, m := range msgs {
-		e.release(m, result, true)
+		e.release(m, result)
 	}
 }
 
@@ -1177,12 +1199,12 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 	if m.replay != nil {
 		m.replay.failed.Store(true) // keep its spool file
 	}
-	e.release(m, why, false)
+	e.release(m, why)
 }
 
 // release tells m's waiter the result (m no longer counts in flight).
-func (e *engine) release(m *outMsg, result error, spooled bool) {
-	if m.replay != nil && spooled {
+func (e *engine) release(m *outMsg, result error) {
+	if m.replay != nil {
 		m.replay.resolve()
 	}
 	if m.done != nil {
@@ -1255,13 +1277,26 @@ func (e *engine) replayOnce(delay time.Duration) {
 		return
 	}
 	for _, path := range files {
-		b := &replayBatch{path: path}
+		e.mu.Lock()
+		busy := e.replayFiles[path]
+		e.replayFiles[path] = true
+		e.mu.Unlock()
+		if busy {
+			// Replayed before and not all resolved (a reconnect resends
+			// them): the file goes once they are.
+			continue
+		}
+		b := &replayBatch{path: path, done: func() {
+			e.mu.Lock()
+			delete(e.replayFiles, path)
+			e.mu.Unlock()
+		}}
 		b.remaining.Add(1) // held until the file is read
 		n := 0
 		bad, err := spool.Read(path, func(r spool.Record) error {
 			body, err := r.Bytes()
 			if err != nil {
-				return nil
+				return err
 			}
 			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
 			if len(r.Headers) > 0 {
@@ -1275,17 +1310,19 @@ func (e *engine) replayOnce(delay time.Duration) {
 			n++
 			return nil
 		})
-		if bad > 0 {
-			e.log.Warn("omqs: spool lines that could not be read were skipped", "file", path, "lines", bad)
-		}
 		if err != nil {
+			// The file stays for a later replay.
 			b.failed.Store(true)
+			b.resolve()
 			if !errors.Is(err, ErrStopped) && e.runCtx.Err() == nil {
 				e.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
 			}
 			return
 		}
-		b.readDone.Store(true)
+		if bad > 0 {
+			e.st.dropped.Add(uint64(bad))
+			e.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
+		}
 		b.resolve()
 		if n > 0 {
 			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", n)
@@ -1390,8 +1427,8 @@ func (e *engine) doStop(ctx context.Context) error {
 	e.pubMu.Unlock()
 	e.spoolMany(late, ErrStopped)
 	if e.sp != nil {
-		if err := e.sp.Close(); err != nil && result == nil {
-			result = fmt.Errorf("%s %s: %w", e.kind, e.name, err)
+		if err := e.sp.Close(); err != nil {
+			result = errors.Join(result, fmt.Errorf("%s %s: %w", e.kind, e.name, err))
 		}
 	}
 	if e.ownDisp {

@@ -71,14 +71,10 @@ func (p *SyncPublisher) wait(ctx context.Context, m *outMsg) error {
 	}
 	select {
 	case err := <-m.done:
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, ErrSpooled):
-			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, ErrSpooled)
-		default:
+		if err != nil {
 			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, err)
 		}
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %s: message %s is taken and waits for its confirm: %w", ErrNotConfirmed, p.e.kind, m.id, ctx.Err())
 	}

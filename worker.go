@@ -46,8 +46,7 @@ type laneWorker interface {
 // topic exchange "omqs.exchange.log" ([LogWorker] section), keyed by level.
 // What it cannot deliver goes to FOLDER/backup.log and is replayed later.
 type LogMsgWorker struct {
-	pub        *SyncPublisher
-	background bool
+	builtinWorker
 }
 
 // EventMsgWorker is the built-in worker of the event lane: it publishes each
@@ -56,9 +55,28 @@ type LogMsgWorker struct {
 // bound to "omqs.key.event" ([EventWorker] section). What it cannot deliver
 // goes to FOLDER/backup.evt and is replayed later.
 type EventMsgWorker struct {
-	pub        *AsyncPublisher
+	builtinWorker
+}
+
+// builtinWorker is what the built-in workers share: a publishing engine and
+// the hooks that start and stop it.
+type builtinWorker struct {
+	e          *engine
 	background bool
 }
+
+// WorkerWillRun connects and declares the worker's exchange (and queue and
+// binding, when it has them).
+func (w *builtinWorker) WorkerWillRun(ctx context.Context) error {
+	return w.e.start(ctx, w.background)
+}
+
+// WorkerWillStop waits for every confirm and closes the publisher.
+func (w *builtinWorker) WorkerWillStop(ctx context.Context) error { return w.e.stop(ctx) }
+
+func (w *builtinWorker) laneStats() LaneStats { return w.e.st.snapshot() }
+func (w *builtinWorker) pendingMsgs() int     { return w.e.pending() }
+func (w *builtinWorker) abort()               { w.e.abort() }
 
 // builtinDeps are what the Manager shares with its built-in workers.
 type builtinDeps struct {
@@ -78,40 +96,25 @@ func workerTopology(w WorkerConfig) topology {
 	}
 }
 
-func builtinEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
-	return newEngine(engineConfig{
-		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
-		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
-		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
-	})
-}
-
 func newLogMsgWorker(s *settings, name string, d builtinDeps) *LogMsgWorker {
-	e := builtinEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
-	return &LogMsgWorker{pub: &SyncPublisher{e: e}, background: s.background}
+	e := configuredEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
+	return &LogMsgWorker{builtinWorker{e: e, background: s.background}}
 }
 
 func newEventMsgWorker(s *settings, name string, d builtinDeps) *EventMsgWorker {
-	e := builtinEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
-	return &EventMsgWorker{pub: &AsyncPublisher{e: e}, background: s.background}
-}
-
-// WorkerWillRun connects and declares the log exchange.
-func (w *LogMsgWorker) WorkerWillRun(ctx context.Context) error {
-	return w.pub.e.start(ctx, w.background)
+	e := configuredEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
+	return &EventMsgWorker{builtinWorker{e: e, background: s.background}}
 }
 
 // MsgDidReceive publishes msg and waits for the broker's confirm. A message
 // the broker cannot take now is spooled by the publisher, which is not an error.
 func (w *LogMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
-	m, err := w.pub.e.fromMessage(msg, true)
+	m, err := w.e.fromMessage(msg, true)
 	if err != nil {
 		return err
 	}
 	m.done = make(chan error, 1)
-	if err := w.pub.e.publish(ctx, m); err != nil {
+	if err := w.e.publish(ctx, m); err != nil {
 		return err // not taken: the Manager spools it
 	}
 	// Taken: the publisher confirms it, spools it or reports it; the
@@ -123,34 +126,15 @@ func (w *LogMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 	return nil
 }
 
-// WorkerWillStop waits for the last confirm and closes the publisher.
-func (w *LogMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.Stop(ctx) }
-
-func (w *LogMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
-func (w *LogMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
-func (w *LogMsgWorker) abort()               { w.pub.e.abort() }
-
-// WorkerWillRun connects and declares the event exchange, queue and binding.
-func (w *EventMsgWorker) WorkerWillRun(ctx context.Context) error {
-	return w.pub.e.start(ctx, w.background)
-}
-
 // MsgDidReceive hands msg to the AsyncPublisher; it blocks only while
 // MAX_IN_FLIGHT messages await confirms or the broker blocks the connection.
 func (w *EventMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
-	m, err := w.pub.e.fromMessage(msg, true)
+	m, err := w.e.fromMessage(msg, true)
 	if err != nil {
 		return err
 	}
-	return w.pub.e.publish(ctx, m)
+	return w.e.publish(ctx, m)
 }
-
-// WorkerWillStop waits for every confirm and closes the publisher.
-func (w *EventMsgWorker) WorkerWillStop(ctx context.Context) error { return w.pub.Stop(ctx) }
-
-func (w *EventMsgWorker) laneStats() LaneStats { return w.pub.e.st.snapshot() }
-func (w *EventMsgWorker) pendingMsgs() int     { return w.pub.e.pending() }
-func (w *EventMsgWorker) abort()               { w.pub.e.abort() }
 
 // messageTime converts a Send* timestamp.
 func messageTime(ns int64) time.Time { return time.Unix(0, ns) }

@@ -61,8 +61,10 @@ type Spool struct {
 
 	mu     sync.Mutex
 	f      *os.File
-	n      int  // records appended since open
 	closed bool // Close was called: Append does not keep the file open
+	// torn: a write failed and may have left a partial line; the next
+	// write starts a new line so that its first record is not glued to it.
+	torn bool
 }
 
 // New returns a Spool writing to path. The file and its folder are created on
@@ -101,7 +103,12 @@ func (s *Spool) Append(recs ...Record) error {
 		}
 		s.f = f
 	}
-	_, err := s.f.Write(buf.Bytes())
+	data := buf.Bytes()
+	if s.torn {
+		data = append([]byte{'\n'}, data...)
+	}
+	_, err := s.f.Write(data)
+	s.torn = err != nil
 	if s.closed {
 		// After Close: write through and keep no file open.
 		if serr := s.f.Sync(); err == nil {
@@ -113,18 +120,7 @@ func (s *Spool) Append(recs ...Record) error {
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.path, err)
 	}
-	s.n += len(recs)
 	return nil
-}
-
-// Sync flushes the file to stable storage.
-func (s *Spool) Sync() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
-		return nil
-	}
-	return s.f.Sync()
 }
 
 // Take moves the current spool file aside for replay and returns the paths of
@@ -193,10 +189,6 @@ func (s *Spool) Close() error {
 	s.f = nil
 	return err
 }
-
-// ErrBadLine reports a line that is not a spool record (for example the torn
-// last line of a crashed write). Read skips it and goes on.
-var ErrBadLine = errors.New("spool: bad line")
 
 // Read calls fn for every record of the file at path, in order. Lines that do
 // not decode are skipped and counted in bad. It stops at fn's first error.

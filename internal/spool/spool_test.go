@@ -74,3 +74,50 @@ not json
 		t.Fatalf("bad %d keys %v; want 3 bad lines and a, c", bad, keys)
 	}
 }
+
+func TestAppendAfterFailedWriteStartsNewLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "backup.evt")
+	s := New(p)
+	ts := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	if err := s.Append(NewRecord("x", "a", "id1", ts, []byte("one"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	// A write that fails part way (a full disk) leaves a partial line
+	// behind; here the partial line is written by hand and the spool's
+	// write fails because its file is swapped for a read-only one.
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"exchange":"x","key":"b","ts":"2026-11-`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s.mu.Lock()
+	s.f.Close()
+	if s.f, err = os.Open(p); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Unlock()
+	if err := s.Append(NewRecord("x", "b", "id2", ts, []byte("two"), nil)); err == nil {
+		t.Fatal("Append to a read-only file succeeded")
+	}
+	s.mu.Lock()
+	s.f.Close()
+	s.f = nil // the next Append opens the file again
+	s.mu.Unlock()
+	if err := s.Append(NewRecord("x", "c", "id3", ts, []byte("three"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	bad, err := Read(p, func(r Record) error { keys = append(keys, r.Key); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 1 || len(keys) != 2 || keys[0] != "a" || keys[1] != "c" {
+		t.Fatalf("bad %d keys %v; want the torn line bad and a, c read", bad, keys)
+	}
+}
