@@ -262,9 +262,8 @@ const (
 
 // consumer is the machinery shared by the four public consumer types.
 type consumer struct {
-	kind        string // "SyncConsumer", ...
 	name        string
-	who         string // kind and name, for messages
+	who         string // the type and name, for messages
 	topo        topology
 	deadLetter  string // fanout exchange declared and set as the queue's DLX
 	noAck       bool
@@ -393,7 +392,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		return nil, invalid("queue type %q is not classic or quorum", t.queueType)
 	}
 
-	c := &consumer{kind: kind, name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
+	c := &consumer{name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
 	if c.name == "" {
 		c.name = kind
 	}
