@@ -901,28 +901,27 @@ func (c *consumer) stop(ctx context.Context) error {
 	return c.stopErr
 }
 
-// beginStop makes Run stop taking deliveries and return; it reports whether
-// Run was running.
-func (c *consumer) beginStop() (running bool) {
+// beginStop makes Run stop taking deliveries and return (or keeps it from
+// starting); it returns the state the consumer was in.
+func (c *consumer) beginStop() (prev consumerState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.quitCancel()
+	prev = c.state
 	if c.state == consumerNew {
 		c.state = consumerDone
 	}
-	return c.state == consumerRunning
+	return prev
 }
 
 func (c *consumer) doStop(ctx context.Context) error {
-	if !c.beginStop() {
-		// Never ran, or Run already returned (it closed everything).
-		select {
-		case <-c.runDone:
-		default:
-			c.closeLog()
-		}
+	if c.beginStop() == consumerNew {
+		// Run never ran and now never will.
+		c.closeLog()
 		return nil
 	}
+	// Run runs, or is finishing (it marks the consumer done before it waits
+	// for the error handler and closes the log), or returned: wait for it.
 	select {
 	case <-c.runDone:
 		return nil
