@@ -55,14 +55,20 @@ const redeliveryTableSize = 4096
 // # Reconnects and duplicates
 //
 // When the broker closes the connection or the channel, or cancels the
-// subscription, Ready turns false and the consumer reconnects (at once, then
-// every RECONNECT_INTERVAL), declares and binds its queue again and resumes
-// consuming. Deliveries that were not acknowledged when the connection
-// dropped go back to the queue, so delivery is at least once: a callback can
-// see a message again, with Delivery.Redelivered set. Use Delivery.MessageID
-// to drop duplicates where that matters. A server-named queue
-// (WithQueue("")) goes away with the connection: the consumer gets a new one
-// and what was published in between is not in it. After RECONNECT_TIMES
+// subscription, Ready turns false and the callbacks still running have their
+// context cancelled: their deliveries go back to the queue anyway (a closed
+// channel cannot acknowledge them). With WithNoAck(true) their context stays
+// live, since those deliveries exist nowhere else. Once the callbacks have
+// returned, the consumer reconnects (at once, then every RECONNECT_INTERVAL),
+// declares and binds its queue again and resumes consuming; a callback that
+// ignores its context delays the reconnect. (When the broker cancels the
+// subscription while every handler is in a callback, the consumer learns it
+// when one of them returns.) Deliveries that were not acknowledged when the
+// connection dropped go back to the queue, so delivery is at least once: a
+// callback can see a message again, with Delivery.Redelivered set. Use
+// Delivery.MessageID to drop duplicates where that matters. A server-named
+// queue (WithQueue("")) goes away with the connection: the consumer gets a
+// new one and what was published in between is not in it. After RECONNECT_TIMES
 // consecutive failed attempts Run returns an error.
 //
 // # Goroutines
@@ -657,9 +663,14 @@ func consumerTag(name string) string {
 // serve runs the handlers on sess until the subscription ends (returning the
 // cause) or lctx ends (returning nil after a graceful stop).
 func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) error {
+	// sessCtx tells the callbacks that the subscription ended under them.
+	sessCtx, sessCancel := context.WithCancel(cbCtx)
+	defer sessCancel()
 	var left atomic.Int32
 	left.Store(int32(c.concurrency))
 	handlersDone := make(chan struct{})
+	ended := make(chan struct{}) // closed when the first handler ends
+	var endOnce sync.Once
 	for range c.concurrency {
 		go func() {
 			defer func() {
@@ -667,19 +678,40 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 					close(handlersDone)
 				}
 			}()
-			c.handle(cbCtx, sess)
+			c.handle(sessCtx, sess)
+			// The delivery channel closed: the subscription is over, even
+			// while other handlers still run a callback.
+			endOnce.Do(func() { close(ended) })
 		}()
 	}
 	c.ready.Store(true)
 	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
 
+	// The subscription is over when a handler finds the delivery channel
+	// closed, or (when every handler is in a callback) when the connection
+	// or the channel tells it closed.
+	var connErr, chErr *amqp.Error
 	select {
-	case <-handlersDone:
+	case <-ended:
+	case connErr = <-sess.connClose:
+	case chErr = <-sess.chClose:
+	case <-lctx.Done():
+	}
+	if lctx.Err() == nil {
+		// The connection or the channel closed, or the broker cancelled the
+		// subscription. The deliveries of the callbacks still running come
+		// back to the queue (a closed channel cannot acknowledge them), so
+		// their context is cancelled; with auto-ack their delivery exists
+		// nowhere else, so they are left to finish. Reconnecting waits for
+		// them, so that no more callbacks than the concurrency run at once.
 		c.ready.Store(false)
-		cause := closeCause(sess)
+		if !c.noAck {
+			sessCancel()
+		}
+		<-handlersDone
+		cause := closeCause(sess, connErr, chErr)
 		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 		return cause
-	case <-lctx.Done():
 	}
 
 	// Graceful stop: no new deliveries, finish the callbacks in flight,
@@ -700,21 +732,26 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	return nil
 }
 
-// closeCause says why a subscription ended on its own.
-func closeCause(sess *consumerSession) error {
-	select {
-	case e := <-sess.connClose:
-		if e != nil {
-			return fmt.Errorf("%w: connection closed: %w", ErrConnection, e)
+// closeCause says why a subscription ended on its own; connErr and chErr are
+// what serve already took from sess.connClose and sess.chClose, if anything.
+func closeCause(sess *consumerSession, connErr, chErr *amqp.Error) error {
+	if connErr == nil {
+		select {
+		case connErr = <-sess.connClose:
+		default:
 		}
-	default:
 	}
-	select {
-	case e := <-sess.chClose:
-		if e != nil {
-			return fmt.Errorf("%w: channel closed: %w", ErrInvalidChannel, e)
+	if connErr != nil {
+		return fmt.Errorf("%w: connection closed: %w", ErrConnection, connErr)
+	}
+	if chErr == nil {
+		select {
+		case chErr = <-sess.chClose:
+		default:
 		}
-	default:
+	}
+	if chErr != nil {
+		return fmt.Errorf("%w: channel closed: %w", ErrInvalidChannel, chErr)
 	}
 	if sess.conn.IsClosed() {
 		return fmt.Errorf("%w: connection closed", ErrConnection)
@@ -767,7 +804,8 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.redeliv.forget(d)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 	case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
-		// The callback gave up because the consumer is stopping.
+		// The callback gave up because the consumer is stopping or the
+		// subscription ended.
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {

@@ -2,9 +2,144 @@ package omqs
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// TestConsumerReadyFalseWhileCallbackOutlivesConnection: when the connection
+// is lost while a callback that ignores its context runs, Ready turns false
+// at once, not when the callback returns; once it returns the consumer
+// reconnects and the message comes again.
+func TestConsumerReadyFalseWhileCallbackOutlivesConnection(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testConsumerReadyFalseWhileCallbackOutlivesConnection)
+}
+
+func testConsumerReadyFalseWhileCallbackOutlivesConnection(t *testing.T, url string) {
+	n := testNames(t, url)
+	clientURL, cut := breakable(t, url)
+	l, _ := consumerLogger(t)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var calls, redelivered atomic.Int32
+	var returned atomic.Bool
+	c, err := NewAsyncConsumer(namedOpts(clientURL, l, n, WithConcurrency(2), WithReconnect(20*time.Millisecond, 100),
+		WithCallback(func(ctx context.Context, d Delivery) error {
+			if calls.Add(1) == 1 {
+				entered <- struct{}{}
+				<-release // ignores ctx
+				returned.Store(true)
+				return nil
+			}
+			if d.Redelivered {
+				redelivered.Add(1)
+			}
+			return nil
+		}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, c)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "slow")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start")
+	}
+	cut()
+	waitFor(t, 10*time.Second, "Ready to turn false while the callback runs", func() bool { return !c.Ready() })
+	if returned.Load() {
+		t.Fatal("the callback returned before it was released")
+	}
+	close(release)
+	waitFor(t, 15*time.Second, "the consumer to be ready again", c.Ready)
+	waitFor(t, 15*time.Second, "the message to come again", func() bool { return redelivered.Load() == 1 })
+}
+
+// TestConsumerConnectionLossCancelsCallbacks: a callback that waits on its
+// context learns that the connection was lost (its delivery cannot be
+// acknowledged any more); the consumer then reconnects and the message is
+// delivered again.
+func TestConsumerConnectionLossCancelsCallbacks(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testConsumerConnectionLossCancelsCallbacks)
+}
+
+func testConsumerConnectionLossCancelsCallbacks(t *testing.T, url string) {
+	n := testNames(t, url)
+	clientURL, cut := breakable(t, url)
+	l, _ := consumerLogger(t)
+	entered := make(chan struct{}, 1)
+	var calls, redelivered atomic.Int32
+	c, err := NewSyncConsumer(namedOpts(clientURL, l, n, WithReconnect(20*time.Millisecond, 100),
+		WithCallback(func(ctx context.Context, d Delivery) error {
+			if calls.Add(1) == 1 {
+				entered <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			if d.Redelivered {
+				redelivered.Add(1)
+			}
+			return nil
+		}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, c)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "interrupted")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start")
+	}
+	cut()
+	waitFor(t, 15*time.Second, "the message to come again after the reconnect", func() bool { return redelivered.Load() == 1 })
+	if !c.Ready() {
+		t.Fatal("Ready is false after the consumer got a delivery on its new connection")
+	}
+}
+
+// TestConsumerNoAckConnectionLossKeepsCallbackContext: with auto-ack a
+// callback running when the connection is lost keeps a live context: its
+// delivery exists nowhere else.
+func TestConsumerNoAckConnectionLossKeepsCallbackContext(t *testing.T) {
+	url := memoryURL(t)
+	n := testNames(t, url)
+	clientURL, cut := breakable(t, url)
+	l, _ := consumerLogger(t)
+	entered := make(chan context.Context, 1)
+	release := make(chan struct{})
+	c, err := NewSyncConsumer(namedOpts(clientURL, l, n, WithNoAck(true), WithReconnect(20*time.Millisecond, 100),
+		WithCallback(func(ctx context.Context, d Delivery) error {
+			select {
+			case entered <- ctx:
+				<-release
+			default:
+			}
+			return nil
+		}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, c)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "auto-acked")
+	var cbCtx context.Context
+	select {
+	case cbCtx = <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start")
+	}
+	cut()
+	waitFor(t, 10*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
+	err = cbCtx.Err()
+	close(release)
+	if err != nil {
+		t.Fatalf("the auto-acknowledged callback's context ended with the connection: %v", err)
+	}
+	waitFor(t, 15*time.Second, "the consumer to be ready again", c.Ready)
+}
 
 // TestConsumerStopWaitsForRunToFinish: Stop called while Run is finishing
 // (it has stopped consuming and waits for the error handler) waits for Run to
