@@ -47,7 +47,7 @@ const redeliveryTableSize = 4096
 // WithNoAck(true) the broker considers every delivery acknowledged when it
 // sends it, the callback's result only gets logged, and Stop hands the
 // deliveries already received to the callback before it returns (they exist
-// nowhere else).
+// nowhere else; see Run for a callback that gives up on its context).
 //
 // Without a callback each delivery is logged at INFO with its routing key and
 // body, and acknowledged.
@@ -187,6 +187,13 @@ func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
 //
 // Callbacks get a context derived from ctx that is also cancelled when Stop's
 // context ends.
+//
+// With WithNoAck(true), the deliveries received but not yet handled when ctx
+// ends are still handed to the callback, with its context already cancelled.
+// The broker forgot them when it sent them, so a callback that gives up on
+// its context loses the message: each loss is logged at ERROR, and before it
+// returns Run passes their count to the error handler. Stop instead hands
+// them over with a live context, until Stop's own context ends.
 func (c *SyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
 
 // Stop cancels the subscription (no new deliveries), waits for the callback
@@ -284,6 +291,7 @@ type consumer struct {
 	cb       atomic.Pointer[Callback]
 	ready    atomic.Bool
 	inflight atomic.Int64 // callbacks running
+	lost     atomic.Int64 // auto-acknowledged deliveries whose callback gave up
 
 	mu       sync.Mutex // guards what follows
 	state    consumerState
@@ -513,6 +521,9 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		lcancel()
 		cbCancel()
 		c.ready.Store(false)
+		if n := c.lost.Load(); n > 0 {
+			c.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
+		}
 		c.mu.Lock()
 		c.state = consumerDone
 		disp := c.disp
@@ -790,7 +801,15 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 	panicked, err := c.call(cbCtx, *cbp, d)
 	c.inflight.Add(-1)
 	if c.noAck {
-		if err != nil {
+		switch {
+		case err == nil:
+		case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
+			// Run's or Stop's context ended: the broker forgot the
+			// delivery when it sent it, so it is gone.
+			c.lost.Add(1)
+			c.log.Error("omqs: callback gave up on an auto-acknowledged delivery as its context ended; the message is lost",
+				"consumer", c.name, "key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+		default:
 			c.log.Warn("omqs: callback failed on an auto-acknowledged delivery", "consumer", c.name,
 				"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
 		}
@@ -979,8 +998,12 @@ func (c *consumer) doStop(ctx context.Context) error {
 	if sess != nil {
 		_ = sess.conn.CloseDeadline(time.Now())
 	}
-	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, their deliveries go back to the queue, Run returns once they return: %w",
-		c.who, n, ctx.Err())
+	fate := "their deliveries go back to the queue"
+	if c.noAck {
+		fate = "their deliveries were auto-acknowledged and are lost if they give up"
+	}
+	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, %s, Run returns once they return: %w",
+		c.who, n, fate, ctx.Err())
 }
 
 func (c *consumer) closeLog() {

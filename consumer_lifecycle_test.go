@@ -2,6 +2,8 @@ package omqs
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,5 +208,59 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return")
+	}
+}
+
+// TestConsumerNoAckGiveUpIsReported: with auto-ack, a callback that gives up
+// because Run's context ended loses its delivery; the loss is logged and
+// counted to the error handler.
+func TestConsumerNoAckGiveUpIsReported(t *testing.T) {
+	url := memoryURL(t)
+	n := testNames(t, url)
+	l, logs := consumerLogger(t)
+	entered := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var reported []error
+	c, err := NewSyncConsumer(namedOpts(url, l, n, WithNoAck(true),
+		WithCallback(func(ctx context.Context, d Delivery) error {
+			entered <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}),
+		WithErrorHandler(func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reported = append(reported, err)
+		}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(ctx) }()
+	waitFor(t, 10*time.Second, "Ready", c.Ready)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "given up")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start")
+	}
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "the message is lost") {
+		t.Fatalf("the lost delivery was not logged as an error:\n%s", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "1 auto-acknowledged deliveries lost") {
+		t.Fatalf("reported %v, want one error counting 1 lost delivery", reported)
 	}
 }
