@@ -47,7 +47,7 @@ const redeliveryTableSize = 4096
 // WithNoAck(true) the broker considers every delivery acknowledged when it
 // sends it, the callback's result only gets logged, and Stop hands the
 // deliveries already received to the callback before it returns (they exist
-// nowhere else).
+// nowhere else; see Run for a callback that gives up on its context).
 //
 // Without a callback each delivery is logged at INFO with its routing key and
 // body, and acknowledged.
@@ -55,14 +55,20 @@ const redeliveryTableSize = 4096
 // # Reconnects and duplicates
 //
 // When the broker closes the connection or the channel, or cancels the
-// subscription, Ready turns false and the consumer reconnects (at once, then
-// every RECONNECT_INTERVAL), declares and binds its queue again and resumes
-// consuming. Deliveries that were not acknowledged when the connection
-// dropped go back to the queue, so delivery is at least once: a callback can
-// see a message again, with Delivery.Redelivered set. Use Delivery.MessageID
-// to drop duplicates where that matters. A server-named queue
-// (WithQueue("")) goes away with the connection: the consumer gets a new one
-// and what was published in between is not in it. After RECONNECT_TIMES
+// subscription, Ready turns false and the callbacks still running have their
+// context cancelled: their deliveries go back to the queue anyway (a closed
+// channel cannot acknowledge them). With WithNoAck(true) their context stays
+// live, since those deliveries exist nowhere else. Once the callbacks have
+// returned, the consumer reconnects (at once, then every RECONNECT_INTERVAL),
+// declares and binds its queue again and resumes consuming; a callback that
+// ignores its context delays the reconnect. (When the broker cancels the
+// subscription while every handler is in a callback, the consumer learns it
+// when one of them returns.) Deliveries that were not acknowledged when the
+// connection dropped go back to the queue, so delivery is at least once: a
+// callback can see a message again, with Delivery.Redelivered set. Use
+// Delivery.MessageID to drop duplicates where that matters. A server-named
+// queue (WithQueue("")) goes away with the connection: the consumer gets a
+// new one and what was published in between is not in it. After RECONNECT_TIMES
 // consecutive failed attempts Run returns an error.
 //
 // # Goroutines
@@ -181,6 +187,13 @@ func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
 //
 // Callbacks get a context derived from ctx that is also cancelled when Stop's
 // context ends.
+//
+// With WithNoAck(true), the deliveries received but not yet handled when ctx
+// ends are still handed to the callback, with its context already cancelled.
+// The broker forgot them when it sent them, so a callback that gives up on
+// its context loses the message: each loss is logged at ERROR, and before it
+// returns Run passes their count to the error handler. Stop instead hands
+// them over with a live context, until Stop's own context ends.
 func (c *SyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
 
 // Stop cancels the subscription (no new deliveries), waits for the callback
@@ -262,9 +275,8 @@ const (
 
 // consumer is the machinery shared by the four public consumer types.
 type consumer struct {
-	kind        string // "SyncConsumer", ...
 	name        string
-	who         string // kind and name, for messages
+	who         string // the type and name, for messages
 	topo        topology
 	deadLetter  string // fanout exchange declared and set as the queue's DLX
 	noAck       bool
@@ -279,6 +291,7 @@ type consumer struct {
 	cb       atomic.Pointer[Callback]
 	ready    atomic.Bool
 	inflight atomic.Int64 // callbacks running
+	lost     atomic.Int64 // auto-acknowledged deliveries whose callback gave up
 
 	mu       sync.Mutex // guards what follows
 	state    consumerState
@@ -393,7 +406,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		return nil, invalid("queue type %q is not classic or quorum", t.queueType)
 	}
 
-	c := &consumer{kind: kind, name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
+	c := &consumer{name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
 	if c.name == "" {
 		c.name = kind
 	}
@@ -508,6 +521,9 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		lcancel()
 		cbCancel()
 		c.ready.Store(false)
+		if n := c.lost.Load(); n > 0 {
+			c.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
+		}
 		c.mu.Lock()
 		c.state = consumerDone
 		disp := c.disp
@@ -658,9 +674,14 @@ func consumerTag(name string) string {
 // serve runs the handlers on sess until the subscription ends (returning the
 // cause) or lctx ends (returning nil after a graceful stop).
 func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) error {
+	// sessCtx tells the callbacks that the subscription ended under them.
+	sessCtx, sessCancel := context.WithCancel(cbCtx)
+	defer sessCancel()
 	var left atomic.Int32
 	left.Store(int32(c.concurrency))
 	handlersDone := make(chan struct{})
+	ended := make(chan struct{}) // closed when the first handler ends
+	var endOnce sync.Once
 	for range c.concurrency {
 		go func() {
 			defer func() {
@@ -668,19 +689,40 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 					close(handlersDone)
 				}
 			}()
-			c.handle(cbCtx, sess)
+			c.handle(sessCtx, sess)
+			// The delivery channel closed: the subscription is over, even
+			// while other handlers still run a callback.
+			endOnce.Do(func() { close(ended) })
 		}()
 	}
 	c.ready.Store(true)
 	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
 
+	// The subscription is over when a handler finds the delivery channel
+	// closed, or (when every handler is in a callback) when the connection
+	// or the channel tells it closed.
+	var connErr, chErr *amqp.Error
 	select {
-	case <-handlersDone:
+	case <-ended:
+	case connErr = <-sess.connClose:
+	case chErr = <-sess.chClose:
+	case <-lctx.Done():
+	}
+	if lctx.Err() == nil {
+		// The connection or the channel closed, or the broker cancelled the
+		// subscription. The deliveries of the callbacks still running come
+		// back to the queue (a closed channel cannot acknowledge them), so
+		// their context is cancelled; with auto-ack their delivery exists
+		// nowhere else, so they are left to finish. Reconnecting waits for
+		// them, so that no more callbacks than the concurrency run at once.
 		c.ready.Store(false)
-		cause := closeCause(sess)
+		if !c.noAck {
+			sessCancel()
+		}
+		<-handlersDone
+		cause := closeCause(sess, connErr, chErr)
 		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 		return cause
-	case <-lctx.Done():
 	}
 
 	// Graceful stop: no new deliveries, finish the callbacks in flight,
@@ -701,21 +743,26 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	return nil
 }
 
-// closeCause says why a subscription ended on its own.
-func closeCause(sess *consumerSession) error {
-	select {
-	case e := <-sess.connClose:
-		if e != nil {
-			return fmt.Errorf("%w: connection closed: %w", ErrConnection, e)
+// closeCause says why a subscription ended on its own; connErr and chErr are
+// what serve already took from sess.connClose and sess.chClose, if anything.
+func closeCause(sess *consumerSession, connErr, chErr *amqp.Error) error {
+	if connErr == nil {
+		select {
+		case connErr = <-sess.connClose:
+		default:
 		}
-	default:
 	}
-	select {
-	case e := <-sess.chClose:
-		if e != nil {
-			return fmt.Errorf("%w: channel closed: %w", ErrInvalidChannel, e)
+	if connErr != nil {
+		return fmt.Errorf("%w: connection closed: %w", ErrConnection, connErr)
+	}
+	if chErr == nil {
+		select {
+		case chErr = <-sess.chClose:
+		default:
 		}
-	default:
+	}
+	if chErr != nil {
+		return fmt.Errorf("%w: channel closed: %w", ErrInvalidChannel, chErr)
 	}
 	if sess.conn.IsClosed() {
 		return fmt.Errorf("%w: connection closed", ErrConnection)
@@ -754,7 +801,15 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 	panicked, err := c.call(cbCtx, *cbp, d)
 	c.inflight.Add(-1)
 	if c.noAck {
-		if err != nil {
+		switch {
+		case err == nil:
+		case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
+			// Run's or Stop's context ended: the broker forgot the
+			// delivery when it sent it, so it is gone.
+			c.lost.Add(1)
+			c.log.Error("omqs: callback gave up on an auto-acknowledged delivery as its context ended; the message is lost",
+				"consumer", c.name, "key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+		default:
 			c.log.Warn("omqs: callback failed on an auto-acknowledged delivery", "consumer", c.name,
 				"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
 		}
@@ -768,7 +823,8 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.redeliv.forget(d)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 	case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
-		// The callback gave up because the consumer is stopping.
+		// The callback gave up because the consumer is stopping or the
+		// subscription ended.
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
@@ -902,28 +958,27 @@ func (c *consumer) stop(ctx context.Context) error {
 	return c.stopErr
 }
 
-// beginStop makes Run stop taking deliveries and return; it reports whether
-// Run was running.
-func (c *consumer) beginStop() (running bool) {
+// beginStop makes Run stop taking deliveries and return (or keeps it from
+// starting); it returns the state the consumer was in.
+func (c *consumer) beginStop() (prev consumerState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.quitCancel()
+	prev = c.state
 	if c.state == consumerNew {
 		c.state = consumerDone
 	}
-	return c.state == consumerRunning
+	return prev
 }
 
 func (c *consumer) doStop(ctx context.Context) error {
-	if !c.beginStop() {
-		// Never ran, or Run already returned (it closed everything).
-		select {
-		case <-c.runDone:
-		default:
-			c.closeLog()
-		}
+	if c.beginStop() == consumerNew {
+		// Run never ran and now never will.
+		c.closeLog()
 		return nil
 	}
+	// Run runs, or is finishing (it marks the consumer done before it waits
+	// for the error handler and closes the log), or returned: wait for it.
 	select {
 	case <-c.runDone:
 		return nil
@@ -943,8 +998,12 @@ func (c *consumer) doStop(ctx context.Context) error {
 	if sess != nil {
 		_ = sess.conn.CloseDeadline(time.Now())
 	}
-	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, their deliveries go back to the queue, Run returns once they return: %w",
-		c.who, n, ctx.Err())
+	fate := "their deliveries go back to the queue"
+	if c.noAck {
+		fate = "their deliveries were auto-acknowledged and are lost if they give up"
+	}
+	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, %s, Run returns once they return: %w",
+		c.who, n, fate, ctx.Err())
 }
 
 func (c *consumer) closeLog() {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -60,8 +59,10 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	if o.Name != "" {
 		props.SetClientConnectionName(o.Name)
 	}
+	// amqp091 calls Dial once, on this goroutine, before DialConfig returns
+	// (it redials on its own only with Config.Recovery, which is not set), so
+	// stopAbort and sock need no lock.
 	var (
-		mu        sync.Mutex
 		stopAbort func() bool
 		sock      net.Conn
 	)
@@ -82,17 +83,13 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 				return nil, err
 			}
 			// Abort a handshake that is still going when ctx ends.
-			mu.Lock()
 			stopAbort = context.AfterFunc(ctx, func() { conn.Close() })
 			sock = conn
-			mu.Unlock()
 			return conn, nil
 		},
 	}
 	c, err := amqp.DialConfig(ep.URL, cfg)
-	mu.Lock()
 	aborted := stopAbort != nil && !stopAbort()
-	mu.Unlock()
 	if aborted || (err != nil && ctx.Err() != nil) {
 		if c != nil {
 			c.Close()
@@ -102,9 +99,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	if err != nil {
 		return nil, &DialError{Endpoint: ep.String(), Permanent: permanent(err), Err: err}
 	}
-	mu.Lock()
 	closeSocketWhenDead(c, sock)
-	mu.Unlock()
 	return amqpConn{c}, nil
 }
 
