@@ -647,17 +647,8 @@ func (c *consumer) declare(ch transport.Channel) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: declare a server-named queue: %w", ErrInvalidQueue, err)
 	}
-	if t.exchange == "" {
-		return q.Name, nil
-	}
-	keys := t.keys
-	if len(keys) == 0 && (t.kind == "fanout" || t.kind == "headers") {
-		keys = []string{""}
-	}
-	for _, k := range keys {
-		if err := ch.QueueBind(q.Name, k, t.exchange, false, nil); err != nil {
-			return "", fmt.Errorf("%w: bind queue %q to %q with key %q: %w", ErrInvalidQueue, q.Name, t.exchange, k, err)
-		}
+	if err := t.bind(ch, q.Name); err != nil {
+		return "", err
 	}
 	return q.Name, nil
 }
