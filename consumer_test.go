@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1038,15 +1037,10 @@ func testConsumerDeliveryFields(t *testing.T, url string) {
 // no credentials to get wrong.
 func TestConsumerWrongPassword(t *testing.T) {
 	t.Parallel()
-	u := brokertest.URL(t)
 	const password = "not-the-password-7f3a"
-	parsed, err := url.Parse(u)
-	if err != nil || parsed.User == nil {
-		t.Skipf("backend URL %q has no credentials to get wrong", transport.Redact(u))
-	}
-	parsed.User = url.UserPassword(parsed.User.Username(), password)
+	bad := urlWithPassword(t, brokertest.URL(t), password)
 	l, logs := consumerLogger(t)
-	c, err := NewSyncConsumer(baseOpts(parsed.String(), l, WithReconnect(time.Second, 3))...)
+	c, err := NewSyncConsumer(baseOpts(bad, l, WithReconnect(time.Second, 3))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -410,11 +410,7 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 // TestManagerWrongPassword runs on RabbitMQ only: the in-process broker has
 // no credentials.
 func TestManagerWrongPassword(t *testing.T) {
-	url := brokertest.URL(t)
-	bad := strings.Replace(url, "guest:guest@", "guest:s3cr3t-pw@", 1)
-	if bad == url {
-		t.Skip("broker URL has no guest:guest credentials to replace")
-	}
+	bad := urlWithPassword(t, brokertest.URL(t), "s3cr3t-pw")
 	cfg, _ := testConfig(t)
 	m, err := NewManager(WithConfig(cfg), WithURL(bad))
 	if err != nil {

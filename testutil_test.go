@@ -3,6 +3,7 @@ package omqs
 import (
 	"context"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,25 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 	}
+}
+
+// urlWithPassword returns the broker URL u with its password replaced by
+// password, for tests of refused credentials. A URL without credentials has
+// none to get wrong: the test is skipped, or fails with OMQS_REQUIRE_BROKER=1.
+func urlWithPassword(t testing.TB, u, password string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("broker URL %s: %v", transport.Redact(u), err)
+	}
+	if parsed.User == nil {
+		if brokertest.Required() {
+			t.Fatalf("broker URL %s has no credentials to get wrong", transport.Redact(u))
+		}
+		t.Skipf("broker URL %s has no credentials to get wrong", transport.Redact(u))
+	}
+	parsed.User = url.UserPassword(parsed.User.Username(), password)
+	return parsed.String()
 }
 
 // testConfig returns a Config whose workers use exchanges and a queue unique
