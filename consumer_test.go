@@ -275,14 +275,25 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ins := backendChannel(t, url)
-			// Leave alone what another user of this broker declared.
-			existed := func(passive func(transport.Channel) error) bool {
-				return passive(backendChannel(t, url)) == nil
+			// Leave alone what another user of this broker declared. Only
+			// the broker's 404 says a name is free: on any other failure
+			// the test cannot tell, and must not delete it afterwards.
+			existed := func(what string, passive func(transport.Channel) error) bool {
+				err := passive(backendChannel(t, url))
+				var ae *amqp.Error
+				switch {
+				case err == nil:
+					return true
+				case errors.As(err, &ae) && ae.Code == amqp.NotFound:
+					return false
+				}
+				t.Fatalf("cannot tell whether %s exists: %v", what, err)
+				return false
 			}
-			xExisted := existed(func(ch transport.Channel) error {
+			xExisted := existed("exchange "+tc.exchange, func(ch transport.Channel) error {
 				return ch.ExchangeDeclarePassive(tc.exchange, "topic", false, false, false, false, nil)
 			})
-			qExisted := existed(func(ch transport.Channel) error {
+			qExisted := existed("queue "+tc.queue, func(ch transport.Channel) error {
 				_, err := ch.QueueDeclarePassive(tc.queue, false, false, false, false, nil)
 				return err
 			})
