@@ -393,11 +393,7 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	if d := logs.all()[0]; string(d.Body) != "the log lane goes on" || d.RoutingKey != KeyWarning {
 		t.Fatalf("log delivery %q with key %q", d.Body, d.RoutingKey)
 	}
-	var recs []spool.Record
-	if _, err := spool.Read(filepath.Join(dir, "backup.evt"), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 1 || recs[0].Body != "bad" || recs[0].Key != "k" {
+	if recs := spoolRecords(t, dir, "backup.evt"); len(recs) != 1 || recs[0].Body != "bad" || recs[0].Key != "k" {
 		t.Fatalf("spool holds %+v", recs)
 	}
 	mu.Lock()
@@ -524,12 +520,12 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "everything spooled", func() bool { return m.Stats().Spooled == 2*N })
 	for _, f := range []string{"backup.evt", "backup.log"} {
-		var recs []spool.Record
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
-			t.Fatal(err)
+		recs := spoolRecords(t, cfg.Log.Folder, f)
+		if len(recs) != N {
+			t.Fatalf("%s: %d records, want %d", f, len(recs), N)
 		}
-		if len(recs) != N || recs[0].Key == "" || recs[0].MessageID == "" {
-			t.Fatalf("%s: %d records (first %+v), want %d with key and id", f, len(recs), recs[0], N)
+		if recs[0].Key == "" || recs[0].MessageID == "" {
+			t.Fatalf("%s: first record %+v, want a key and an id", f, recs[0])
 		}
 	}
 	p.Refuse(false)
@@ -622,11 +618,7 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N+1)
 	}
 	for f, want := range map[string]int{"backup.evt": N, "backup.log": 1} {
-		cnt := 0
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
-			t.Fatal(err)
-		}
-		if cnt != want {
+		if cnt := len(spoolRecords(t, cfg.Log.Folder, f)); cnt != want {
 			t.Fatalf("%s holds %d, want %d", f, cnt, want)
 		}
 	}
@@ -666,11 +658,7 @@ func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
 	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
 	}
-	cnt := 0
-	if _, err := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if cnt != N {
+	if cnt := len(spoolRecords(t, cfg.Log.Folder, "backup.evt")); cnt != N {
 		t.Fatalf("spool holds %d, want %d", cnt, N)
 	}
 }
@@ -808,11 +796,8 @@ func testManagerReplaysSpool(t *testing.T, url string) {
 	}
 	spooled := map[string]spool.Record{}
 	for _, f := range []string{"backup.evt", "backup.log"} {
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error {
+		for _, r := range spoolRecords(t, cfg.Log.Folder, f) {
 			spooled[r.MessageID] = r
-			return nil
-		}); err != nil {
-			t.Fatal(err)
 		}
 	}
 	if len(spooled) != 2*N {
@@ -1016,11 +1001,7 @@ func TestManagerBlockedBroker(t *testing.T) {
 				t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, events+logs)
 			}
 			for f, want := range map[string]int{"backup.evt": events, "backup.log": logs} {
-				cnt := 0
-				if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
-					t.Fatal(err)
-				}
-				if cnt != want {
+				if cnt := len(spoolRecords(t, cfg.Log.Folder, f)); cnt != want {
 					t.Errorf("%s holds %d messages, want %d", f, cnt, want)
 				}
 			}

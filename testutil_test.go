@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -48,6 +50,24 @@ func urlWithPassword(t testing.TB, u, password string) string {
 	}
 	parsed.User = url.UserPassword(parsed.User.Username(), password)
 	return parsed.String()
+}
+
+// spoolRecords returns the records of the spool file named file in dir. A
+// missing file, or a line that is not a record, fails the test.
+func spoolRecords(t testing.TB, dir, file string) []spool.Record {
+	t.Helper()
+	var recs []spool.Record
+	bad, err := spool.Read(filepath.Join(dir, file), func(r spool.Record) error {
+		recs = append(recs, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Fatalf("spool file %s: %d line(s) are not records", file, bad)
+	}
+	return recs
 }
 
 // testConfig returns a Config whose workers use exchanges and a queue unique
