@@ -199,7 +199,7 @@ func (w *blockingWorker) WorkerWillStop(context.Context) error {
 func TestManagerSendErrors(t *testing.T) {
 	lw := &blockingWorker{release: make(chan struct{})}
 	ew := &blockingWorker{release: make(chan struct{})}
-	m, err := NewManager(WithURL("memory://send-errors"), WithLogWorker(lw), WithEventWorker(ew),
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://send-errors"), WithLogWorker(lw), WithEventWorker(ew),
 		WithBufferSize(4), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func TestManagerSendErrors(t *testing.T) {
 
 func TestManagerOverflowWait(t *testing.T) {
 	ew := &blockingWorker{release: make(chan struct{})}
-	m, err := NewManager(WithURL("memory://overflow-wait"), WithLogWorker(&blockingWorker{release: closedChan()}),
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://overflow-wait"), WithLogWorker(&blockingWorker{release: closedChan()}),
 		WithEventWorker(ew), WithBufferSize(1), WithOverflow(OverflowWait), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +304,7 @@ func (w *failingRunWorker) WorkerWillRun(ctx context.Context) error {
 func TestManagerWorkerHooksAfterFailedStart(t *testing.T) {
 	lw := &blockingWorker{release: closedChan()}
 	ew := &failingRunWorker{blockingWorker{release: closedChan()}}
-	m, err := NewManager(WithURL("memory://hooks"), WithLogWorker(lw), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://hooks"), WithLogWorker(lw), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func TestPublishersNestedHeaders(t *testing.T) {
 
 func testPublishersNestedHeaders(t *testing.T, url string) {
 	n := testNames(t, url)
-	p, err := NewAsyncPublisher(WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
+	p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
 		WithQueueDurable(false), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func testSyncPublisherNack(t *testing.T, url string) {
 	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewSyncPublisher(WithURL(url), WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key), WithLogger(testLogger(t)))
+	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

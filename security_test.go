@@ -195,7 +195,7 @@ func TestStartFailsOnMissingVhost(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Vhost = "omqs-no-such-vhost"
-	m, err := NewManager(WithURL(u.String()), WithLogger(testLogger(t)), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL(u.String()), WithLogger(testLogger(t)), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestBadSizesAndNils(t *testing.T) {
 
 func TestOversizedMessagesAreRefused(t *testing.T) {
 	ew := &blockingWorker{release: closedChan()}
-	m, err := NewManager(WithURL("memory://oversized"), WithLogWorker(ew), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://oversized"), WithLogWorker(ew), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 	if len(ew.got) != 1 {
 		t.Fatalf("worker got %d messages, want the 1 valid one", len(ew.got))
 	}
-	p, err := NewAsyncPublisher(WithURL("memory://oversized"), WithLogger(testLogger(t)))
+	p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL("memory://oversized"), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
