@@ -180,7 +180,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 		defer mu.Unlock()
 		return append([]int(nil), order...)
 	}
-	waitFor(t, 10*time.Second, "every message", func() bool { return len(got()) == N && !slices.Contains(got(), -1) })
+	waitUntil(t, 10*time.Second, "every message", func() bool { return len(got()) == N && !slices.Contains(got(), -1) })
 	for _, r := range consumers {
 		stopNow(t, r)
 	}
@@ -252,7 +252,7 @@ func testExchangeTypesRouteToConsumers(t *testing.T, url string) {
 			// Routed when confirmed: once the consumers stopped, what they
 			// took plus what is left in their queues is what matched.
 			for i, want := range tc.want {
-				waitFor(t, 10*time.Second, "the deliveries", func() bool { return recs[i].len() == strings.Count(want, ",")+1 })
+				waitUntil(t, 10*time.Second, "the deliveries", func() bool { return recs[i].len() == strings.Count(want, ",")+1 })
 			}
 			for i, r := range runs {
 				stopNow(t, r)
@@ -306,14 +306,14 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	// each message would leave the queue as soon as it arrived.
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, bodies...)
 	ch := backendChannel(t, url)
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d messages to wait in the queue", N-prefetch), func() bool {
+	waitUntil(t, 10*time.Second, fmt.Sprintf("%d messages to wait in the queue", N-prefetch), func() bool {
 		return queueDepth(t, ch, n.Queue) == N-prefetch
 	})
 	if got := calls.Load(); got != 1 {
 		t.Fatalf("%d callbacks ran, want 1 (a SyncConsumer holds one delivery in its callback)", got)
 	}
 	close(release)
-	waitFor(t, 10*time.Second, "every message", func() bool { return calls.Load() == N })
+	waitUntil(t, 10*time.Second, "every message", func() bool { return calls.Load() == N })
 	stopNow(t, r)
 	if depth := queueDepth(t, ch, n.Queue); depth != 0 {
 		t.Fatalf("%d messages left in the queue", depth)
@@ -414,7 +414,7 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 		t.Fatal("the first consumer is not ready any more")
 	}
 	publishTo(t, url, n.Exchange, "topic", true, n.Key, "still flowing")
-	waitFor(t, 10*time.Second, "the message", func() bool { return rec.len() == 1 })
+	waitUntil(t, 10*time.Second, "the message", func() bool { return rec.len() == 1 })
 	stopNow(t, r)
 }
 
@@ -490,7 +490,7 @@ func testUnroutableMessagesVanish(t *testing.T, url string) {
 	if err := sp.Publish(ctx, "info", []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the marker", func() bool { return rec.len() >= 1 })
+	waitUntil(t, 10*time.Second, "the marker", func() bool { return rec.len() >= 1 })
 	stopNow(t, r)
 	for _, p := range []interface{ Stop(context.Context) error }{sp, ap} {
 		if err := p.Stop(ctx); err != nil {
@@ -551,7 +551,7 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 	if st := m.Stats().Events; st.Confirmed != 3 || st.Returned != 0 {
 		t.Fatalf("event stats %+v", st)
 	}
-	waitFor(t, 10*time.Second, "the events on A", func() bool { return recs[a].len() == 3 })
+	waitUntil(t, 10*time.Second, "the events on A", func() bool { return recs[a].len() == 3 })
 	for _, r := range runs {
 		stopNow(t, r)
 	}
@@ -619,7 +619,7 @@ KEYS=%[4]s
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the event", func() bool { return rec.len() == 1 })
+	waitUntil(t, 10*time.Second, "the event", func() bool { return rec.len() == 1 })
 	stopNow(t, r)
 	if d := rec.all()[0]; string(d.Body) != "configured in a file" || d.Exchange != x || d.RoutingKey != k {
 		t.Fatalf("delivery %+v", d)

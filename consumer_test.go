@@ -80,20 +80,6 @@ func namedOpts(url string, l *slog.Logger, n brokertest.Names, more ...Option) [
 	}, more...)...)
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 // running is a consumer whose Run runs on its own goroutine.
 type running struct {
 	c    runner
@@ -137,7 +123,7 @@ func startRun(t *testing.T, c runner) *running {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	waitFor(t, 15*time.Second, "the consumer to be ready", func() bool {
+	waitUntil(t, 15*time.Second, "the consumer to be ready", func() bool {
 		select {
 		case <-r.done:
 			t.Fatalf("Run returned before the consumer was ready: %v", r.err)
@@ -317,7 +303,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// Bound with the default key: a message published with it arrives.
 			body := brokertest.Unique("default-topology")
 			publishTo(t, url, tc.exchange, "topic", tc.exchangeDurable, tc.key, body)
-			waitFor(t, 10*time.Second, "the message sent with the default key", func() bool {
+			waitUntil(t, 10*time.Second, "the message sent with the default key", func() bool {
 				for _, d := range col.all() {
 					if string(d.Body) == body {
 						return true
@@ -392,8 +378,8 @@ func testConsumerTopicPatterns(t *testing.T, url string) {
 	for _, k := range keys {
 		publishTo(t, url, n.Exchange, "topic", false, k, "msg "+k)
 	}
-	waitFor(t, 10*time.Second, "# to receive every key", func() bool { return all.len() == len(keys) })
-	waitFor(t, 10*time.Second, "*.debug to receive a message", func() bool { return debug.len() >= 1 })
+	waitUntil(t, 10*time.Second, "# to receive every key", func() bool { return all.len() == len(keys) })
+	waitUntil(t, 10*time.Second, "*.debug to receive a message", func() bool { return debug.len() >= 1 })
 	// Everything was routed when the publishes were confirmed: once the
 	// consumer stopped, what it took plus what is left is what matched.
 	stopNow(t, rd)
@@ -423,7 +409,7 @@ func testConsumerAck(t *testing.T, url string) {
 		bodies = append(bodies, fmt.Sprint("ack ", i))
 	}
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, bodies...)
-	waitFor(t, 10*time.Second, "all messages", func() bool { return col.len() == N })
+	waitUntil(t, 10*time.Second, "all messages", func() bool { return col.len() == N })
 	stopNow(t, r)
 	for i, d := range col.all() {
 		if string(d.Body) != bodies[i] {
@@ -453,7 +439,7 @@ func testConsumerNoAck(t *testing.T, url string) {
 	}
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "a", "b", "c")
-	waitFor(t, 10*time.Second, "all messages", func() bool { return col.len() == 3 })
+	waitUntil(t, 10*time.Second, "all messages", func() bool { return col.len() == 3 })
 	stopNow(t, r)
 	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
 		t.Fatalf("%d messages left in the queue with auto-ack", left)
@@ -480,7 +466,7 @@ func testConsumerRejectDeadLetters(t *testing.T, url string) {
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "bad 1", "bad 2", "bad 3")
 	ins := backendChannel(t, url)
-	waitFor(t, 10*time.Second, "3 dead-lettered messages", func() bool { return queueDepth(t, ins, dlq) == 3 })
+	waitUntil(t, 10*time.Second, "3 dead-lettered messages", func() bool { return queueDepth(t, ins, dlq) == 3 })
 	stopNow(t, r)
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("callback ran %d times, want 3 (a rejected message must not come back)", got)
@@ -511,7 +497,7 @@ func testConsumerRequeue(t *testing.T, url string) {
 	}
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "again")
-	waitFor(t, 10*time.Second, "the redelivery", func() bool { return col.len() == 2 })
+	waitUntil(t, 10*time.Second, "the redelivery", func() bool { return col.len() == 2 })
 	stopNow(t, r)
 	seen := col.all()
 	if len(seen) != 2 || seen[0].Redelivered || !seen[1].Redelivered || seen[0].MessageID != seen[1].MessageID {
@@ -545,7 +531,7 @@ func testConsumerMaxRedeliveries(t *testing.T, url string) {
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "poison")
 	ins := backendChannel(t, url)
-	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
+	waitUntil(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r)
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("callback ran %d times, want 3 (the first delivery and 2 redeliveries)", got)
@@ -612,7 +598,7 @@ func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
 	}
 	r2 := startRun(t, c2)
 	ins := backendChannel(t, url)
-	waitFor(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
+	waitUntil(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r2)
 	seen := second.all()
 	if len(seen) != 1 {
@@ -648,9 +634,9 @@ func testConsumerPanic(t *testing.T, url string) {
 	}
 	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "boom", "fine")
-	waitFor(t, 10*time.Second, "the message after the panic", func() bool { return col.len() == 1 })
+	waitUntil(t, 10*time.Second, "the message after the panic", func() bool { return col.len() == 1 })
 	ins := backendChannel(t, url)
-	waitFor(t, 10*time.Second, "the panicking message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
+	waitUntil(t, 10*time.Second, "the panicking message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r)
 	out := logs.String()
 	if !strings.Contains(out, "callback exploded") || !strings.Contains(out, "goroutine ") || !strings.Contains(out, "testConsumerPanic") {
@@ -711,7 +697,7 @@ func testAsyncConsumerConcurrency(t *testing.T, url string) {
 		bodies = append(bodies, fmt.Sprint("parallel ", i))
 	}
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, bodies...)
-	waitFor(t, 20*time.Second, "all messages", func() bool { return col.len() == len(bodies) })
+	waitUntil(t, 20*time.Second, "all messages", func() bool { return col.len() == len(bodies) })
 	stopNow(t, r)
 	if got := maxActive.Load(); got != N {
 		t.Fatalf("at most %d callbacks ran at once, want exactly %d", got, N)
@@ -745,7 +731,7 @@ func testSyncConsumerOneAtATime(t *testing.T, url string) {
 		bodies = append(bodies, fmt.Sprint(i))
 	}
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, bodies...)
-	waitFor(t, 10*time.Second, "all messages", func() bool { return col.len() == len(bodies) })
+	waitUntil(t, 10*time.Second, "all messages", func() bool { return col.len() == len(bodies) })
 	stopNow(t, r)
 	if maxActive.Load() > 1 {
 		t.Fatal("a SyncConsumer ran two callbacks at once")
@@ -790,7 +776,7 @@ func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 		defer cancel()
 		stopDone <- c.Stop(ctx)
 	}()
-	waitFor(t, 5*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
+	waitUntil(t, 5*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
 	select {
 	case err := <-stopDone:
 		t.Fatalf("Stop returned (%v) while the callback was running", err)
@@ -857,7 +843,7 @@ func testConsumerStopDeadline(t *testing.T, url string) {
 		t.Fatalf("Run: %v", err)
 	}
 	ins := backendChannel(t, url)
-	waitFor(t, 10*time.Second, "the message to be back in the queue", func() bool { return queueDepth(t, ins, n.Queue) == 1 })
+	waitUntil(t, 10*time.Second, "the message to be back in the queue", func() bool { return queueDepth(t, ins, n.Queue) == 1 })
 }
 
 func TestConsumerSetCallbackDuringRun(t *testing.T) {
@@ -875,10 +861,10 @@ func testConsumerSetCallbackDuringRun(t *testing.T, url string) {
 	}
 	startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "for a")
-	waitFor(t, 10*time.Second, "the first callback", func() bool { return a.len() == 1 })
+	waitUntil(t, 10*time.Second, "the first callback", func() bool { return a.len() == 1 })
 	c.SetCallback(b.callback)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "for b")
-	waitFor(t, 10*time.Second, "the second callback", func() bool { return b.len() == 1 })
+	waitUntil(t, 10*time.Second, "the second callback", func() bool { return b.len() == 1 })
 	if a.len() != 1 || string(b.all()[0].Body) != "for b" {
 		t.Fatalf("a saw %d, b saw %q", a.len(), b.all()[0].Body)
 	}
@@ -905,7 +891,7 @@ func testConsumerReadyAndContext(t *testing.T, url string) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "Ready", c.Ready)
+	waitUntil(t, 10*time.Second, "Ready", c.Ready)
 	if err := c.Run(ctx); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second Run = %v, want ErrRunning", err)
 	}
@@ -959,7 +945,7 @@ func testConsumerNoCallbackLogs(t *testing.T, url string) {
 	r := startRun(t, c)
 	body := brokertest.Unique("logged body")
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, body)
-	waitFor(t, 10*time.Second, "the delivery to be logged", func() bool {
+	waitUntil(t, 10*time.Second, "the delivery to be logged", func() bool {
 		out := logs.String()
 		return strings.Contains(out, body) && strings.Contains(out, n.Key) && strings.Contains(out, "level=INFO")
 	})
@@ -985,7 +971,7 @@ func testConsumerServerNamedQueue(t *testing.T, url string) {
 	}
 	startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, "anything.at.all", "to the private queue")
-	waitFor(t, 10*time.Second, "the message", func() bool { return col.len() == 1 })
+	waitUntil(t, 10*time.Second, "the message", func() bool { return col.len() == 1 })
 }
 
 func TestConsumerDeliveryFields(t *testing.T) {
@@ -1027,7 +1013,7 @@ func testConsumerDeliveryFields(t *testing.T, url string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "both messages", func() bool { return col.len() == 2 })
+	waitUntil(t, 10*time.Second, "both messages", func() bool { return col.len() == 2 })
 	d, d2 := col.all()[0], col.all()[1]
 	if d.Exchange != n.Exchange || d.RoutingKey != n.Key || string(d.Body) != "with fields" ||
 		d.ContentType != "text/plain; charset=utf-8" || d.MessageID == "" || d.AppID != "fields-test" ||
@@ -1291,7 +1277,7 @@ func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
 	}
 	startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "before")
-	waitFor(t, 10*time.Second, "the first message", func() bool { return rec.len() == 1 })
+	waitUntil(t, 10*time.Second, "the first message", func() bool { return rec.len() == 1 })
 
 	if _, err := backendChannel(t, url).QueueDelete(n.Queue, false, false, false); err != nil {
 		t.Fatal(err)
@@ -1304,7 +1290,7 @@ func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the cancelled subscription was not reported")
 	}
-	waitFor(t, 10*time.Second, "the consumer to be ready again", c.Ready)
+	waitUntil(t, 10*time.Second, "the consumer to be ready again", c.Ready)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "after")
-	waitFor(t, 10*time.Second, "the message after the reconnect", func() bool { return rec.len() == 2 })
+	waitUntil(t, 10*time.Second, "the message after the reconnect", func() bool { return rec.len() == 2 })
 }
