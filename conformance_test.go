@@ -130,6 +130,15 @@ func queueDepth(t testing.TB, ch transport.Channel, queue string) int {
 	return q.Messages
 }
 
+// wantDepth fails the test unless queue on the broker at url holds want
+// ready messages.
+func wantDepth(t testing.TB, url, queue string, want int) {
+	t.Helper()
+	if got := queueDepth(t, backendChannel(t, url), queue); got != want {
+		t.Fatalf("queue %s on %s holds %d ready messages, want %d", queue, transport.Redact(url), got, want)
+	}
+}
+
 // The tests below check, through the public API, the broker behaviour OMQS
 // relies on, on both backends.
 
@@ -190,9 +199,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 			t.Fatalf("messages %d and %d both went to consumer %d (%v), want them in turn", k-1, k, o[k], o)
 		}
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-		t.Fatalf("%d messages left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // TestExchangeTypesRouteToConsumers: a fanout exchange gives every message
@@ -315,9 +322,7 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	close(release)
 	waitUntil(t, 10*time.Second, "every message", func() bool { return calls.Load() == N })
 	stopNow(t, r)
-	if depth := queueDepth(t, ch, n.Queue); depth != 0 {
-		t.Fatalf("%d messages left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // preconditionFailed checks that err is the broker's 406 refusal of a
@@ -559,9 +564,7 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 		if got := recs[url].len(); got != 0 {
 			t.Errorf("%s: the consumer got %d events sent to %s", url, got, a)
 		}
-		if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-			t.Errorf("%s: the queue holds %d events sent to %s", url, depth, a)
-		}
+		wantDepth(t, url, n.Queue, 0)
 	}
 	if recs[a].len() != 3 {
 		t.Errorf("%s: the consumer got %d events, want 3", a, recs[a].len())

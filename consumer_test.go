@@ -416,9 +416,7 @@ func testConsumerAck(t *testing.T, url string) {
 			t.Fatalf("delivery %d is %q, want %q (order)", i, d.Body, bodies[i])
 		}
 	}
-	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
-		t.Fatalf("%d messages left in the queue after acks", left)
-	}
+	wantDepth(t, url, n.Queue, 0) // all acknowledged
 }
 
 func TestConsumerNoAck(t *testing.T) {
@@ -441,9 +439,7 @@ func testConsumerNoAck(t *testing.T, url string) {
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "a", "b", "c")
 	waitUntil(t, 10*time.Second, "all messages", func() bool { return col.len() == 3 })
 	stopNow(t, r)
-	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
-		t.Fatalf("%d messages left in the queue with auto-ack", left)
-	}
+	wantDepth(t, url, n.Queue, 0) // auto-ack: the callback's error changes nothing
 }
 
 func TestConsumerRejectDeadLetters(t *testing.T) {
@@ -471,9 +467,7 @@ func testConsumerRejectDeadLetters(t *testing.T, url string) {
 	if got := calls.Load(); got != 3 {
 		t.Fatalf("callback ran %d times, want 3 (a rejected message must not come back)", got)
 	}
-	if left := queueDepth(t, ins, n.Queue); left != 0 {
-		t.Fatalf("%d messages left in the queue", left)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 func TestConsumerRequeue(t *testing.T) {
@@ -503,9 +497,7 @@ func testConsumerRequeue(t *testing.T, url string) {
 	if len(seen) != 2 || seen[0].Redelivered || !seen[1].Redelivered || seen[0].MessageID != seen[1].MessageID {
 		t.Fatalf("want the same message twice, the second time with Redelivered: %+v", seen)
 	}
-	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
-		t.Fatalf("%d messages left in the queue", left)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 func TestConsumerMaxRedeliveries(t *testing.T) {
@@ -801,9 +793,7 @@ func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 		t.Fatalf("%d callbacks ran; after Stop began no new delivery should be handled", got)
 	}
 	// The slow one was acknowledged; the two prefetched ones went back.
-	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 2 {
-		t.Fatalf("%d messages in the queue after Stop, want 2", left)
-	}
+	wantDepth(t, url, n.Queue, 2)
 }
 
 // TestConsumerStopDeadline: when Stop's context ends first, the callback's
@@ -950,9 +940,7 @@ func testConsumerNoCallbackLogs(t *testing.T, url string) {
 		return strings.Contains(out, body) && strings.Contains(out, n.Key) && strings.Contains(out, "level=INFO")
 	})
 	stopNow(t, r)
-	if left := queueDepth(t, backendChannel(t, url), n.Queue); left != 0 {
-		t.Fatalf("%d messages left: the logged delivery was not acknowledged", left)
-	}
+	wantDepth(t, url, n.Queue, 0) // the logged delivery was acknowledged
 }
 
 func TestConsumerServerNamedQueue(t *testing.T) {

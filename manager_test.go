@@ -100,9 +100,7 @@ func testManagerSendRoundTrip(t *testing.T, url string) {
 		}
 	}
 	// Events are mandatory and went to the declared durable queue too.
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
-		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", depth)
-	}
+	wantDepth(t, url, n.Queue, 1)
 	if st := m.Stats(); st.Returned != 0 || st.Nacked != 0 {
 		t.Errorf("stats %+v: nothing should be returned or nacked", st.LaneStats)
 	}
@@ -140,9 +138,7 @@ func testManagerStopDeliversEverything(t *testing.T, url string) {
 	if l, e := m.Pending(); l != 0 || e != 0 {
 		t.Fatalf("pending after Stop = %d, %d", l, e)
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != N {
-		t.Fatalf("queue has %d messages, want %d", depth, N)
-	}
+	wantDepth(t, url, n.Queue, N)
 	if err := m.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
@@ -534,9 +530,7 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if depth := queueDepth(t, ch, n.Queue); depth != N {
-		t.Fatalf("event queue has %d messages, want %d", depth, N)
-	}
+	wantDepth(t, url, n.Queue, N)
 	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
 	for _, f := range left {
 		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
@@ -717,9 +711,7 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	if a.Accepts() < 2 || b.Accepts() < 2 {
 		t.Errorf("accepts: a %d, b %d; want both used by both workers", a.Accepts(), b.Accepts())
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
-		t.Fatalf("queue holds %d messages, want 2", depth)
-	}
+	wantDepth(t, url, n.Queue, 2)
 }
 
 func TestManagerQuorumQueue(t *testing.T) {
@@ -744,9 +736,7 @@ func testManagerQuorumQueue(t *testing.T, url string) {
 	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err == nil {
 		t.Fatal("declaring the queue as a classic queue was accepted")
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
-		t.Fatalf("quorum queue holds %d messages, want 1", depth)
-	}
+	wantDepth(t, url, n.Queue, 1)
 }
 
 // refusingWorker fails every message, so that the Manager spools it.
@@ -924,9 +914,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 	waitUntil(t, 20*time.Second, fmt.Sprintf("%d distinct events", N), func() bool { return unique() == N })
 	waitUntil(t, 10*time.Second, "the consumer to report two lost connections", func() bool { return lost.Load() >= 2 })
 	stopNow(t, r)
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-		t.Fatalf("%d events left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // TestManagerBlockedBroker: while the broker blocks publishing (a memory
@@ -992,9 +980,7 @@ func TestManagerBlockedBroker(t *testing.T) {
 				if st.Events.Confirmed != events || st.Logs.Confirmed != logs || st.Spooled != 0 {
 					t.Fatalf("stats %+v, want everything confirmed", st)
 				}
-				if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != events {
-					t.Fatalf("event queue holds %d, want %d", depth, events)
-				}
+				wantDepth(t, url, n.Queue, events)
 				return
 			}
 			if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", events+logs)) {
