@@ -157,7 +157,8 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 	var order []int // order[k] is the consumer that got message k
 	var consumers []*running
 	for i := range 2 {
-		c, err := NewEventMsgConsumer(WithConfig(cfg), WithURL(url), WithLogger(l), WithName(fmt.Sprint("competing ", i)),
+		consumers = append(consumers, runConsumer(t, NewEventMsgConsumer,
+			WithConfig(cfg), WithURL(url), WithLogger(l), WithName(fmt.Sprint("competing ", i)),
 			WithCallback(func(_ context.Context, d Delivery) error {
 				var k int
 				if _, err := fmt.Sscanf(string(d.Body), "event %d", &k); err != nil {
@@ -170,11 +171,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 				}
 				order[k] = i
 				return nil
-			}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		consumers = append(consumers, startRun(t, c))
+			})))
 	}
 	// One message at a time (each confirmed before the next), so that each
 	// reaches the queue when both consumers wait.
@@ -229,12 +226,8 @@ func testExchangeTypesRouteToConsumers(t *testing.T, url string) {
 			for i := range 2 {
 				q := fmt.Sprint(n.Queue, ".", i)
 				cleanupOn(t, url, nil, []string{q})
-				c, err := NewSyncConsumer(baseOpts(url, l, WithExchange(n.Exchange, tc.kind, false), WithQueue(q),
-					WithKeys(tc.keys[i]), WithCallback(recs[i].callback))...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				runs = append(runs, startRun(t, c))
+				runs = append(runs, runConsumer(t, NewSyncConsumer, baseOpts(url, l, WithExchange(n.Exchange, tc.kind, false), WithQueue(q),
+					WithKeys(tc.keys[i]), WithCallback(recs[i].callback))...))
 			}
 			p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithLogger(l),
 				WithExchange(n.Exchange, tc.kind, false), WithQueue(""), WithMandatory(false))
@@ -292,7 +285,7 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	release := make(chan struct{})
 	var calls atomic.Int32
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithPrefetch(prefetch), WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithPrefetch(prefetch), WithCallback(func(ctx context.Context, d Delivery) error {
 		calls.Add(1)
 		select {
 		case <-release:
@@ -301,10 +294,6 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 			return ctx.Err()
 		}
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	var bodies []string
 	for i := range N {
 		bodies = append(bodies, fmt.Sprint("held ", i))
@@ -356,12 +345,8 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	// A consumer declares the exchange (topic, durable) and the queue (durable).
 	rec := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithExchange(n.Exchange, "topic", true), WithQueueDurable(true),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithExchange(n.Exchange, "topic", true), WithQueueDurable(true),
 		WithCallback(rec.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 
 	quick := func(what string, f func(ctx context.Context) error) error {
 		t.Helper()
@@ -415,7 +400,7 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 
 	// The consumer whose declarations came first is untouched, and a
 	// publisher with matching declarations works.
-	if !c.Ready() {
+	if !r.c.Ready() {
 		t.Fatal("the first consumer is not ready any more")
 	}
 	publishTo(t, url, n.Exchange, "topic", true, n.Key, "still flowing")
@@ -486,12 +471,8 @@ func testUnroutableMessagesVanish(t *testing.T, url string) {
 
 	// A queue bound now receives what is published from now on, and only that.
 	rec := &recorder{}
-	c, err := NewLogMsgConsumer([]string{"#"}, baseOpts(url, l, WithQueue(""), WithExchange(x, "topic", true),
+	r := runConsumer(t, logConsumerFor("#"), baseOpts(url, l, WithQueue(""), WithExchange(x, "topic", true),
 		WithCallback(rec.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	if err := sp.Publish(ctx, "info", []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
@@ -537,12 +518,8 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 		// The same names everywhere: the Manager's event path.
 		rec := &recorder{}
 		recs[url] = rec
-		c, err := NewSyncConsumer(baseOpts(url, l, WithExchange(cfg.EventWorker.Exchange, "topic", true),
-			WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key), WithCallback(rec.callback))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = append(runs, startRun(t, c))
+		runs = append(runs, runConsumer(t, NewSyncConsumer, baseOpts(url, l, WithExchange(cfg.EventWorker.Exchange, "topic", true),
+			WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key), WithCallback(rec.callback))...))
 	}
 	m := startManager(t, WithConfig(cfg), WithURL(a), WithLogger(l))
 	for i := range 3 {
@@ -610,11 +587,7 @@ KEYS=%[4]s
 		}
 	})
 	rec := &recorder{}
-	c, err := NewEventMsgConsumer(WithConfigFile(path), WithCallback(rec.callback))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
+	r := runConsumer(t, NewEventMsgConsumer, WithConfigFile(path), WithCallback(rec.callback))
 	m := startManager(t, WithConfigFile(path))
 	if err := m.SendEvent("configured in a file", ""); err != nil {
 		t.Fatal(err)

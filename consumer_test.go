@@ -134,6 +134,22 @@ func startRun(t *testing.T, c runner) *running {
 	return r
 }
 
+// runConsumer builds a consumer with build and opts, and runs it as
+// startRun does.
+func runConsumer[C runner](t *testing.T, build func(...Option) (C, error), opts ...Option) *running {
+	t.Helper()
+	c, err := build(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRun(t, c)
+}
+
+// logConsumerFor is NewLogMsgConsumer with its keys given, for runConsumer.
+func logConsumerFor(keys ...string) func(...Option) (*LogMsgConsumer, error) {
+	return func(opts ...Option) (*LogMsgConsumer, error) { return NewLogMsgConsumer(keys, opts...) }
+}
+
 // stopNow stops c and checks that Stop and Run succeed.
 func stopNow(t *testing.T, r *running) {
 	t.Helper()
@@ -294,11 +310,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 
 			l, _ := consumerLogger(t)
 			col := &recorder{}
-			c, err := tc.build(baseOpts(url, l, WithCallback(col.callback))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := startRun(t, c)
+			r := runConsumer(t, tc.build, baseOpts(url, l, WithCallback(col.callback))...)
 
 			// Bound with the default key: a message published with it arrives.
 			body := brokertest.Unique("default-topology")
@@ -361,18 +373,10 @@ func testConsumerTopicPatterns(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 
 	all, debug := &recorder{}, &recorder{}
-	ca, err := NewSyncConsumer(baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
+	runConsumer(t, NewSyncConsumer, baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
 		WithQueue(n.Queue), WithKeys("#"), WithCallback(all.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cd, err := NewLogMsgConsumer([]string{"*.debug"}, baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
+	rd := runConsumer(t, logConsumerFor("*.debug"), baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
 		WithQueue(debugQueue), WithCallback(debug.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startRun(t, ca)
-	rd := startRun(t, cd)
 
 	keys := []string{"app.debug", "app.info", "a.b.debug", "debug"}
 	for _, k := range keys {
@@ -398,11 +402,7 @@ func testConsumerAck(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(col.callback))...)
 	const N = 20
 	var bodies []string
 	for i := range N {
@@ -428,14 +428,10 @@ func testConsumerNoAck(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
-	c, err := NewAsyncConsumer(namedOpts(url, l, n, WithNoAck(true), WithConcurrency(2), WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewAsyncConsumer, namedOpts(url, l, n, WithNoAck(true), WithConcurrency(2), WithCallback(func(ctx context.Context, d Delivery) error {
 		col.add(d)
 		return errors.New("ignored: auto-ack")
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "a", "b", "c")
 	waitUntil(t, 10*time.Second, "all messages", func() bool { return col.len() == 3 })
 	stopNow(t, r)
@@ -452,14 +448,10 @@ func testConsumerRejectDeadLetters(t *testing.T, url string) {
 	dlx, dlq := deadLetterQueue(t, url)
 	l, _ := consumerLogger(t)
 	var calls atomic.Int32
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithCallback(func(ctx context.Context, d Delivery) error {
 		calls.Add(1)
 		return errors.New("cannot handle this")
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "bad 1", "bad 2", "bad 3")
 	ins := backendChannel(t, url)
 	waitUntil(t, 10*time.Second, "3 dead-lettered messages", func() bool { return queueDepth(t, ins, dlq) == 3 })
@@ -479,17 +471,13 @@ func testConsumerRequeue(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		col.add(d)
 		if !d.Redelivered {
 			return Requeue(errors.New("not now"))
 		}
 		return nil
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "again")
 	waitUntil(t, 10*time.Second, "the redelivery", func() bool { return col.len() == 2 })
 	stopNow(t, r)
@@ -511,16 +499,12 @@ func testConsumerMaxRedeliveries(t *testing.T, url string) {
 	l, logs := consumerLogger(t)
 	var calls atomic.Int32
 	reported := make(chan error, 10)
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithMaxRedeliveries(2),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithMaxRedeliveries(2),
 		WithErrorHandler(func(err error) { reported <- err }),
 		WithCallback(func(ctx context.Context, d Delivery) error {
 			calls.Add(1)
 			return Requeue(errors.New("still not now"))
 		}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "poison")
 	ins := backendChannel(t, url)
 	waitUntil(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
@@ -581,14 +565,10 @@ func testConsumerQuorumDeliveryCount(t *testing.T, url string) {
 
 	// Second consumer: at most 2 requeues; the broker says 5 happened.
 	second := &recorder{}
-	c2, err := NewSyncConsumer(opts(WithMaxRedeliveries(2), WithCallback(func(ctx context.Context, d Delivery) error {
+	r2 := runConsumer(t, NewSyncConsumer, opts(WithMaxRedeliveries(2), WithCallback(func(ctx context.Context, d Delivery) error {
 		second.add(d)
 		return Requeue(nil)
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2 := startRun(t, c2)
 	ins := backendChannel(t, url)
 	waitUntil(t, 10*time.Second, "the message to be dead-lettered", func() bool { return queueDepth(t, ins, dlq) == 1 })
 	stopNow(t, r2)
@@ -612,7 +592,7 @@ func testConsumerPanic(t *testing.T, url string) {
 	l, logs := consumerLogger(t)
 	col := &recorder{}
 	reported := make(chan error, 10)
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithDeadLetterExchange(dlx),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithDeadLetterExchange(dlx),
 		WithErrorHandler(func(err error) { reported <- err }),
 		WithCallback(func(ctx context.Context, d Delivery) error {
 			if string(d.Body) == "boom" {
@@ -621,10 +601,6 @@ func testConsumerPanic(t *testing.T, url string) {
 			col.add(d)
 			return nil
 		}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "boom", "fine")
 	waitUntil(t, 10*time.Second, "the message after the panic", func() bool { return col.len() == 1 })
 	ins := backendChannel(t, url)
@@ -656,7 +632,7 @@ func testAsyncConsumerConcurrency(t *testing.T, url string) {
 	var active, maxActive, arrived atomic.Int32
 	barrier := make(chan struct{})
 	col := &recorder{}
-	c, err := NewAsyncConsumer(namedOpts(url, l, n, WithConcurrency(N), WithPrefetch(1),
+	r := runConsumer(t, NewAsyncConsumer, namedOpts(url, l, n, WithConcurrency(N), WithPrefetch(1),
 		WithCallback(func(ctx context.Context, d Delivery) error {
 			cur := active.Add(1)
 			defer active.Add(-1)
@@ -680,10 +656,6 @@ func testAsyncConsumerConcurrency(t *testing.T, url string) {
 			col.add(d)
 			return nil
 		}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	var bodies []string
 	for i := range 3 * N {
 		bodies = append(bodies, fmt.Sprint("parallel ", i))
@@ -706,7 +678,7 @@ func testSyncConsumerOneAtATime(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	var active, maxActive atomic.Int32
 	col := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		if active.Add(1) > 1 {
 			maxActive.Store(2)
 		}
@@ -714,10 +686,6 @@ func testSyncConsumerOneAtATime(t *testing.T, url string) {
 		col.add(d)
 		return nil
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	var bodies []string
 	for i := range 50 {
 		bodies = append(bodies, fmt.Sprint(i))
@@ -745,17 +713,13 @@ func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 	release := make(chan struct{})
 	var returned atomic.Bool
 	var calls atomic.Int32
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		calls.Add(1)
 		entered <- struct{}{}
 		<-release
 		returned.Store(true)
 		return nil
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "slow", "waits 1", "waits 2")
 	select {
 	case <-entered:
@@ -766,9 +730,9 @@ func testConsumerStopWaitsForCallback(t *testing.T, url string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		stopDone <- c.Stop(ctx)
+		stopDone <- r.c.Stop(ctx)
 	}()
-	waitUntil(t, 5*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
+	waitUntil(t, 5*time.Second, "Ready to turn false", func() bool { return !r.c.Ready() })
 	select {
 	case err := <-stopDone:
 		t.Fatalf("Stop returned (%v) while the callback was running", err)
@@ -808,15 +772,11 @@ func testConsumerStopDeadline(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	entered := make(chan struct{}, 1)
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(func(ctx context.Context, d Delivery) error {
 		entered <- struct{}{}
 		<-ctx.Done()
 		return fmt.Errorf("gave up: %w", ctx.Err())
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "never finished")
 	select {
 	case <-entered:
@@ -825,7 +785,7 @@ func testConsumerStopDeadline(t *testing.T, url string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err = c.Stop(ctx)
+	err := r.c.Stop(ctx)
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 callback(s) still running") {
 		t.Fatalf("Stop = %v, want a deadline error counting 1 callback", err)
 	}
@@ -845,14 +805,10 @@ func testConsumerSetCallbackDuringRun(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	a, b := &recorder{}, &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(a.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startRun(t, c)
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(a.callback))...)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "for a")
 	waitUntil(t, 10*time.Second, "the first callback", func() bool { return a.len() == 1 })
-	c.SetCallback(b.callback)
+	r.c.SetCallback(b.callback)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "for b")
 	waitUntil(t, 10*time.Second, "the second callback", func() bool { return b.len() == 1 })
 	if a.len() != 1 || string(b.all()[0].Body) != "for b" {
@@ -928,11 +884,7 @@ func TestConsumerNoCallbackLogs(t *testing.T) {
 func testConsumerNoCallbackLogs(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, logs := consumerLogger(t)
-	c, err := NewSyncConsumer(namedOpts(url, l, n)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n)...)
 	body := brokertest.Unique("logged body")
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, body)
 	waitUntil(t, 10*time.Second, "the delivery to be logged", func() bool {
@@ -952,12 +904,8 @@ func testConsumerServerNamedQueue(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
-	c, err := NewLogMsgConsumer([]string{"#"}, baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
+	runConsumer(t, logConsumerFor("#"), baseOpts(url, l, WithExchange(n.Exchange, "topic", false),
 		WithQueue(""), WithCallback(col.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, "anything.at.all", "to the private queue")
 	waitUntil(t, 10*time.Second, "the message", func() bool { return col.len() == 1 })
 }
@@ -971,11 +919,7 @@ func testConsumerDeliveryFields(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, _ := consumerLogger(t)
 	col := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(col.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startRun(t, c)
+	runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(col.callback))...)
 
 	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithLogger(l), WithAppID("fields-test"),
 		WithExchange(n.Exchange, "topic", false), WithQueue(""), WithKeys(n.Key))
@@ -1258,12 +1202,8 @@ func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	rec := &recorder{}
 	reported := make(chan error, 10)
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithCallback(rec.callback),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithCallback(rec.callback),
 		WithErrorHandler(func(err error) { reported <- err }))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startRun(t, c)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "before")
 	waitUntil(t, 10*time.Second, "the first message", func() bool { return rec.len() == 1 })
 
@@ -1278,7 +1218,7 @@ func testConsumerQueueDeletedReconnects(t *testing.T, url string) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the cancelled subscription was not reported")
 	}
-	waitUntil(t, 10*time.Second, "the consumer to be ready again", c.Ready)
+	waitUntil(t, 10*time.Second, "the consumer to be ready again", r.c.Ready)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "after")
 	waitUntil(t, 10*time.Second, "the message after the reconnect", func() bool { return rec.len() == 2 })
 }

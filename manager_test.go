@@ -862,7 +862,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var lost atomic.Int32 // connection losses the consumer reported
-	c, err := NewSyncConsumer(WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
+	r := runConsumer(t, NewSyncConsumer, WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
 		WithErrorHandler(func(err error) {
 			if errors.Is(err, ErrConnection) {
 				lost.Add(1)
@@ -875,10 +875,6 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 			mu.Unlock()
 			return nil
 		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	m := startManager(t, WithConfig(cfg), WithURL(clientURL), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
 	const N = 5000
 	ctx := testCtx(t, 60*time.Second)
@@ -893,7 +889,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 			if i == 2*N/3 {
 				before = 1
 			}
-			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && c.Ready() })
+			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && r.c.Ready() })
 			reconnects := m.Stats().Events.Reconnects + 1
 			cut()
 			waitUntil(t, 10*time.Second, "the event worker to reconnect", func() bool { return m.Stats().Events.Reconnects >= reconnects })
