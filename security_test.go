@@ -68,7 +68,7 @@ func TestNoPasswordIsEverPrinted(t *testing.T) {
 
 	var printed []string
 	logs := &syncBuffer{}
-	lm, err := NewLogManager("secrets", "", WithLogOutput(logs), WithLogLevel("DEBUG"))
+	lm, err := NewLogManager("secrets", "", WithLogConfig(DefaultConfig().Log), WithLogOutput(logs), WithLogLevel("DEBUG"))
 	if err != nil {
 		t.Fatal(err)
 	}
