@@ -340,7 +340,8 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	cfg, _ := backendConfig(t, url)
 	dir := t.TempDir()
-	ew := &erringWorker{blockingWorker{release: closedChan()}}
+	release := make(chan struct{})
+	ew := &erringWorker{blockingWorker{release: release}}
 	var mu sync.Mutex
 	var reported []error
 	// The collector needs the log exchange before the Manager declares it.
@@ -368,8 +369,14 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	if err := m.SendWarning("the log lane goes on"); err != nil {
 		t.Fatal(err)
 	}
-	// Stop drains the lane, so the failure happens while it stops: it says so.
-	if err := m.Stop(testCtx(t, 10*time.Second)); !errors.Is(err, ErrSpooled) || !strings.Contains(err.Error(), "1 message(s)") {
+	// The worker holds ok1 until Stop has closed the buffers, so bad fails
+	// while the Manager stops, and Stop says it was spooled.
+	stopCtx := testCtx(t, 10*time.Second)
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(stopCtx) }()
+	waitUntil(t, 5*time.Second, "Stop to close the event buffer", m.lanes[eventLane].closed.Load)
+	close(release)
+	if err := <-stopped; !errors.Is(err, ErrSpooled) || !strings.Contains(err.Error(), "1 message(s)") {
 		t.Fatalf("Stop: %v, want ErrSpooled for the 1 spooled message", err)
 	}
 	st := m.Stats().Events
