@@ -130,6 +130,15 @@ func queueDepth(t testing.TB, ch transport.Channel, queue string) int {
 	return q.Messages
 }
 
+// wantDepth fails the test unless queue on the broker at url holds want
+// ready messages.
+func wantDepth(t testing.TB, url, queue string, want int) {
+	t.Helper()
+	if got := queueDepth(t, backendChannel(t, url), queue); got != want {
+		t.Fatalf("queue %s on %s holds %d ready messages, want %d", queue, transport.Redact(url), got, want)
+	}
+}
+
 // The tests below check, through the public API, the broker behaviour OMQS
 // relies on, on both backends.
 
@@ -148,7 +157,8 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 	var order []int // order[k] is the consumer that got message k
 	var consumers []*running
 	for i := range 2 {
-		c, err := NewEventMsgConsumer(WithConfig(cfg), WithURL(url), WithLogger(l), WithName(fmt.Sprint("competing ", i)),
+		consumers = append(consumers, runConsumer(t, NewEventMsgConsumer,
+			WithConfig(cfg), WithURL(url), WithLogger(l), WithName(fmt.Sprint("competing ", i)),
 			WithCallback(func(_ context.Context, d Delivery) error {
 				var k int
 				if _, err := fmt.Sscanf(string(d.Body), "event %d", &k); err != nil {
@@ -161,11 +171,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 				}
 				order[k] = i
 				return nil
-			}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		consumers = append(consumers, startRun(t, c))
+			})))
 	}
 	// One message at a time (each confirmed before the next), so that each
 	// reaches the queue when both consumers wait.
@@ -180,7 +186,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 		defer mu.Unlock()
 		return append([]int(nil), order...)
 	}
-	waitFor(t, 10*time.Second, "every message", func() bool { return len(got()) == N && !slices.Contains(got(), -1) })
+	waitUntil(t, 10*time.Second, "every message", func() bool { return len(got()) == N && !slices.Contains(got(), -1) })
 	for _, r := range consumers {
 		stopNow(t, r)
 	}
@@ -190,9 +196,7 @@ func testCompetingConsumersRoundRobin(t *testing.T, url string) {
 			t.Fatalf("messages %d and %d both went to consumer %d (%v), want them in turn", k-1, k, o[k], o)
 		}
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-		t.Fatalf("%d messages left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // TestExchangeTypesRouteToConsumers: a fanout exchange gives every message
@@ -222,12 +226,8 @@ func testExchangeTypesRouteToConsumers(t *testing.T, url string) {
 			for i := range 2 {
 				q := fmt.Sprint(n.Queue, ".", i)
 				cleanupOn(t, url, nil, []string{q})
-				c, err := NewSyncConsumer(baseOpts(url, l, WithExchange(n.Exchange, tc.kind, false), WithQueue(q),
-					WithKeys(tc.keys[i]), WithCallback(recs[i].callback))...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				runs = append(runs, startRun(t, c))
+				runs = append(runs, runConsumer(t, NewSyncConsumer, baseOpts(url, l, WithExchange(n.Exchange, tc.kind, false), WithQueue(q),
+					WithKeys(tc.keys[i]), WithCallback(recs[i].callback))...))
 			}
 			p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithLogger(l),
 				WithExchange(n.Exchange, tc.kind, false), WithQueue(""), WithMandatory(false))
@@ -252,7 +252,7 @@ func testExchangeTypesRouteToConsumers(t *testing.T, url string) {
 			// Routed when confirmed: once the consumers stopped, what they
 			// took plus what is left in their queues is what matched.
 			for i, want := range tc.want {
-				waitFor(t, 10*time.Second, "the deliveries", func() bool { return recs[i].len() == strings.Count(want, ",")+1 })
+				waitUntil(t, 10*time.Second, "the deliveries", func() bool { return recs[i].len() == strings.Count(want, ",")+1 })
 			}
 			for i, r := range runs {
 				stopNow(t, r)
@@ -285,7 +285,7 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	release := make(chan struct{})
 	var calls atomic.Int32
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithPrefetch(prefetch), WithCallback(func(ctx context.Context, d Delivery) error {
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithPrefetch(prefetch), WithCallback(func(ctx context.Context, d Delivery) error {
 		calls.Add(1)
 		select {
 		case <-release:
@@ -294,10 +294,6 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 			return ctx.Err()
 		}
 	}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	var bodies []string
 	for i := range N {
 		bodies = append(bodies, fmt.Sprint("held ", i))
@@ -306,18 +302,16 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	// each message would leave the queue as soon as it arrived.
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, bodies...)
 	ch := backendChannel(t, url)
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d messages to wait in the queue", N-prefetch), func() bool {
+	waitUntil(t, 10*time.Second, fmt.Sprintf("%d messages to wait in the queue", N-prefetch), func() bool {
 		return queueDepth(t, ch, n.Queue) == N-prefetch
 	})
 	if got := calls.Load(); got != 1 {
 		t.Fatalf("%d callbacks ran, want 1 (a SyncConsumer holds one delivery in its callback)", got)
 	}
 	close(release)
-	waitFor(t, 10*time.Second, "every message", func() bool { return calls.Load() == N })
+	waitUntil(t, 10*time.Second, "every message", func() bool { return calls.Load() == N })
 	stopNow(t, r)
-	if depth := queueDepth(t, ch, n.Queue); depth != 0 {
-		t.Fatalf("%d messages left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // preconditionFailed checks that err is the broker's 406 refusal of a
@@ -351,12 +345,8 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 	l, _ := consumerLogger(t)
 	// A consumer declares the exchange (topic, durable) and the queue (durable).
 	rec := &recorder{}
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithExchange(n.Exchange, "topic", true), WithQueueDurable(true),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithExchange(n.Exchange, "topic", true), WithQueueDurable(true),
 		WithCallback(rec.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 
 	quick := func(what string, f func(ctx context.Context) error) error {
 		t.Helper()
@@ -410,11 +400,11 @@ func testRedeclareInequivalentFails(t *testing.T, url string) {
 
 	// The consumer whose declarations came first is untouched, and a
 	// publisher with matching declarations works.
-	if !c.Ready() {
+	if !r.c.Ready() {
 		t.Fatal("the first consumer is not ready any more")
 	}
 	publishTo(t, url, n.Exchange, "topic", true, n.Key, "still flowing")
-	waitFor(t, 10*time.Second, "the message", func() bool { return rec.len() == 1 })
+	waitUntil(t, 10*time.Second, "the message", func() bool { return rec.len() == 1 })
 	stopNow(t, r)
 }
 
@@ -481,16 +471,12 @@ func testUnroutableMessagesVanish(t *testing.T, url string) {
 
 	// A queue bound now receives what is published from now on, and only that.
 	rec := &recorder{}
-	c, err := NewLogMsgConsumer([]string{"#"}, baseOpts(url, l, WithQueue(""), WithExchange(x, "topic", true),
+	r := runConsumer(t, logConsumerFor("#"), baseOpts(url, l, WithQueue(""), WithExchange(x, "topic", true),
 		WithCallback(rec.callback))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	if err := sp.Publish(ctx, "info", []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the marker", func() bool { return rec.len() >= 1 })
+	waitUntil(t, 10*time.Second, "the marker", func() bool { return rec.len() >= 1 })
 	stopNow(t, r)
 	for _, p := range []interface{ Stop(context.Context) error }{sp, ap} {
 		if err := p.Stop(ctx); err != nil {
@@ -532,12 +518,8 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 		// The same names everywhere: the Manager's event path.
 		rec := &recorder{}
 		recs[url] = rec
-		c, err := NewSyncConsumer(baseOpts(url, l, WithExchange(cfg.EventWorker.Exchange, "topic", true),
-			WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key), WithCallback(rec.callback))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = append(runs, startRun(t, c))
+		runs = append(runs, runConsumer(t, NewSyncConsumer, baseOpts(url, l, WithExchange(cfg.EventWorker.Exchange, "topic", true),
+			WithQueue(n.Queue), WithQueueDurable(true), WithKeys(n.Key), WithCallback(rec.callback))...))
 	}
 	m := startManager(t, WithConfig(cfg), WithURL(a), WithLogger(l))
 	for i := range 3 {
@@ -551,7 +533,7 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 	if st := m.Stats().Events; st.Confirmed != 3 || st.Returned != 0 {
 		t.Fatalf("event stats %+v", st)
 	}
-	waitFor(t, 10*time.Second, "the events on A", func() bool { return recs[a].len() == 3 })
+	waitUntil(t, 10*time.Second, "the events on A", func() bool { return recs[a].len() == 3 })
 	for _, r := range runs {
 		stopNow(t, r)
 	}
@@ -559,9 +541,7 @@ func TestMemoryBrokersAreSeparate(t *testing.T) {
 		if got := recs[url].len(); got != 0 {
 			t.Errorf("%s: the consumer got %d events sent to %s", url, got, a)
 		}
-		if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-			t.Errorf("%s: the queue holds %d events sent to %s", url, depth, a)
-		}
+		wantDepth(t, url, n.Queue, 0)
 	}
 	if recs[a].len() != 3 {
 		t.Errorf("%s: the consumer got %d events, want 3", a, recs[a].len())
@@ -607,11 +587,7 @@ KEYS=%[4]s
 		}
 	})
 	rec := &recorder{}
-	c, err := NewEventMsgConsumer(WithConfigFile(path), WithCallback(rec.callback))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
+	r := runConsumer(t, NewEventMsgConsumer, WithConfigFile(path), WithCallback(rec.callback))
 	m := startManager(t, WithConfigFile(path))
 	if err := m.SendEvent("configured in a file", ""); err != nil {
 		t.Fatal(err)
@@ -619,7 +595,7 @@ KEYS=%[4]s
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the event", func() bool { return rec.len() == 1 })
+	waitUntil(t, 10*time.Second, "the event", func() bool { return rec.len() == 1 })
 	stopNow(t, r)
 	if d := rec.all()[0]; string(d.Body) != "configured in a file" || d.Exchange != x || d.RoutingKey != k {
 		t.Fatalf("delivery %+v", d)

@@ -100,9 +100,7 @@ func testManagerSendRoundTrip(t *testing.T, url string) {
 		}
 	}
 	// Events are mandatory and went to the declared durable queue too.
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
-		t.Errorf("event queue holds %d messages, want 1 (the default-key event)", depth)
-	}
+	wantDepth(t, url, n.Queue, 1)
 	if st := m.Stats(); st.Returned != 0 || st.Nacked != 0 {
 		t.Errorf("stats %+v: nothing should be returned or nacked", st.LaneStats)
 	}
@@ -140,9 +138,7 @@ func testManagerStopDeliversEverything(t *testing.T, url string) {
 	if l, e := m.Pending(); l != 0 || e != 0 {
 		t.Fatalf("pending after Stop = %d, %d", l, e)
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != N {
-		t.Fatalf("queue has %d messages, want %d", depth, N)
-	}
+	wantDepth(t, url, n.Queue, N)
 	if err := m.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
@@ -199,7 +195,7 @@ func (w *blockingWorker) WorkerWillStop(context.Context) error {
 func TestManagerSendErrors(t *testing.T) {
 	lw := &blockingWorker{release: make(chan struct{})}
 	ew := &blockingWorker{release: make(chan struct{})}
-	m, err := NewManager(WithURL("memory://send-errors"), WithLogWorker(lw), WithEventWorker(ew),
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://send-errors"), WithLogWorker(lw), WithEventWorker(ew),
 		WithBufferSize(4), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +262,7 @@ func TestManagerSendErrors(t *testing.T) {
 
 func TestManagerOverflowWait(t *testing.T) {
 	ew := &blockingWorker{release: make(chan struct{})}
-	m, err := NewManager(WithURL("memory://overflow-wait"), WithLogWorker(&blockingWorker{release: closedChan()}),
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://overflow-wait"), WithLogWorker(&blockingWorker{release: closedChan()}),
 		WithEventWorker(ew), WithBufferSize(1), WithOverflow(OverflowWait), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +300,7 @@ func (w *failingRunWorker) WorkerWillRun(ctx context.Context) error {
 func TestManagerWorkerHooksAfterFailedStart(t *testing.T) {
 	lw := &blockingWorker{release: closedChan()}
 	ew := &failingRunWorker{blockingWorker{release: closedChan()}}
-	m, err := NewManager(WithURL("memory://hooks"), WithLogWorker(lw), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://hooks"), WithLogWorker(lw), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +340,8 @@ func TestManagerCustomWorkerFailureIsSpooled(t *testing.T) {
 func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	cfg, _ := backendConfig(t, url)
 	dir := t.TempDir()
-	ew := &erringWorker{blockingWorker{release: closedChan()}}
+	release := make(chan struct{})
+	ew := &erringWorker{blockingWorker{release: release}}
 	var mu sync.Mutex
 	var reported []error
 	// The collector needs the log exchange before the Manager declares it.
@@ -372,8 +369,14 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	if err := m.SendWarning("the log lane goes on"); err != nil {
 		t.Fatal(err)
 	}
-	// Stop drains the lane, so the failure happens while it stops: it says so.
-	if err := m.Stop(testCtx(t, 10*time.Second)); !errors.Is(err, ErrSpooled) || !strings.Contains(err.Error(), "1 message(s)") {
+	// The worker holds ok1 until Stop has closed the buffers, so bad fails
+	// while the Manager stops, and Stop says it was spooled.
+	stopCtx := testCtx(t, 10*time.Second)
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop(stopCtx) }()
+	waitUntil(t, 5*time.Second, "Stop to close the event buffer", m.lanes[eventLane].closed.Load)
+	close(release)
+	if err := <-stopped; !errors.Is(err, ErrSpooled) || !strings.Contains(err.Error(), "1 message(s)") {
 		t.Fatalf("Stop: %v, want ErrSpooled for the 1 spooled message", err)
 	}
 	st := m.Stats().Events
@@ -393,11 +396,7 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 	if d := logs.all()[0]; string(d.Body) != "the log lane goes on" || d.RoutingKey != KeyWarning {
 		t.Fatalf("log delivery %q with key %q", d.Body, d.RoutingKey)
 	}
-	var recs []spool.Record
-	if _, err := spool.Read(filepath.Join(dir, "backup.evt"), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 1 || recs[0].Body != "bad" || recs[0].Key != "k" {
+	if recs := spoolRecords(t, dir, "backup.evt"); len(recs) != 1 || recs[0].Body != "bad" || recs[0].Key != "k" {
 		t.Fatalf("spool holds %+v", recs)
 	}
 	mu.Lock()
@@ -410,11 +409,7 @@ func testManagerCustomWorkerFailureIsSpooled(t *testing.T, url string) {
 // TestManagerWrongPassword runs on RabbitMQ only: the in-process broker has
 // no credentials.
 func TestManagerWrongPassword(t *testing.T) {
-	url := brokertest.URL(t)
-	bad := strings.Replace(url, "guest:guest@", "guest:s3cr3t-pw@", 1)
-	if bad == url {
-		t.Skip("broker URL has no guest:guest credentials to replace")
-	}
+	bad := urlWithPassword(t, brokertest.URL(t), "s3cr3t-pw")
 	cfg, _ := testConfig(t)
 	m, err := NewManager(WithConfig(cfg), WithURL(bad))
 	if err != nil {
@@ -528,12 +523,12 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "everything spooled", func() bool { return m.Stats().Spooled == 2*N })
 	for _, f := range []string{"backup.evt", "backup.log"} {
-		var recs []spool.Record
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error { recs = append(recs, r); return nil }); err != nil {
-			t.Fatal(err)
+		recs := spoolRecords(t, cfg.Log.Folder, f)
+		if len(recs) != N {
+			t.Fatalf("%s: %d records, want %d", f, len(recs), N)
 		}
-		if len(recs) != N || recs[0].Key == "" || recs[0].MessageID == "" {
-			t.Fatalf("%s: %d records (first %+v), want %d with key and id", f, len(recs), recs[0], N)
+		if recs[0].Key == "" || recs[0].MessageID == "" {
+			t.Fatalf("%s: first record %+v, want a key and an id", f, recs[0])
 		}
 	}
 	p.Refuse(false)
@@ -542,9 +537,7 @@ func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
 	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if depth := queueDepth(t, ch, n.Queue); depth != N {
-		t.Fatalf("event queue has %d messages, want %d", depth, N)
-	}
+	wantDepth(t, url, n.Queue, N)
 	left, _ := filepath.Glob(filepath.Join(cfg.Log.Folder, "backup.*"))
 	for _, f := range left {
 		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
@@ -626,11 +619,7 @@ func TestManagerStopTimeoutSpoolsUnconfirmed(t *testing.T) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N+1)
 	}
 	for f, want := range map[string]int{"backup.evt": N, "backup.log": 1} {
-		cnt := 0
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
-			t.Fatal(err)
-		}
-		if cnt != want {
+		if cnt := len(spoolRecords(t, cfg.Log.Folder, f)); cnt != want {
 			t.Fatalf("%s holds %d, want %d", f, cnt, want)
 		}
 	}
@@ -670,11 +659,7 @@ func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
 	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
 	}
-	cnt := 0
-	if _, err := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if cnt != N {
+	if cnt := len(spoolRecords(t, cfg.Log.Folder, "backup.evt")); cnt != N {
 		t.Fatalf("spool holds %d, want %d", cnt, N)
 	}
 }
@@ -733,9 +718,7 @@ func TestManagerFailoverToSecondAddress(t *testing.T) {
 	if a.Accepts() < 2 || b.Accepts() < 2 {
 		t.Errorf("accepts: a %d, b %d; want both used by both workers", a.Accepts(), b.Accepts())
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
-		t.Fatalf("queue holds %d messages, want 2", depth)
-	}
+	wantDepth(t, url, n.Queue, 2)
 }
 
 func TestManagerQuorumQueue(t *testing.T) {
@@ -760,9 +743,7 @@ func testManagerQuorumQueue(t *testing.T, url string) {
 	if _, err := backendChannel(t, url).QueueDeclare(n.Queue, true, false, false, false, nil); err == nil {
 		t.Fatal("declaring the queue as a classic queue was accepted")
 	}
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 1 {
-		t.Fatalf("quorum queue holds %d messages, want 1", depth)
-	}
+	wantDepth(t, url, n.Queue, 1)
 }
 
 // refusingWorker fails every message, so that the Manager spools it.
@@ -812,11 +793,8 @@ func testManagerReplaysSpool(t *testing.T, url string) {
 	}
 	spooled := map[string]spool.Record{}
 	for _, f := range []string{"backup.evt", "backup.log"} {
-		if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(r spool.Record) error {
+		for _, r := range spoolRecords(t, cfg.Log.Folder, f) {
 			spooled[r.MessageID] = r
-			return nil
-		}); err != nil {
-			t.Fatal(err)
 		}
 	}
 	if len(spooled) != 2*N {
@@ -891,7 +869,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var lost atomic.Int32 // connection losses the consumer reported
-	c, err := NewSyncConsumer(WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
+	r := runConsumer(t, NewSyncConsumer, WithConfig(cfg), WithURL(clientURL), WithLogger(testLogger(t)), WithReconnect(20*time.Millisecond, 100),
 		WithErrorHandler(func(err error) {
 			if errors.Is(err, ErrConnection) {
 				lost.Add(1)
@@ -904,10 +882,6 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 			mu.Unlock()
 			return nil
 		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := startRun(t, c)
 	m := startManager(t, WithConfig(cfg), WithURL(clientURL), WithReconnect(20*time.Millisecond, 100), WithLogger(testLogger(t)))
 	const N = 5000
 	ctx := testCtx(t, 60*time.Second)
@@ -922,7 +896,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 			if i == 2*N/3 {
 				before = 1
 			}
-			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && c.Ready() })
+			waitUntil(t, 10*time.Second, "the consumer to be connected", func() bool { return lost.Load() >= before && r.c.Ready() })
 			reconnects := m.Stats().Events.Reconnects + 1
 			cut()
 			waitUntil(t, 10*time.Second, "the event worker to reconnect", func() bool { return m.Stats().Events.Reconnects >= reconnects })
@@ -943,9 +917,7 @@ func testManagerAndConsumerSurviveConnectionLoss(t *testing.T, url string) {
 	waitUntil(t, 20*time.Second, fmt.Sprintf("%d distinct events", N), func() bool { return unique() == N })
 	waitUntil(t, 10*time.Second, "the consumer to report two lost connections", func() bool { return lost.Load() >= 2 })
 	stopNow(t, r)
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 0 {
-		t.Fatalf("%d events left in the queue", depth)
-	}
+	wantDepth(t, url, n.Queue, 0)
 }
 
 // TestManagerBlockedBroker: while the broker blocks publishing (a memory
@@ -1011,20 +983,14 @@ func TestManagerBlockedBroker(t *testing.T) {
 				if st.Events.Confirmed != events || st.Logs.Confirmed != logs || st.Spooled != 0 {
 					t.Fatalf("stats %+v, want everything confirmed", st)
 				}
-				if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != events {
-					t.Fatalf("event queue holds %d, want %d", depth, events)
-				}
+				wantDepth(t, url, n.Queue, events)
 				return
 			}
 			if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", events+logs)) {
 				t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, events+logs)
 			}
 			for f, want := range map[string]int{"backup.evt": events, "backup.log": logs} {
-				cnt := 0
-				if _, err := spool.Read(filepath.Join(cfg.Log.Folder, f), func(spool.Record) error { cnt++; return nil }); err != nil {
-					t.Fatal(err)
-				}
-				if cnt != want {
+				if cnt := len(spoolRecords(t, cfg.Log.Folder, f)); cnt != want {
 					t.Errorf("%s holds %d messages, want %d", f, cnt, want)
 				}
 			}

@@ -21,7 +21,7 @@ func TestPublishersNestedHeaders(t *testing.T) {
 
 func testPublishersNestedHeaders(t *testing.T, url string) {
 	n := testNames(t, url)
-	p, err := NewAsyncPublisher(WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
+	p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue),
 		WithQueueDurable(false), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func testSyncPublisherNack(t *testing.T, url string) {
 	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewSyncPublisher(WithURL(url), WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key), WithLogger(testLogger(t)))
+	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,9 +151,7 @@ func testPublisherSections(t *testing.T, url string) {
 			if err := ch.ExchangeDeclarePassive(n.Exchange, pc.ExchangeType, true, false, false, false, nil); err != nil {
 				t.Fatalf("exchange: %v", err)
 			}
-			if depth := queueDepth(t, ch, n.Queue); depth != 1 {
-				t.Fatalf("queue holds %d messages, want 1", depth)
-			}
+			wantDepth(t, url, n.Queue, 1)
 			// The exchange has the section's type and is durable, and so is
 			// the queue: declaring them otherwise is refused.
 			other := map[string]string{"fanout": "topic", "direct": "topic", "topic": "direct"}[pc.ExchangeType]
@@ -257,9 +255,7 @@ func TestPublishersBlockedBroker(t *testing.T) {
 		t.Fatalf("stats %+v, pending %d: want the message dropped", st, ap2.Pending())
 	}
 	waitUntil(t, 5*time.Second, "the loss to be reported", func() bool { return reported.Load() >= 1 })
-	if depth := queueDepth(t, backendChannel(t, url), n.Queue); depth != 2 {
-		t.Fatalf("queue holds %d messages, want the 2 published between the alarms", depth)
-	}
+	wantDepth(t, url, n.Queue, 2) // the two published between the alarms
 }
 
 // startedPublisher builds a publisher with build and opts and starts it.

@@ -36,7 +36,11 @@ func brokerUser(t *testing.T, user, password string) {
 	if err := run("add_user", user, password); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { run("delete_user", user) })
+	t.Cleanup(func() {
+		if err := run("delete_user", user); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	})
 	if err := run("set_permissions", "-p", "/", user, ".*", ".*", ".*"); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +52,8 @@ func brokerUser(t *testing.T, user, password string) {
 // searches everything the library printed or returned for the password.
 func TestNoPasswordIsEverPrinted(t *testing.T) {
 	base := brokertest.URL(t)
-	const user, password = "omqs-secret-test", "Pw-7c1e9b2f-secret"
+	const password = "Pw-7c1e9b2f-secret"
+	user := brokertest.Unique("omqs-secret-test")
 	brokerUser(t, user, password)
 	bu, err := amqp.ParseURI(base)
 	if err != nil {
@@ -63,7 +68,7 @@ func TestNoPasswordIsEverPrinted(t *testing.T) {
 
 	var printed []string
 	logs := &syncBuffer{}
-	lm, err := NewLogManager("secrets", "", WithLogOutput(logs), WithLogLevel("DEBUG"))
+	lm, err := NewLogManager("secrets", "", WithLogConfig(DefaultConfig().Log), WithLogOutput(logs), WithLogLevel("DEBUG"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +195,7 @@ func TestStartFailsOnMissingVhost(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Vhost = "omqs-no-such-vhost"
-	m, err := NewManager(WithURL(u.String()), WithLogger(testLogger(t)), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL(u.String()), WithLogger(testLogger(t)), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +251,7 @@ func TestBadSizesAndNils(t *testing.T) {
 
 func TestOversizedMessagesAreRefused(t *testing.T) {
 	ew := &blockingWorker{release: closedChan()}
-	m, err := NewManager(WithURL("memory://oversized"), WithLogWorker(ew), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://oversized"), WithLogWorker(ew), WithEventWorker(ew), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +271,7 @@ func TestOversizedMessagesAreRefused(t *testing.T) {
 	if len(ew.got) != 1 {
 		t.Fatalf("worker got %d messages, want the 1 valid one", len(ew.got))
 	}
-	p, err := NewAsyncPublisher(WithURL("memory://oversized"), WithLogger(testLogger(t)))
+	p, err := NewAsyncPublisher(WithConfig(DefaultConfig()), WithURL("memory://oversized"), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package omqs
 import (
 	"context"
 	"log/slog"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -28,6 +31,43 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 	}
+}
+
+// urlWithPassword returns the broker URL u with its password replaced by
+// password, for tests of refused credentials. A URL without credentials has
+// none to get wrong: the test is skipped, or fails with OMQS_REQUIRE_BROKER=1.
+func urlWithPassword(t testing.TB, u, password string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("broker URL %s: %v", transport.Redact(u), err)
+	}
+	if parsed.User == nil {
+		if brokertest.Required() {
+			t.Fatalf("broker URL %s has no credentials to get wrong", transport.Redact(u))
+		}
+		t.Skipf("broker URL %s has no credentials to get wrong", transport.Redact(u))
+	}
+	parsed.User = url.UserPassword(parsed.User.Username(), password)
+	return parsed.String()
+}
+
+// spoolRecords returns the records of the spool file named file in dir. A
+// missing file, or a line that is not a record, fails the test.
+func spoolRecords(t testing.TB, dir, file string) []spool.Record {
+	t.Helper()
+	var recs []spool.Record
+	bad, err := spool.Read(filepath.Join(dir, file), func(r spool.Record) error {
+		recs = append(recs, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Fatalf("spool file %s: %d line(s) are not records", file, bad)
+	}
+	return recs
 }
 
 // testConfig returns a Config whose workers use exchanges and a queue unique

@@ -99,9 +99,7 @@ func TestTLS(t *testing.T) {
 			if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if depth := queueDepth(t, backendChannel(t, brokerURL), n.Queue); depth != 1 {
-				t.Fatalf("queue holds %d messages, want 1", depth)
-			}
+			wantDepth(t, brokerURL, n.Queue, 1)
 		})
 	}
 }
