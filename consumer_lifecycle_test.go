@@ -50,13 +50,13 @@ func testConsumerReadyFalseWhileCallbackOutlivesConnection(t *testing.T, url str
 		t.Fatal("the callback did not start")
 	}
 	cut()
-	waitFor(t, 10*time.Second, "Ready to turn false while the callback runs", func() bool { return !c.Ready() })
+	waitUntil(t, 10*time.Second, "Ready to turn false while the callback runs", func() bool { return !c.Ready() })
 	if returned.Load() {
 		t.Fatal("the callback returned before it was released")
 	}
 	close(release)
-	waitFor(t, 15*time.Second, "the consumer to be ready again", c.Ready)
-	waitFor(t, 15*time.Second, "the message to come again", func() bool { return redelivered.Load() == 1 })
+	waitUntil(t, 15*time.Second, "the consumer to be ready again", c.Ready)
+	waitUntil(t, 15*time.Second, "the message to come again", func() bool { return redelivered.Load() == 1 })
 }
 
 // TestConsumerConnectionLossCancelsCallbacks: a callback that waits on its
@@ -97,7 +97,7 @@ func testConsumerConnectionLossCancelsCallbacks(t *testing.T, url string) {
 		t.Fatal("the callback did not start")
 	}
 	cut()
-	waitFor(t, 15*time.Second, "the message to come again after the reconnect", func() bool { return redelivered.Load() == 1 })
+	waitUntil(t, 15*time.Second, "the message to come again after the reconnect", func() bool { return redelivered.Load() == 1 })
 	if !c.Ready() {
 		t.Fatal("Ready is false after the consumer got a delivery on its new connection")
 	}
@@ -134,13 +134,13 @@ func TestConsumerNoAckConnectionLossKeepsCallbackContext(t *testing.T) {
 		t.Fatal("the callback did not start")
 	}
 	cut()
-	waitFor(t, 10*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
+	waitUntil(t, 10*time.Second, "Ready to turn false", func() bool { return !c.Ready() })
 	err = cbCtx.Err()
 	close(release)
 	if err != nil {
 		t.Fatalf("the auto-acknowledged callback's context ended with the connection: %v", err)
 	}
-	waitFor(t, 15*time.Second, "the consumer to be ready again", c.Ready)
+	waitUntil(t, 15*time.Second, "the consumer to be ready again", c.Ready)
 }
 
 // TestConsumerStopWaitsForRunToFinish: Stop called while Run is finishing
@@ -169,7 +169,7 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "Ready", c.Ready)
+	waitUntil(t, 10*time.Second, "Ready", c.Ready)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "panics")
 	select {
 	case <-handlerIn:
@@ -181,7 +181,7 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 	// (at most handlerGrace) before it returns.
 	cancel()
 	core := c.core()
-	waitFor(t, 10*time.Second, "Run to be finishing", func() bool {
+	waitUntil(t, 10*time.Second, "Run to be finishing", func() bool {
 		core.mu.Lock()
 		defer core.mu.Unlock()
 		return core.state == consumerDone
@@ -239,7 +239,7 @@ func TestConsumerNoAckGiveUpIsReported(t *testing.T) {
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "Ready", c.Ready)
+	waitUntil(t, 10*time.Second, "Ready", c.Ready)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "given up")
 	select {
 	case <-entered:
