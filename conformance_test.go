@@ -305,6 +305,10 @@ func testConsumerPrefetchBoundsUnacked(t *testing.T, url string) {
 	waitUntil(t, 10*time.Second, fmt.Sprintf("%d messages to wait in the queue", N-prefetch), func() bool {
 		return queueDepth(t, ch, n.Queue) == N-prefetch
 	})
+	// A delivery leaves the queue before its callback starts: wait for the
+	// callback, then check that no more than the prefetch left the queue.
+	waitUntil(t, 10*time.Second, "the first callback", func() bool { return calls.Load() >= 1 })
+	wantDepth(t, url, n.Queue, N-prefetch)
 	if got := calls.Load(); got != 1 {
 		t.Fatalf("%d callbacks ran, want 1 (a SyncConsumer holds one delivery in its callback)", got)
 	}
