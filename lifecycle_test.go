@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
-	"github.com/omqs-go/omqs/internal/spool"
 )
 
 // Stop while Start is still trying to reach the broker: both return, and
@@ -94,11 +92,7 @@ func TestManagerStopWhileUnreachableSpools(t *testing.T) {
 			if !errors.Is(err, c.want) {
 				t.Fatalf("Stop: %v, want %v", err, c.want)
 			}
-			cnt := 0
-			if _, rerr := spool.Read(filepath.Join(cfg.Log.Folder, "backup.evt"), func(spool.Record) error { cnt++; return nil }); rerr != nil {
-				t.Fatal(rerr)
-			}
-			if cnt != N {
+			if cnt := len(spoolRecords(t, cfg.Log.Folder, "backup.evt")); cnt != N {
 				t.Fatalf("spool holds %d events, want %d (Stop: %v)", cnt, N, err)
 			}
 		})
@@ -113,7 +107,7 @@ func (w *notConfirmingWorker) WorkerWillStop(context.Context) error {
 
 func TestManagerStopReportsCustomWorkerLoss(t *testing.T) {
 	w := &notConfirmingWorker{blockingWorker{release: closedChan()}}
-	m, err := NewManager(WithURL("memory://custom-loss"), WithLogWorker(&blockingWorker{release: closedChan()}),
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://custom-loss"), WithLogWorker(&blockingWorker{release: closedChan()}),
 		WithEventWorker(w), WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +198,7 @@ func TestManagerStopWaitsForItsAbort(t *testing.T) {
 		var releaseOnce sync.Once
 		release := func() { releaseOnce.Do(func() { close(w.release) }) }
 		defer release()
-		m, err := NewManager(WithURL("memory://mgr-stop-abort"), WithLogWorker(w),
+		m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://mgr-stop-abort"), WithLogWorker(w),
 			WithEventWorker(&blockingWorker{release: closedChan()}), WithSpoolDir(t.TempDir()), WithLogger(testLogger(t)))
 		if err != nil {
 			t.Fatal(err)

@@ -291,6 +291,7 @@ func TestWithLogLevel(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	t.Setenv("OMQS_CONFIG", "") // the defaults, whatever the environment names
 	lm, err := NewLogManager("", "", WithLogOutput(io.Discard))
 	if err != nil {
 		t.Fatal(err)
