@@ -661,7 +661,8 @@ func WithMandatory(on bool) Option {
 }
 
 // WithNoAck makes the broker consider a delivery acknowledged as soon as it
-// is sent (auto-ack): faster, but a crash loses the deliveries in flight.
+// is sent (auto-ack): faster, but a crash loses the deliveries in flight, and
+// so does ending Run's context (see Run: each such delivery is logged as lost).
 func WithNoAck(on bool) Option {
 	return opt("WithNoAck", forConsumer, func(s *settings) error { s.noAck = on; return nil })
 }
