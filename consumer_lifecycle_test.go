@@ -153,7 +153,7 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 	handlerIn := make(chan struct{}, 1)
 	release := make(chan struct{})
 	defer close(release)
-	c, err := NewSyncConsumer(namedOpts(url, l, n,
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n,
 		WithCallback(func(context.Context, Delivery) error { panic("to call the error handler") }),
 		WithErrorHandler(func(error) {
 			select {
@@ -162,14 +162,7 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 			}
 			<-release
 		}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(ctx) }()
-	waitUntil(t, 10*time.Second, "Ready", c.Ready)
+	c := r.c.(*SyncConsumer)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "panics")
 	select {
 	case <-handlerIn:
@@ -179,7 +172,7 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 
 	// End Run: it marks itself done, then waits for the blocked error handler
 	// (at most handlerGrace) before it returns.
-	cancel()
+	r.cancel()
 	core := c.core()
 	waitUntil(t, 10*time.Second, "Run to be finishing", func() bool {
 		core.mu.Lock()
@@ -201,13 +194,8 @@ func TestConsumerStopWaitsForRunToFinish(t *testing.T) {
 	default:
 		t.Fatal("Stop returned while Run was still finishing")
 	}
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
+	if err := r.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 
@@ -221,7 +209,7 @@ func TestConsumerNoAckGiveUpIsReported(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	var mu sync.Mutex
 	var reported []error
-	c, err := NewSyncConsumer(namedOpts(url, l, n, WithNoAck(true),
+	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithNoAck(true),
 		WithCallback(func(ctx context.Context, d Delivery) error {
 			entered <- struct{}{}
 			<-ctx.Done()
@@ -232,28 +220,15 @@ func TestConsumerNoAckGiveUpIsReported(t *testing.T) {
 			defer mu.Unlock()
 			reported = append(reported, err)
 		}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(ctx) }()
-	waitUntil(t, 10*time.Second, "Ready", c.Ready)
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, "given up")
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the callback did not start")
 	}
-	cancel()
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
+	r.cancel()
+	if err := r.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "the message is lost") {
 		t.Fatalf("the lost delivery was not logged as an error:\n%s", out)

@@ -82,9 +82,10 @@ func namedOpts(url string, l *slog.Logger, n brokertest.Names, more ...Option) [
 
 // running is a consumer whose Run runs on its own goroutine.
 type running struct {
-	c    runner
-	done chan struct{}
-	err  error
+	c      runner
+	cancel context.CancelFunc // ends Run's context
+	done   chan struct{}
+	err    error
 }
 
 // wait waits for Run to return and returns its result.
@@ -103,12 +104,14 @@ func (r *running) wait(t testing.TB, timeout time.Duration) error {
 // waits until it is ready.
 func startRun(t *testing.T, c runner) *running {
 	t.Helper()
-	r := &running{c: c, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{c: c, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		r.err = c.Run(context.Background())
+		r.err = c.Run(ctx)
 	}()
 	t.Cleanup(func() {
+		defer cancel()
 		select {
 		case <-r.done:
 			return // the test stopped it and checked the results

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -279,17 +277,7 @@ func TestEngineSpooledNackKeepsErrNacked(t *testing.T) {
 	t.Parallel()
 	url := memoryURL(t)
 	n := testNames(t, url)
-	ch := backendChannel(t, url)
-	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	// A queue that holds one message and refuses the next: the broker nacks it.
-	if _, err := ch.QueueDeclare(n.Queue, false, false, false, false, amqp.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	declareNackingQueue(t, url, n)
 	ctx := testCtx(t, 20*time.Second)
 	p := startedPublisher(t, ctx, NewSyncPublisher, WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
 		WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key),

@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/membroker"
 )
 
@@ -59,17 +60,7 @@ func TestSyncPublisherNack(t *testing.T) {
 
 func testSyncPublisherNack(t *testing.T, url string) {
 	n := testNames(t, url)
-	ch := backendChannel(t, url)
-	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	// A queue that holds one message and refuses the next: the broker nacks it.
-	if _, err := ch.QueueDeclare(n.Queue, false, false, false, false, amqp.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	declareNackingQueue(t, url, n)
 	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithExchange(n.Exchange, "direct", false), WithQueue(""), WithKeys(n.Key), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -270,4 +261,22 @@ func startedPublisher[P interface{ Start(context.Context) error }](t *testing.T,
 		t.Fatal(err)
 	}
 	return p
+}
+
+// declareNackingQueue declares n's direct exchange and a queue bound to it
+// with n.Key that holds one message and refuses the next, so that the broker
+// nacks it.
+func declareNackingQueue(t *testing.T, url string, n brokertest.Names) {
+	t.Helper()
+	ch := backendChannel(t, url)
+	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A queue that holds one message and refuses the next: the broker nacks it.
+	if _, err := ch.QueueDeclare(n.Queue, false, false, false, false, amqp.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
 }
