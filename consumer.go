@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +20,6 @@ import (
 // DefaultConcurrency is how many callbacks an AsyncConsumer runs at once
 // unless WithConcurrency says otherwise.
 const DefaultConcurrency = 8
-
-// redeliveryTableSize bounds how many messages a consumer tracks for
-// MAX_REDELIVERIES at once; the oldest entry is forgotten first.
-const redeliveryTableSize = 4096
 
 // SyncConsumer receives the deliveries of one queue and hands them to its
 // callback one at a time, in the order the broker sent them.
@@ -871,52 +865,6 @@ func toDelivery(d *amqp.Delivery) Delivery {
 	}
 }
 
-// plainHeaders returns t as a map[string]any whose nested tables are
-// map[string]any too, copying only when there are nested tables.
-func plainHeaders(t amqp.Table) map[string]any {
-	if t == nil {
-		return nil
-	}
-	for _, v := range t {
-		if hasTable(v) {
-			return plainValue(t).(map[string]any)
-		}
-	}
-	return map[string]any(t)
-}
-
-func hasTable(v any) bool {
-	switch v := v.(type) {
-	case amqp.Table:
-		return true
-	case []any:
-		for _, e := range v {
-			if hasTable(e) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func plainValue(v any) any {
-	switch v := v.(type) {
-	case amqp.Table:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[k] = plainValue(e)
-		}
-		return m
-	case []any:
-		s := make([]any, len(v))
-		for i, e := range v {
-			s[i] = plainValue(e)
-		}
-		return s
-	}
-	return v
-}
-
 // report passes a background error to the logger and the error handler.
 func (c *consumer) report(err error) {
 	c.log.Error(redactError(err).Error())
@@ -1003,113 +951,4 @@ func (c *consumer) closeLog() {
 			_ = c.ownLog.Close()
 		}
 	})
-}
-
-// redeliveryTable counts, per message, how often this consumer's callbacks
-// asked to requeue it. It holds at most size messages; the oldest is
-// forgotten first.
-type redeliveryTable struct {
-	max   int          // 0: no limit
-	used  atomic.Int32 // entries, read without the lock on the fast path
-	mu    sync.Mutex
-	count map[string]*redeliveryEntry
-	ring  []string // keys in insertion order
-	next  int
-}
-
-type redeliveryEntry struct {
-	n    int
-	slot int
-}
-
-func (r *redeliveryTable) init(max, size int) {
-	r.max = max
-	r.count = make(map[string]*redeliveryEntry)
-	r.ring = make([]string, size)
-}
-
-// requeue counts one more requeue of d and reports whether it is allowed.
-// The broker's x-delivery-count header (quorum queues) counts too.
-func (r *redeliveryTable) requeue(d *amqp.Delivery) (n int, ok bool) {
-	if r.max == 0 {
-		return 0, true
-	}
-	key := redeliveryKey(d)
-	r.mu.Lock()
-	e := r.count[key]
-	if e == nil {
-		if old := r.ring[r.next]; old != "" {
-			if oe := r.count[old]; oe != nil && oe.slot == r.next {
-				delete(r.count, old)
-			}
-		}
-		e = &redeliveryEntry{slot: r.next}
-		r.ring[r.next] = key
-		r.next = (r.next + 1) % len(r.ring)
-		r.count[key] = e
-	}
-	e.n++
-	n = e.n
-	if hc := deliveryCount(d.Headers) + 1; hc > n {
-		n = hc
-	}
-	ok = n <= r.max
-	if !ok {
-		delete(r.count, key)
-	}
-	r.used.Store(int32(len(r.count)))
-	r.mu.Unlock()
-	return n, ok
-}
-
-// forget drops d's count once its delivery is settled for good.
-func (r *redeliveryTable) forget(d *amqp.Delivery) {
-	if r.used.Load() == 0 {
-		return
-	}
-	key := redeliveryKey(d)
-	r.mu.Lock()
-	delete(r.count, key)
-	r.used.Store(int32(len(r.count)))
-	r.mu.Unlock()
-}
-
-// redeliveryKey identifies a message: its id, or without one a hash of its
-// exchange, routing key and body.
-func redeliveryKey(d *amqp.Delivery) string {
-	if d.MessageId != "" {
-		return "id:" + d.MessageId
-	}
-	h := fnv.New64a()
-	h.Write([]byte(d.Exchange))
-	h.Write([]byte{0})
-	h.Write([]byte(d.RoutingKey))
-	h.Write([]byte{0})
-	h.Write(d.Body)
-	return "h:" + strconv.FormatUint(h.Sum64(), 16)
-}
-
-// deliveryCount reads the x-delivery-count header quorum queues set.
-func deliveryCount(h amqp.Table) int {
-	switch v := h["x-delivery-count"].(type) {
-	case int:
-		return v
-	case int8:
-		return int(v)
-	case int16:
-		return int(v)
-	case int32:
-		return int(v)
-	case int64:
-		return int(v)
-	case uint8:
-		return int(v)
-	case uint16:
-		return int(v)
-	case uint32:
-		return int(v)
-	case uint64:
-		return int(v)
-	}
-	return 0
 }

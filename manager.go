@@ -534,13 +534,6 @@ func (m *Manager) lanePending(l *lane) int {
 	return n
 }
 
-// Stats is a snapshot of the Manager's counters: the totals, and each lane's.
-type Stats struct {
-	LaneStats
-	Logs   LaneStats
-	Events LaneStats
-}
-
 // Stats returns the Manager's counters. It is cheap and safe to call at any time.
 func (m *Manager) Stats() Stats {
 	lg, ev := m.laneStats(m.lanes[logLane]), m.laneStats(m.lanes[eventLane])

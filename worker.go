@@ -89,13 +89,6 @@ type builtinDeps struct {
 	busy *atomic.Bool
 }
 
-func workerTopology(w WorkerConfig) topology {
-	return topology{
-		exchange: w.Exchange, kind: w.ExchangeType, durable: w.ExchangeDurable,
-		queue: w.Queue, queueDurable: w.QueueDurable, queueType: w.QueueType, keys: w.Keys,
-	}
-}
-
 func newLogMsgWorker(s *settings, name string, d builtinDeps) *LogMsgWorker {
 	e := configuredEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
 	return &LogMsgWorker{builtinWorker{e: e, background: s.background}}

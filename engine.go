@@ -1,0 +1,410 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/dispatch"
+	"github.com/omqs-go/omqs/internal/reconnect"
+	"github.com/omqs-go/omqs/internal/spool"
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// engine is the publishing machinery shared by SyncPublisher and
+// AsyncPublisher: one connection in confirm mode, a bounded window of
+// unconfirmed messages, reconnect with republish, and the spool.
+type engine struct {
+	kind       string // "SyncPublisher" or "AsyncPublisher", for messages
+	name       string
+	topo       topology
+	defaultKey string
+	mandatory  bool
+	appID      string
+	dialer     *reconnect.Dialer
+	log        *slog.Logger
+	st         *counters
+	sp         *spool.Spool // nil: no spool
+	disp       *dispatch.Dispatcher
+	ownDisp    bool
+	onReturn   func(Returned)
+	onError    func(error)
+	interval   time.Duration
+	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
+
+	window int // MAX_IN_FLIGHT: unresolved messages at most
+
+	pubMu sync.Mutex // serializes writes to the channel; never held while waiting
+	mu    sync.Mutex // guards what follows
+	state engineState
+	sess  *session
+	// changed is closed (and replaced) whenever state, sess or blocked change.
+	changed     chan struct{}
+	blocked     bool
+	outstanding map[uint64]*outMsg // by delivery tag on sess
+	held        []*outMsg          // accepted while disconnected, in order
+	inflight    int                // len(outstanding)+len(held)
+	idle        chan struct{}      // closed while inflight == 0
+	replaying   bool
+	replayAgain bool            // spooled while a replay ran: replay again after it
+	replayFiles map[string]bool // spool files whose replayed messages are unresolved
+	started     bool
+	batch       []amqp.Confirmation // serve's confirm batch, reused
+	settled     []settled           // confirmAll's scratch, reused
+	everUp      bool                // a session was installed before
+
+	stopOnce sync.Once
+	stopErr  error
+	done     chan struct{} // closed when stopping: ends background goroutines
+	runCtx   context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type engineState int
+
+const (
+	stateNew      engineState = iota
+	stateDown                 // connecting or reconnecting
+	stateUp                   // connected
+	stateSpooling             // gave up reconnecting; still trying in the background
+	stateStopping             // Stop began: no new publishes
+	stateStopped
+)
+
+// outMsg is one message inside the engine.
+type outMsg struct {
+	exchange string
+	key      string
+	body     []byte
+	id       string
+	ts       time.Time
+	headers  amqp.Table
+	replay   *replayBatch // set when read back from the spool
+	done     chan error   // SyncPublisher's waiter (buffered), or nil
+	wasOut   bool         // was published once (a resend counts as republished)
+}
+
+func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, error) {
+	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	topo := publisherTopology(s, kind)
+	if s.mandatory != nil {
+		mandatory = *s.mandatory
+	}
+	name := s.name
+	if name == "" {
+		name = kind
+	}
+	var sp *spool.Spool
+	if s.spoolDir != "" {
+		sp = spool.New(spoolPath(s.spoolDir, topo.exchange+".spool"))
+	}
+	return configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp}), nil
+}
+
+// configuredEngine builds an engine with the settings of s. d holds what a
+// Manager shares with its built-in workers; a publisher of its own has only
+// endpoints and its spool.
+func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
+	logger := s.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return newEngine(engineConfig{
+		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
+		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
+		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
+		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, disp: d.disp,
+		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
+	})
+}
+
+func (s *settings) appIDOr(def string) string {
+	if s.appID != "" {
+		return s.appID
+	}
+	return def
+}
+
+type engineConfig struct {
+	kind      string
+	name      string
+	topo      topology
+	mandatory bool
+	appID     string
+	endpoints []transport.Endpoint
+	dialOpts  transport.DialOptions
+	interval  time.Duration
+	times     int
+	window    int
+	logger    *slog.Logger
+	spool     *spool.Spool
+	disp      *dispatch.Dispatcher // nil: own
+	onReturn  func(Returned)
+	onError   func(error)
+	wait      func(ctx context.Context, d time.Duration) error
+	laneBusy  *atomic.Bool // cleared when a message from the lane is counted in flight
+}
+
+func newEngine(c engineConfig) *engine {
+	if c.window < 1 {
+		c.window = 1
+	}
+	e := &engine{
+		kind: c.kind, name: c.name, topo: c.topo, mandatory: c.mandatory, appID: c.appID,
+		dialer: &reconnect.Dialer{
+			Endpoints: c.endpoints, Options: c.dialOpts,
+			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
+		},
+		log: c.logger, st: &counters{}, sp: c.spool, disp: c.disp,
+		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
+		window:      c.window,
+		changed:     make(chan struct{}),
+		outstanding: make(map[uint64]*outMsg),
+		replayFiles: make(map[string]bool),
+		batch:       make([]amqp.Confirmation, 0, 256),
+		idle:        closedChan(),
+		done:        make(chan struct{}),
+	}
+	if len(c.topo.keys) > 0 {
+		e.defaultKey = c.topo.keys[0]
+	}
+	if e.disp == nil {
+		e.disp = dispatch.New(1024)
+		e.ownDisp = true
+	}
+	e.runCtx, e.cancel = context.WithCancel(context.Background())
+	return e
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// signal wakes everything waiting on a state change. e.mu must be held.
+func (e *engine) signal() {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// start connects (unless background) and starts the background goroutine.
+func (e *engine) start(ctx context.Context, background bool) error {
+	e.mu.Lock()
+	if e.started {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: %s already started", ErrInvalidPublisher, e.kind)
+	}
+	if e.state >= stateStopping {
+		e.mu.Unlock()
+		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+	}
+	e.started = true
+	e.state = stateDown
+	e.signal()
+	e.mu.Unlock()
+
+	var sess *session
+	if !background {
+		// Stop (which cancels runCtx) interrupts the connecting too.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stopWatch := context.AfterFunc(e.runCtx, cancel)
+		defer stopWatch()
+		s, err := e.connect(cctx, true)
+		if err != nil {
+			if e.runCtx.Err() != nil {
+				err = fmt.Errorf("%s: %w", e.kind, ErrStopped)
+			} else {
+				err = e.connectError(err)
+			}
+			// Publishes held while connecting: no goroutine will send them.
+			e.pubMu.Lock()
+			e.mu.Lock()
+			e.state = stateStopped
+			held := e.takeAllLocked()
+			e.signal()
+			e.mu.Unlock()
+			e.pubMu.Unlock()
+			e.spoolMany(held, err)
+			e.cancel()
+			if e.ownDisp {
+				e.disp.Close()
+			}
+			return err
+		}
+		sess = s
+		e.install(sess)
+	}
+	e.mu.Lock()
+	if e.state == stateStopped || e.runCtx.Err() != nil {
+		// Stop ran meanwhile (it sets stateStopped before waiting for the
+		// goroutines, then cancels runCtx) and will not wait for a
+		// goroutine started now.
+		e.mu.Unlock()
+		if sess != nil {
+			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+		}
+		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go e.run(sess)
+	return nil
+}
+
+// giveUp spools everything held after RECONNECT_TIMES failed attempts.
+func (e *engine) giveUp(cause error) {
+	e.pubMu.Lock()
+	e.mu.Lock()
+	switch e.state {
+	case stateDown:
+		e.state = stateSpooling
+	case stateStopping:
+		// Stop waits for these: spool them now instead of at its deadline.
+	default:
+		e.mu.Unlock()
+		e.pubMu.Unlock()
+		return
+	}
+	msgs := e.takeAllLocked()
+	e.signal()
+	e.mu.Unlock()
+	e.pubMu.Unlock()
+	n := len(msgs)
+	e.spoolMany(msgs, nil)
+	if e.sp != nil {
+		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) written to %s, the rest follow until the broker is back",
+			ErrConnection, e.kind, e.name, cause, n, e.sp.Path()))
+	} else {
+		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) could not be delivered",
+			ErrConnection, e.kind, e.name, cause, n))
+	}
+}
+
+// report passes a background error to the logger and the error handler.
+func (e *engine) report(err error) {
+	err = redactError(err)
+	e.log.Error(err.Error())
+	if f := e.onError; f != nil {
+		e.disp.Go(func() { f(err) })
+	}
+}
+
+func (e *engine) pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.inflight
+}
+
+func (e *engine) flush(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		if e.inflight == 0 {
+			e.mu.Unlock()
+			return nil
+		}
+		idle := e.idle
+		e.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// abort makes the engine stop writing: background work (reconnects,
+// resends, the spool's replay) ends, and the current connection is closed at
+// once, so that a publish stuck in the transport (a stalled network, a
+// blocked in-process broker) returns. What is not confirmed stays in the
+// engine for Stop to spool.
+func (e *engine) abort() {
+	e.cancel()
+	e.mu.Lock()
+	sess := e.sess
+	e.mu.Unlock()
+	if sess != nil {
+		_ = sess.conn.CloseDeadline(time.Now())
+	}
+}
+
+// stop ends the engine; see AsyncPublisher.Stop.
+func (e *engine) stop(ctx context.Context) error {
+	e.stopOnce.Do(func() { e.stopErr = e.doStop(ctx) })
+	return e.stopErr
+}
+
+func (e *engine) doStop(ctx context.Context) error {
+	e.mu.Lock()
+	wasStarted := e.started
+	e.state = stateStopping
+	e.signal()
+	e.mu.Unlock()
+
+	var result error
+	if wasStarted {
+		if err := e.flush(ctx); err != nil {
+			// Out of time: keep what is unconfirmed in the spool. A
+			// publish that holds the write lock may be stuck in the
+			// transport: abort first.
+			e.abort()
+			e.pubMu.Lock()
+			e.mu.Lock()
+			msgs := e.takeAllLocked()
+			e.mu.Unlock()
+			e.pubMu.Unlock()
+			if len(msgs) > 0 {
+				e.spoolMany(msgs, ErrNotConfirmed)
+				where := "they are lost"
+				if e.sp != nil {
+					where = "they were written to " + e.sp.Path()
+				}
+				result = fmt.Errorf("%w: %s %s: %d message(s) not confirmed when the context ended (%v); %s",
+					ErrNotConfirmed, e.kind, e.name, len(msgs), err, where)
+			}
+		}
+	}
+	e.mu.Lock()
+	e.state = stateStopped
+	sess := e.sess
+	e.signal()
+	e.mu.Unlock()
+	e.cancel()
+	close(e.done)
+	if sess != nil {
+		deadline := time.Now().Add(2 * time.Second)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) && d.After(time.Now()) {
+			deadline = d
+		}
+		_ = sess.conn.CloseDeadline(deadline)
+	}
+	e.wg.Wait()
+	// Messages that raced into the engine after the flush.
+	e.pubMu.Lock()
+	e.mu.Lock()
+	late := e.takeAllLocked()
+	e.mu.Unlock()
+	e.pubMu.Unlock()
+	e.spoolMany(late, ErrStopped)
+	if e.sp != nil {
+		if err := e.sp.Close(); err != nil {
+			result = errors.Join(result, fmt.Errorf("%s %s: %w", e.kind, e.name, err))
+		}
+	}
+	if e.ownDisp {
+		closeHandlers(e.disp, e.log, e.name)
+	}
+	e.unblockClock()
+	return result
+}

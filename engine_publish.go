@@ -1,0 +1,307 @@
+package omqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// newMsg validates and builds a message for Publish, copying body.
+func (e *engine) newMsg(key string, body []byte) (*outMsg, error) {
+	return e.buildMsg(key, body, true, "", time.Time{})
+}
+
+// buildMsg validates key and body and builds a message with id and ts, or a
+// new id and the current time when they are empty. With copyBody the message
+// gets a copy of body; otherwise the engine keeps body.
+func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts time.Time) (*outMsg, error) {
+	if key == "" {
+		key = e.defaultKey
+	}
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if len(body) > MaxBodySize {
+		return nil, fmt.Errorf("%w: body is %d bytes, larger than the broker's maximum of %d", ErrInvalidMessage, len(body), MaxBodySize)
+	}
+	if copyBody {
+		body = append([]byte(nil), body...)
+	}
+	if id == "" {
+		id = newMessageID()
+	}
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: id, ts: ts}, nil
+}
+
+// fromMessage builds a message from msg, keeping its id, timestamp and
+// headers; with owned, msg.Body is not copied.
+func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
+	m, err := e.buildMsg(msg.Key, msg.Body, !owned, msg.MessageID, msg.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	if len(msg.Headers) > 0 {
+		h := toTable(msg.Headers)
+		if err := h.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err)
+		}
+		m.headers = h
+	}
+	return m, nil
+}
+
+// write publishes m on sess and records it as outstanding. e.pubMu is held.
+//
+// When ctx ends before the transport takes m (the in-process broker makes a
+// publish wait during an alarm; amqp091 only checks ctx before writing),
+// write returns ctx's error and m is neither published nor recorded; the
+// caller still counts it in flight. Any other failure means the channel or
+// connection is going away: m is held for the next connection and write
+// returns nil.
+func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
+	tag := sess.ch.GetNextPublishSeqNo()
+	e.mu.Lock()
+	e.outstanding[tag] = m
+	e.mu.Unlock()
+	return e.send(ctx, sess, tag, m)
+}
+
+// send publishes m, already recorded as outstanding under tag; see write.
+// e.pubMu is held.
+func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg) error {
+	pub := amqp.Publishing{
+		ContentType:  contentTypeOf(m.body),
+		DeliveryMode: amqp.Persistent,
+		MessageId:    m.id,
+		Timestamp:    m.ts,
+		AppId:        e.appID,
+		Headers:      m.headers,
+		Body:         m.body,
+	}
+	wasOut := m.wasOut
+	m.wasOut = true
+	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatory, false, pub); err != nil {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		mine := e.outstanding[tag] == m
+		if mine {
+			delete(e.outstanding, tag)
+		}
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			m.wasOut = wasOut
+			return cerr
+		}
+		// The channel or connection is going away. amqp091 gives the tag
+		// to the next publish, so m moves from outstanding to held and is
+		// published on the next connection.
+		if mine {
+			e.held = append(e.held, m)
+		}
+		return nil
+	}
+	e.st.published.Add(1)
+	return nil
+}
+
+// publish accepts m: it writes it, holds it for the next connection, or
+// spools it, depending on the state. It waits while MAX_IN_FLIGHT messages
+// are unresolved or the broker blocks the connection, until ctx ends.
+func (e *engine) publish(ctx context.Context, m *outMsg) error {
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	switch st {
+	case stateNew:
+		return fmt.Errorf("%s: %w", e.kind, ErrNotStarted)
+	case stateStopping, stateStopped:
+		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+	}
+	e.pubMu.Lock()
+	for {
+		// e.sess changes only under e.pubMu, which is held: the tag of the
+		// next publish on it can be read before taking e.mu.
+		var tag uint64
+		if sess := e.sess; sess != nil {
+			tag = sess.ch.GetNextPublishSeqNo()
+		}
+		e.mu.Lock()
+		st, blocked, changed, sess := e.state, e.blocked, e.changed, e.sess
+		full := e.inflight >= e.window
+		switch {
+		case st == stateStopped || (st == stateStopping && m.replay != nil):
+			e.mu.Unlock()
+			e.pubMu.Unlock()
+			if m.replay != nil || e.sp == nil {
+				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+			}
+			// Taken while Stop ran: keep it in the spool.
+			e.accept(m)
+			e.spoolOne(m, fmt.Errorf("%s: %w", e.kind, ErrStopped))
+			return nil
+		case st == stateSpooling:
+			e.mu.Unlock()
+			e.pubMu.Unlock()
+			e.accept(m)
+			e.spoolOne(m, nil)
+			return nil
+		case full:
+			// Wait for confirms (or the spool) to make room.
+		case st == stateDown || sess == nil:
+			e.held = append(e.held, m)
+			e.addInflight()
+			e.counted(m)
+			e.mu.Unlock()
+			e.pubMu.Unlock()
+			e.accept(m)
+			return nil
+		case !blocked:
+			e.addInflight()
+			e.counted(m)
+			e.outstanding[tag] = m
+			e.mu.Unlock()
+			err := e.send(ctx, sess, tag, m)
+			e.pubMu.Unlock()
+			if err != nil {
+				// ctx ended before the broker took m: not accepted.
+				e.mu.Lock()
+				e.doneInflight(1)
+				e.mu.Unlock()
+				return err
+			}
+			e.accept(m)
+			return nil
+		}
+		// Full or blocked: wait for a change without holding the locks.
+		e.mu.Unlock()
+		e.pubMu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		e.pubMu.Lock()
+	}
+}
+
+// accept counts m as taken in (messages read back from the spool were
+// counted when first accepted).
+func (e *engine) accept(m *outMsg) {
+	if m.replay == nil {
+		e.st.accepted.Add(1)
+	}
+}
+
+// addInflight counts one more unresolved message. e.mu is held.
+func (e *engine) addInflight() {
+	if e.inflight == 0 {
+		e.idle = make(chan struct{})
+	}
+	e.inflight++
+}
+
+// counted tells the Manager's lane that m, which it handed over, is now
+// counted in flight here. e.mu is held.
+func (e *engine) counted(m *outMsg) {
+	if e.laneBusy != nil && m.replay == nil {
+		e.laneBusy.Store(false)
+	}
+}
+
+// doneInflight counts n messages resolved. e.mu is held.
+func (e *engine) doneInflight(n int) {
+	wasFull := e.inflight >= e.window
+	e.inflight -= n
+	if e.inflight == 0 {
+		close(e.idle)
+	}
+	if wasFull && e.inflight < e.window {
+		e.signal() // room for a waiting publish
+	}
+}
+
+func (e *engine) confirm(c amqp.Confirmation) { e.confirmAll([]amqp.Confirmation{c}) }
+
+// confirmAll settles a batch of confirms under one lock.
+func (e *engine) confirmAll(cs []amqp.Confirmation) {
+	msgs := e.settled[:0]
+	e.mu.Lock()
+	for _, c := range cs {
+		if m, ok := e.outstanding[c.DeliveryTag]; ok {
+			delete(e.outstanding, c.DeliveryTag)
+			msgs = append(msgs, settled{m, c.Ack})
+		}
+	}
+	if len(msgs) > 0 {
+		e.doneInflight(len(msgs))
+	}
+	e.mu.Unlock()
+	for _, s := range msgs {
+		e.settle(s.m, s.ack)
+	}
+	clear(msgs)
+	e.settled = msgs
+}
+
+type settled struct {
+	m   *outMsg
+	ack bool
+}
+
+// settle finishes one confirmed (ack) or refused message.
+func (e *engine) settle(m *outMsg, ack bool) {
+	if ack {
+		if m.replay != nil {
+			e.st.replayed.Add(1)
+			m.replay.resolve()
+		} else {
+			e.st.confirmed.Add(1)
+		}
+		if m.done != nil {
+			m.done <- nil
+		}
+		return
+	}
+	e.st.nacked.Add(1)
+	e.log.Warn("omqs: broker nacked a message", "publisher", e.name, "key", m.key, "id", m.id)
+	e.spoolOne(m, ErrNacked)
+	e.maybeReplay(e.interval)
+}
+
+func (e *engine) returned(r amqp.Return) {
+	e.st.returned.Add(1)
+	ret := Returned{
+		Exchange: r.Exchange, Key: r.RoutingKey, MessageID: r.MessageId,
+		Body: r.Body, ReplyCode: int(r.ReplyCode), ReplyText: r.ReplyText, ReceivedAt: time.Now(),
+	}
+	e.log.Warn("omqs: message returned as unroutable", "publisher", e.name,
+		"exchange", r.Exchange, "key", r.RoutingKey, "id", r.MessageId, "reply", r.ReplyText)
+	if f := e.onReturn; f != nil {
+		if !e.disp.Go(func() { f(ret) }) {
+			e.log.Warn("omqs: return handler queue full; return not passed on", "id", r.MessageId)
+		}
+	}
+}
+
+// release tells m's waiter the result (m no longer counts in flight).
+func (e *engine) release(m *outMsg, result error) {
+	if m.replay != nil {
+		m.replay.resolve()
+	}
+	if m.done != nil {
+		m.done <- result
+	}
+}
+
+// contentTypeOf is text/plain for UTF-8 text and application/octet-stream otherwise.
+func contentTypeOf(b []byte) string {
+	if isText(b) {
+		return "text/plain; charset=utf-8"
+	}
+	return "application/octet-stream"
+}

@@ -1,0 +1,81 @@
+package omqs
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/omqs-go/omqs/internal/transport"
+)
+
+// Errors returned by this package. Each is wrapped with detail; test with errors.Is.
+var (
+	// ErrInvalidPublisher: a publisher was used before it was started, or after it failed.
+	ErrInvalidPublisher = errors.New("omqs: invalid publisher")
+	// ErrInvalidQueue: a queue could not be declared, bound or consumed as configured.
+	ErrInvalidQueue = errors.New("omqs: invalid queue")
+	// ErrInvalidChannel: the AMQP channel closed or could not be opened.
+	ErrInvalidChannel = errors.New("omqs: invalid channel")
+	// ErrNotStarted: Send* or Publish was called before Start.
+	ErrNotStarted = errors.New("omqs: not started")
+	// ErrStopped: Send*, Publish or Run was called once Stop had begun (or,
+	// for a consumer's Run, after Run had returned).
+	ErrStopped = errors.New("omqs: stopped")
+	// ErrRunning: a consumer's Run was called while it was running.
+	ErrRunning = errors.New("omqs: already running")
+	// ErrBufferFull: the lane's buffer holds as many messages as it may.
+	ErrBufferFull = errors.New("omqs: buffer full")
+	// ErrInvalidConfig: an option, a configuration file or a URL is not valid.
+	ErrInvalidConfig = errors.New("omqs: invalid configuration")
+	// ErrInvalidMessage: a message AMQP cannot carry (key too long, text not UTF-8).
+	ErrInvalidMessage = errors.New("omqs: invalid message")
+	// ErrConnection: the broker could not be reached or refused the connection.
+	ErrConnection = errors.New("omqs: connection failed")
+	// ErrNacked: the broker refused (nacked) a published message.
+	ErrNacked = errors.New("omqs: message nacked by the broker")
+	// ErrSpooled: a message could not be delivered and was written to the spool file.
+	ErrSpooled = errors.New("omqs: message spooled")
+	// ErrNotConfirmed: Stop's context ended before the broker confirmed every message.
+	ErrNotConfirmed = errors.New("omqs: messages not confirmed")
+)
+
+// Requeue wraps err so that a consumer callback returning it puts the delivery
+// back on its queue instead of rejecting it. Requeue(nil) requeues too.
+func Requeue(err error) error {
+	return &requeueError{err: err}
+}
+
+type requeueError struct{ err error }
+
+func (e *requeueError) Error() string {
+	if e.err == nil {
+		return "omqs: requeue"
+	}
+	return "omqs: requeue: " + e.err.Error()
+}
+
+func (e *requeueError) Unwrap() error { return e.err }
+
+// IsRequeue reports whether err asks for the delivery to be requeued.
+func IsRequeue(err error) bool {
+	var r *requeueError
+	return errors.As(err, &r)
+}
+
+// redactedError hides the passwords of URLs in an error's text while
+// keeping errors.Is and errors.As working on what it wraps.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return transport.Redact(e.err.Error()) }
+
+func (e redactedError) Unwrap() error { return e.err }
+
+// redactError wraps err in a redactedError when its text holds a URL.
+func redactError(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "://") {
+		return err
+	}
+	if _, ok := err.(redactedError); ok {
+		return err
+	}
+	return redactedError{err: err}
+}
