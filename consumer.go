@@ -99,8 +99,11 @@ type LogMsgConsumer struct{ c *consumer }
 // EventMsgConsumer receives events published by a Manager's event worker:
 // its durable queue (QUEUE of [EventConsumer], "omqs.queue.event" by default)
 // is bound to the durable topic exchange "omqs.exchange.event" with the keys
-// of WithKeys, or [EventConsumer] KEYS, or DefaultEventKey. The queue is
-// always durable, so events wait for a consumer that is down.
+// of WithKeys, or [EventConsumer] KEYS, or DefaultEventKey. A named queue is
+// always durable, so events wait for a consumer that is down; WithQueue("")
+// gives the consumer a server-named queue of its own instead (exclusive,
+// deleted with its connection), which sees a copy of each event and takes
+// nothing from the queues other consumers read.
 //
 // It runs one callback at a time unless WithConcurrency says otherwise, and
 // otherwise works as SyncConsumer (see there for acknowledgements, reconnects
@@ -377,7 +380,9 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		t.keys = []string{p.fallbackKey}
 	}
 
-	if p.durableQueue {
+	// A named event queue is always durable; a server-named one
+	// (WithQueue("")) is the consumer's own and goes away with it.
+	if p.durableQueue && t.queue != "" {
 		if s.queueDurable != nil && !*s.queueDurable {
 			return nil, invalid("WithQueueDurable(false): the event queue is always durable, so that events published while no consumer runs are kept")
 		}
@@ -385,7 +390,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 	}
 	if t.queue == "" {
 		// Server-named, exclusive, deleted with the connection.
-		if t.queueDurable && (s.queueDurable != nil || p.durableQueue) {
+		if t.queueDurable && s.queueDurable != nil && *s.queueDurable {
 			return nil, invalid("a server-named queue (WithQueue(\"\")) cannot be durable")
 		}
 		if t.queueType == "quorum" {

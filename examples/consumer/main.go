@@ -3,6 +3,10 @@
 // receives, until Ctrl-C or SIGTERM.
 //
 //	go run ./examples/consumer -url amqp://guest:guest@localhost:5672/
+//
+// It reads a durable queue of its own, "omqs.example.consumer" (-queue names
+// another), so that events sent while it is down wait for it, and it takes
+// nothing from the queue other services' workers share ("omqs.queue.event").
 package main
 
 import (
@@ -18,6 +22,7 @@ import (
 
 func main() {
 	url := flag.String("url", os.Getenv("OMQS_MQURL"), "broker URL (default: $OMQS_MQURL, else MQURL of OMQS.cfg)")
+	queue := flag.String("queue", "omqs.example.consumer", "durable queue to read, bound to HelloKey")
 	flag.Parse()
 
 	// Run returns nil once the signal arrived and the consumer has stopped:
@@ -27,6 +32,7 @@ func main() {
 
 	opts := []omqs.Option{
 		omqs.WithName("consumer"),
+		omqs.WithQueue(*queue),
 		omqs.WithKeys("HelloKey"),
 		omqs.WithCallback(helloCallback),
 	}

@@ -8,9 +8,11 @@
 //	go run ./examples/hello -url amqp://guest:guest@localhost:5672/
 //	OMQS_MQURL=amqp://guest:guest@localhost:5672/ go run ./examples/hello
 //
-// On RabbitMQ the events go through the tutorial's durable queue
-// "omqs.queue.event" (bound to "HelloKey") and the program consumes every one
-// it sent; the log consumer reads a private queue that goes away with it.
+// Both consumers read private queues of their own (server-named, exclusive,
+// deleted when the program ends), bound to the event and log exchanges: on a
+// broker that other services share, the program sees copies of what flows
+// through those exchanges and takes nothing from the queues other consumers
+// read, such as the tutorial's shared "omqs.queue.event".
 package main
 
 import (
@@ -73,7 +75,7 @@ func run(ctx context.Context, mqurl string, timeout time.Duration, out io.Writer
 	p := &printer{out: out, appID: appID}
 
 	eventConsumer, err := omqs.NewEventMsgConsumer(omqs.WithURL(mqurl), omqs.WithName("hello-events"),
-		omqs.WithLogger(quiet), omqs.WithKeys(eventKey), omqs.WithCallback(p.event))
+		omqs.WithLogger(quiet), omqs.WithQueue(""), omqs.WithKeys(eventKey), omqs.WithCallback(p.event))
 	if err != nil {
 		return err
 	}
@@ -261,12 +263,8 @@ func (p *printer) waitAll(ctx context.Context) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			err := fmt.Errorf("received %d of %d events and %d of %d logs before the time ran out: %w",
+			return fmt.Errorf("received %d of %d events and %d of %d logs before the time ran out: %w",
 				ne, len(events), nl, len(logs), ctx.Err())
-			if ne < len(events) {
-				err = fmt.Errorf("%w (is another consumer reading %s?)", err, omqs.EventQueue)
-			}
-			return err
 		}
 	}
 }

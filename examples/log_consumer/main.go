@@ -4,9 +4,10 @@
 //
 //	go run ./examples/log_consumer -keys error,fatal -url amqp://guest:guest@localhost:5672/
 //
-// Without -queue it reads the queue of [LogConsumer] in OMQS.cfg
-// ("omqs.queue.log"), which consumers with the same queue share: each record
-// goes to one of them. Give each reader its own -queue to see every record.
+// Without -queue it reads a server-named queue of its own, deleted when it
+// exits: it sees a copy of every record and takes nothing from other
+// readers. -queue names a queue to share instead (each record then goes to
+// one of the readers of that queue), such as "omqs.queue.log".
 package main
 
 import (
@@ -23,7 +24,7 @@ import (
 
 func main() {
 	keys := flag.String("keys", "#", "comma-separated topic patterns to bind (error, *.debug, #)")
-	queue := flag.String("queue", "", "queue to read (default: QUEUE of [LogConsumer], omqs.queue.log)")
+	queue := flag.String("queue", "", "queue to share with other readers (default: a queue of its own, deleted on exit)")
 	url := flag.String("url", os.Getenv("OMQS_MQURL"), "broker URL (default: $OMQS_MQURL, else MQURL of OMQS.cfg)")
 	flag.Parse()
 
@@ -40,9 +41,7 @@ func main() {
 			return nil
 		}),
 	}
-	if *queue != "" {
-		opts = append(opts, omqs.WithQueue(*queue))
-	}
+	opts = append(opts, omqs.WithQueue(*queue))
 	if *url != "" {
 		opts = append(opts, omqs.WithURL(*url))
 	}
