@@ -37,9 +37,14 @@ type Manager struct {
 
 	state atomic.Int32 // managerState
 	// now is the time in Unix nanoseconds, refreshed every clockTick while
-	// running: Send* stamps messages from it instead of reading the clock.
-	// AMQP carries timestamps in whole seconds.
-	now atomic.Int64
+	// messages flow: Send* stamps messages from it instead of reading the
+	// clock. AMQP carries timestamps in whole seconds. When no message came
+	// for clockIdle the clock goroutine sleeps (clockAsleep), so that an idle
+	// Manager costs no CPU; the first Send* after that reads the clock itself
+	// and wakes it.
+	now         atomic.Int64
+	clockAsleep atomic.Bool
+	clockWake   chan struct{} // cap 1
 	// startCancel cancels a Start under way; startDone is closed when Start
 	// returns.
 	startCancel  atomic.Pointer[context.CancelFunc]
@@ -114,7 +119,7 @@ func NewManager(opts ...Option) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: NewManager: %v", ErrInvalidConfig, err)
 	}
-	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{}), startDone: make(chan struct{})}
+	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{}), startDone: make(chan struct{}), clockWake: make(chan struct{}, 1)}
 	if m.name == "" {
 		m.name = "OMQS"
 	}
@@ -211,22 +216,72 @@ func (m *Manager) start(ctx context.Context) error {
 	return nil
 }
 
-// clockTick is how often the send clock is refreshed.
-const clockTick = 5 * time.Millisecond
+// clockTick is how often the send clock is refreshed while messages flow;
+// after clockIdle without one it sleeps until the next.
+const (
+	clockTick = 5 * time.Millisecond
+	clockIdle = 100 * time.Millisecond
+)
 
-// tick refreshes m.now until the Manager stops.
+// tick refreshes m.now until the Manager stops, and sleeps while no message
+// comes.
 func (m *Manager) tick() {
 	defer m.clockWG.Done()
 	t := time.NewTicker(clockTick)
 	defer t.Stop()
+	last, quiet := m.accepted(), time.Duration(0)
 	for {
 		select {
 		case now := <-t.C:
 			m.now.Store(now.UnixNano())
+			if n := m.accepted(); n != last {
+				last, quiet = n, 0
+				continue
+			}
+			if quiet += clockTick; quiet < clockIdle {
+				continue
+			}
+			// Sleep. A Send* that sees clockAsleep reads the clock itself.
+			t.Stop()
+			m.clockAsleep.Store(true)
+			select {
+			case <-m.clockWake:
+			case <-m.stopping:
+				return
+			}
+			m.now.Store(time.Now().UnixNano())
+			t.Reset(clockTick)
+			last, quiet = m.accepted(), 0
 		case <-m.stopping:
 			return
 		}
 	}
+}
+
+// clock returns the time to stamp a message with: the clock goroutine's, or
+// the system clock's while that goroutine sleeps (then it is woken).
+func (m *Manager) clock() int64 {
+	if !m.clockAsleep.Load() {
+		return m.now.Load()
+	}
+	now := time.Now().UnixNano()
+	if m.clockAsleep.CompareAndSwap(true, false) {
+		m.now.Store(now)
+		select {
+		case m.clockWake <- struct{}{}:
+		default:
+		}
+	}
+	return now
+}
+
+// accepted is how many messages the lanes' workers have taken in.
+func (m *Manager) accepted() uint64 {
+	var n uint64
+	for _, l := range m.lanes {
+		n += l.st.accepted.Load()
+	}
+	return n
 }
 
 // drain feeds the lane's messages to its worker until the buffer is closed,
@@ -459,7 +514,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return err
 	}
-	it := item{key: key, body: body, ts: m.now.Load()}
+	it := item{key: key, body: body, ts: m.clock()}
 	if l.push(it) {
 		l.senders.Add(-1)
 		return nil

@@ -1000,3 +1000,27 @@ func TestManagerBlockedBroker(t *testing.T) {
 		})
 	}
 }
+
+// TestManagerClockSleepsWhileIdle: with nothing to send, the Manager's clock
+// goroutine sleeps; the first message after that is stamped with the time
+// it was sent, not with the time the clock fell asleep.
+func TestManagerClockSleepsWhileIdle(t *testing.T) {
+	t.Parallel()
+	url := "memory://" + strings.ReplaceAll(t.Name(), "/", ".")
+	cfg, _ := backendConfig(t, url)
+	m := startManager(t, WithConfig(cfg), WithURL(url))
+	events := collect(t, url, cfg.EventWorker.Exchange, "#")
+
+	waitUntil(t, 10*time.Second, "the clock to sleep", m.clockAsleep.Load)
+	m.now.Store(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()) // what a sleeping clock would stamp
+	before := time.Now().Add(-time.Second)
+	if err := m.SendEvent("after a quiet spell", ""); err != nil {
+		t.Fatal(err)
+	}
+	events.waitCount(t, 1, 10*time.Second)
+	if ts := events.all()[0].Timestamp; ts.Before(before) {
+		t.Errorf("the first event after the clock slept is stamped %v, before it was sent (%v)", ts, before)
+	}
+	// It falls asleep again once the lanes are quiet.
+	waitUntil(t, 10*time.Second, "the clock to sleep again", m.clockAsleep.Load)
+}
