@@ -62,6 +62,7 @@ func main() {
 		{"consume throughput", consumeThroughput},
 		{"async vs sync consumer", asyncVsSync},
 		{"in-process broker", memoryThroughput},
+		{"idle cost", idle},
 	}
 	for _, s := range steps {
 		if !strings.Contains(s.name, *only) {
