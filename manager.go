@@ -436,6 +436,13 @@ func (m *Manager) report(err error) {
 }
 
 // SendLog buffers a log message under key ("" means "info").
+//
+// The key is a routing key of the log exchange, as in the original library:
+// besides the five levels (KeyFatal ... KeyDebug) any topic key is allowed,
+// such as "audit.login", and log consumers bind to it with topic patterns
+// ("audit.*", "#"). A consumer bound only to the levels does not receive
+// such a record. Keys longer than MaxKeyLen bytes or not valid UTF-8 are
+// refused with ErrInvalidMessage.
 func (m *Manager) SendLog(msg, key string) error {
 	return m.sendLog(context.Background(), false, msg, key)
 }
