@@ -18,6 +18,7 @@ import (
 	"github.com/omqs-go/omqs/internal/pyfmt"
 	"github.com/omqs-go/omqs/internal/pyini"
 	"github.com/omqs-go/omqs/internal/rotate"
+	"github.com/omqs-go/omqs/internal/safefile"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -256,11 +257,15 @@ const (
 //
 // Errors wrap ErrInvalidConfig and name the file, the line, the key and the
 // value, with any password in MQURL replaced by "xxxxx". A missing file is an
-// error that also matches fs.ErrNotExist. An unknown section is an error; an
+// error that also matches fs.ErrNotExist. A path that is not a regular file
+// (a directory, a named pipe, a device such as /dev/zero) or a file larger
+// than 64 KiB is refused without reading it. An unknown section is an error; an
 // unknown key is not, it is listed in Config.Warnings. LoadConfig does not
 // connect to the broker.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	// Only a regular file is read, and no more than pyini.MaxSize of it:
+	// /dev/zero or a named pipe is refused at once.
+	data, err := safefile.Read(path, pyini.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"sort"
 	"strings"
 
+	"github.com/omqs-go/omqs/internal/safefile"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -148,6 +148,11 @@ func redactErr(err error, raw string) string {
 	return msg
 }
 
+// MaxPEMSize is the largest certificate or key file read, in bytes: room
+// for a system's whole CA bundle (about 200 KiB), far less than would strain
+// memory.
+const MaxPEMSize = 1 << 20
+
 // checkTLSFiles loads the certificate files an amqps URL names, so that a
 // missing or bad file is reported when the URL is read, not at each dial.
 func checkTLSFiles(u amqp.URI) error {
@@ -157,22 +162,43 @@ func checkTLSFiles(u amqp.URI) error {
 		}
 		return nil
 	}
-	if u.CACertFile != "" {
-		data, err := os.ReadFile(u.CACertFile)
-		if err != nil {
-			return fmt.Errorf("cacertfile: %w", err)
-		}
-		if !x509.NewCertPool().AppendCertsFromPEM(data) {
-			return fmt.Errorf("cacertfile %s: no PEM certificate in it", u.CACertFile)
-		}
-	}
 	if (u.CertFile == "") != (u.KeyFile == "") {
 		return errors.New("certfile and keyfile go together: give both or neither")
 	}
-	if u.CertFile != "" {
-		if _, err := tls.LoadX509KeyPair(u.CertFile, u.KeyFile); err != nil {
-			return fmt.Errorf("certfile/keyfile: %w", err)
+	_, err := tlsConfigFor(u)
+	return err
+}
+
+// tlsConfigFor builds the TLS configuration an amqps URL describes, as
+// amqp091 would, but reads its files with safefile: only regular files, at
+// most MaxPEMSize bytes each. Without cacertfile the system's roots are used.
+func tlsConfigFor(u amqp.URI) (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: u.ServerName, MinVersion: tls.VersionTLS12}
+	if u.CACertFile != "" {
+		data, err := safefile.Read(u.CACertFile, MaxPEMSize)
+		if err != nil {
+			return nil, fmt.Errorf("cacertfile: %w", err)
 		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("cacertfile %s: no PEM certificate in it", u.CACertFile)
+		}
+		cfg.RootCAs = pool
 	}
-	return nil
+	if u.CertFile != "" && u.KeyFile != "" {
+		cert, err := safefile.Read(u.CertFile, MaxPEMSize)
+		if err != nil {
+			return nil, fmt.Errorf("certfile: %w", err)
+		}
+		key, err := safefile.Read(u.KeyFile, MaxPEMSize)
+		if err != nil {
+			return nil, fmt.Errorf("keyfile: %w", err)
+		}
+		pair, err := tls.X509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("certfile/keyfile (%s, %s): %w", u.CertFile, u.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
