@@ -78,6 +78,8 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	cfg := amqp.Config{
 		Properties:      props,
 		TLSClientConfig: tlsCfg,
+		FrameSize:       ep.FrameSize,
+		Locale:          ep.Locale,
 		Dial: func(network, addr string) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
