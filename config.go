@@ -18,6 +18,7 @@ import (
 	"github.com/omqs-go/omqs/internal/pyfmt"
 	"github.com/omqs-go/omqs/internal/pyini"
 	"github.com/omqs-go/omqs/internal/rotate"
+	"github.com/omqs-go/omqs/internal/safefile"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -53,8 +54,10 @@ type Config struct {
 
 	// Source is the file the Config was read from, "" for built-in defaults.
 	Source string
-	// Warnings lists what LoadConfig accepted but did not use (unknown keys),
-	// each naming the file, line and key.
+	// Warnings lists what LoadConfig accepted but did not use or will not be
+	// used as written, each naming the file, line and key: unknown keys, keys
+	// set twice, and MQURL's pika parameters that have no equivalent or a
+	// heartbeat the broker caps. WithURL adds the warnings of its URL.
 	Warnings []string
 }
 
@@ -256,11 +259,17 @@ const (
 //
 // Errors wrap ErrInvalidConfig and name the file, the line, the key and the
 // value, with any password in MQURL replaced by "xxxxx". A missing file is an
-// error that also matches fs.ErrNotExist. An unknown section is an error; an
-// unknown key is not, it is listed in Config.Warnings. LoadConfig does not
+// error that also matches fs.ErrNotExist. A path that is not a regular file
+// (a directory, a named pipe, a device such as /dev/zero) or a file larger
+// than 64 KiB is refused without reading it. An unknown section is an error;
+// an unknown key is not, it is listed in Config.Warnings. So are MQURL's
+// pika 0.10 query parameters that have no equivalent here, and a heartbeat
+// above the broker's (see the README's MQURL section). LoadConfig does not
 // connect to the broker.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	// Only a regular file is read, and no more than pyini.MaxSize of it:
+	// /dev/zero or a named pipe is refused at once.
+	data, err := safefile.Read(path, pyini.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -337,7 +346,7 @@ func (ld *cfgLoader) load(c *Config) error {
 	for _, cs := range sections {
 		s := ld.file.Section(cs.name)
 		for _, fd := range cs.fields {
-			if err := ld.apply(s, fd); err != nil {
+			if err := ld.apply(cs.name, s, fd); err != nil {
 				return err
 			}
 		}
@@ -350,9 +359,9 @@ func (ld *cfgLoader) load(c *Config) error {
 	return nil
 }
 
-// apply sets one field from section s (nil if the file has none) or from
-// [DEFAULT].
-func (ld *cfgLoader) apply(s *pyini.Section, fd cfgField) error {
+// apply sets one field of the section named section from s (nil if the file
+// has none) or from [DEFAULT].
+func (ld *cfgLoader) apply(section string, s *pyini.Section, fd cfgField) error {
 	k, name, err := ld.pick(s, fd)
 	if k == nil || err != nil {
 		return err
@@ -370,6 +379,11 @@ func (ld *cfgLoader) apply(s *pyini.Section, fd cfgField) error {
 	}
 	if err := fd.check(); err != nil {
 		return ld.errorf(k, name, "%v", err)
+	}
+	if fd.warnings != nil {
+		for _, w := range fd.warnings() {
+			ld.warnings = append(ld.warnings, cfgWarning{k.Line, fmt.Sprintf("%s:%d: [%s] %s: %s", ld.name, k.Line, section, name, w)})
+		}
 	}
 	return nil
 }
@@ -488,6 +502,9 @@ type cfgField struct {
 	canon  func()        // writes an enumeration in the case it is stored in; nil for others
 	text   func() string // the value as OMQS.cfg would write it, before %-escaping
 	value  func() slog.Value
+	// warnings, if not nil, returns what the last successful check found
+	// acceptable but worth telling (LoadConfig lists it in Config.Warnings).
+	warnings func() []string
 }
 
 // quote returns v quoted for a message, its password hidden and its length
@@ -829,11 +846,16 @@ func cfgRotatingTime(key string, p *string) cfgField {
 	return fd
 }
 
-// cfgURL is MQURL: one or more broker URLs, checked by transport.ParseURLs.
+// cfgURL is MQURL: one or more broker URLs, checked by transport.ParseMQURL,
+// whose warnings (pika parameters ignored, a heartbeat the broker caps) the
+// field's warnings returns.
 func cfgURL(key string, p *string) cfgField {
 	fd := cfgText(key, p, nil)
 	fd.secret = true
+	var warns []string
+	fd.warnings = func() []string { return warns }
 	fd.check = func() error {
+		warns = nil
 		if strings.TrimSpace(*p) == "" {
 			return errors.New("empty value; want a broker URL such as " + DefaultURL)
 		}
@@ -846,13 +868,15 @@ func cfgURL(key string, p *string) cfgField {
 				}
 			}
 		}
-		if _, err := transport.ParseURLs(*p); err != nil {
+		_, w, err := transport.ParseMQURL(*p)
+		if err != nil {
 			msg := err.Error()
 			for _, prefix := range []string{key + ": ", key + " "} {
 				msg = strings.TrimPrefix(msg, prefix)
 			}
 			return errors.New(transport.Redact(msg))
 		}
+		warns = w
 		return nil
 	}
 	fd.text = func() string { return transport.Redact(*p) }

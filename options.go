@@ -160,12 +160,18 @@ func WithConfigFile(path string) Option {
 
 // WithURL sets the broker URL (MQURL): amqp://, amqps://, memory:// or
 // memory://NAME, or several amqp(s) URLs separated by commas, tried in turn.
+// It is checked as LoadConfig checks MQURL; its warnings (pika parameters
+// ignored, a heartbeat the broker caps) are added to the Config's Warnings.
 func WithURL(url string) Option {
 	return opt("WithURL", forAll, func(s *settings) error {
-		if _, err := transport.ParseURLs(url); err != nil {
-			return err
+		_, warns, err := transport.ParseMQURL(url)
+		if err != nil {
+			return errors.New(transport.Redact(err.Error()))
 		}
 		s.cfg.Global.MQURL = url
+		for _, w := range warns {
+			s.cfg.Warnings = append(s.cfg.Warnings, "WithURL: "+w)
+		}
 		return nil
 	})
 }

@@ -66,9 +66,20 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 		stopAbort func() bool
 		sock      net.Conn
 	)
+	tlsCfg := o.TLS.Clone() // amqp091 sets ServerName on it
+	if tlsCfg == nil && ep.URI.Scheme == "amqps" {
+		// Read the URL's certificate files here, through a size limit,
+		// rather than let amqp091 read them whole at each dial.
+		var err error
+		if tlsCfg, err = tlsConfigFor(ep.URI); err != nil {
+			return nil, &DialError{Endpoint: ep.String(), Err: err}
+		}
+	}
 	cfg := amqp.Config{
 		Properties:      props,
-		TLSClientConfig: o.TLS.Clone(), // amqp091 sets ServerName on it
+		TLSClientConfig: tlsCfg,
+		FrameSize:       ep.FrameSize,
+		Locale:          ep.Locale,
 		Dial: func(network, addr string) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()

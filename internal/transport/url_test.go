@@ -17,7 +17,7 @@ func TestParseURLs(t *testing.T) {
 				t.Errorf("URL %q vhost %q", eps[0].URL, eps[0].URI.Vhost)
 			}
 		}},
-		{in: "amqp://u:p@h1/, amqps://u:p@h2/", n: 2, check: func(t *testing.T, eps []Endpoint) {
+		{in: "amqp://u:p@h1/?allow_plaintext=1, amqps://u:p@h2/", n: 2, check: func(t *testing.T, eps []Endpoint) {
 			if eps[0].URI.Host != "h1" || eps[1].URI.Scheme != "amqps" || eps[1].URI.Port != 5671 {
 				t.Errorf("%+v", eps)
 			}
@@ -34,7 +34,7 @@ func TestParseURLs(t *testing.T) {
 		}},
 		{in: "", wantErr: "MQURL is empty"},
 		{in: "http://h/", wantErr: `unknown scheme "http"`},
-		{in: "amqp://u:p@h/?socket_timeout=5", wantErr: "unsupported query parameter socket_timeout"},
+		{in: "amqp://u:p@h/?sockettimeout=5", wantErr: "unsupported query parameter sockettimeout"},
 		{in: "amqp://u:p@h/?heartbeat=5&heartbeat_interval=5", wantErr: "both heartbeat_interval and heartbeat"},
 		{in: "amqp://u:s3cret@h:notaport/", wantErr: "not a valid URL"},
 		{in: "amqp://u:pa,ss@h/", wantErr: "address 1"},
