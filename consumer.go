@@ -121,7 +121,7 @@ type EventMsgConsumer struct{ c *consumer }
 // concurrency other than 1 return an error wrapping ErrInvalidConfig. It does
 // not connect: call Run.
 func NewSyncConsumer(opts ...ConsumerOption) (*SyncConsumer, error) {
-	c, err := newConsumer("SyncConsumer", "", opts, consumerPreset{sync: true})
+	c, err := newConsumer("SyncConsumer", opts, consumerPreset{sync: true})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +132,7 @@ func NewSyncConsumer(opts ...ConsumerOption) (*SyncConsumer, error) {
 // WithConcurrency callbacks at once (DefaultConcurrency by default). Its
 // prefetch is raised to its concurrency when it is lower (0, no limit, stays).
 func NewAsyncConsumer(opts ...ConsumerOption) (*AsyncConsumer, error) {
-	c, err := newConsumer("AsyncConsumer", "", opts, consumerPreset{concurrency: DefaultConcurrency})
+	c, err := newConsumer("AsyncConsumer", opts, consumerPreset{concurrency: DefaultConcurrency})
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +145,7 @@ func NewAsyncConsumer(opts ...ConsumerOption) (*AsyncConsumer, error) {
 // keys and WithKeys is an error. Every other setting comes from options, then
 // the [LogConsumer] section, then the defaults. It does not connect: call Run.
 func NewLogMsgConsumer(keys []string, opts ...ConsumerOption) (*LogMsgConsumer, error) {
-	c, err := newConsumer("LogMsgConsumer", "LogConsumer", opts, consumerPreset{
+	c, err := newConsumer("LogMsgConsumer", opts, consumerPreset{
 		concurrency: 1, keys: keys, fallbackKey: DefaultLogKey,
 	})
 	if err != nil {
@@ -160,7 +160,7 @@ func NewLogMsgConsumer(keys []string, opts ...ConsumerOption) (*LogMsgConsumer, 
 // options, then the [EventConsumer] section, then the defaults. It does not
 // connect: call Run.
 func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
-	c, err := newConsumer("EventMsgConsumer", "EventConsumer", opts, consumerPreset{
+	c, err := newConsumer("EventMsgConsumer", opts, consumerPreset{
 		concurrency: 1, fallbackKey: DefaultEventKey, durableQueue: true,
 	})
 	if err != nil {
@@ -320,21 +320,19 @@ type consumerSession struct {
 // with it does not wait for its own caller.
 type callbackCtxKey struct{}
 
-func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consumer, error) {
+// newConsumer builds the consumer of the constructor "New"+kind. Which
+// options and sections it accepts is in ctorRules. It starts no goroutine.
+func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error) {
 	ctor := "New" + kind
-	s, err := buildSettings(forConsumer, ctor, opts)
+	s, err := buildSettings(ctor, opts)
 	if err != nil {
 		return nil, err
 	}
-	invalid := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, ctor, fmt.Sprintf(format, args...))
-	}
+	invalid := func(format string, args ...any) error { return invalidConfig(ctor, format, args...) }
 
-	// The section: the preset's, unless WithSection names another.
-	sec := section
-	if s.section != "" {
-		sec = s.section
-	}
+	// The section: the constructor's, unless WithSection named another
+	// (buildSettings set and checked it).
+	sec := s.section
 	var cc ConsumerConfig
 	switch sec {
 	case "":
@@ -348,7 +346,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 	case "EventConsumer":
 		cc = s.cfg.EventConsumer
 	default:
-		return nil, invalid("WithSection(%q) is a publisher section; a consumer reads LogConsumer or EventConsumer", sec)
+		return nil, invalid("[%s] is not a consumer section", sec)
 	}
 	t := topology{
 		exchange: cc.Exchange, kind: cc.ExchangeType, durable: cc.ExchangeDurable,
@@ -398,11 +396,8 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		}
 		t.queueDurable = false
 	}
-	if t.queueType == "quorum" && !t.queueDurable {
-		return nil, invalid("a quorum queue must be durable (WithQueueDurable(true))")
-	}
-	if t.queueType != "classic" && t.queueType != "quorum" {
-		return nil, invalid("queue type %q is not classic or quorum", t.queueType)
+	if err := checkQueue(ctor, t); err != nil {
+		return nil, err
 	}
 
 	c := &consumer{name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
@@ -460,15 +455,10 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 
 	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, invalid("MQURL: %v", err)
 	}
-	if s.logger == nil {
-		lm, err := NewLogManager(c.name, "OMQS.log", WithLogConfig(s.cfg.Log))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ctor, err)
-		}
-		c.ownLog = lm
-		s.logger = lm.Logger()
+	if c.ownLog, err = s.ownLogger(ctor, c.name); err != nil {
+		return nil, err
 	}
 	c.log = s.logger
 	if p.durableQueue && !cc.QueueDurable && s.queueDurable == nil {
@@ -501,10 +491,10 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	switch c.state {
 	case consumerRunning:
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %s: Run was called while it runs", ErrRunning, c.who)
+		return errorOf(c.who, fmt.Errorf("%w: Run was called while it runs", ErrRunning))
 	case consumerDone:
 		c.mu.Unlock()
-		return fmt.Errorf("%s: %w", c.who, ErrStopped)
+		return errorOf(c.who, ErrStopped)
 	}
 	c.state = consumerRunning
 	cbCtx, cbCancel := context.WithCancel(context.WithValue(ctx, callbackCtxKey{}, c))

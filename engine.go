@@ -23,12 +23,14 @@ import (
 type engine struct {
 	kind       string // "SyncPublisher" or "AsyncPublisher", for messages
 	name       string
+	who        string // kind, and name when it is not kind: errors say "omqs: <who>: ..."
 	topo       topology
 	defaultKey string
 	mandatory  bool
 	appID      string
 	dialer     *reconnect.Dialer
 	log        *slog.Logger
+	ownLog     *LogManager // the publisher's own LogManager, closed by stop; nil for WithLogger and the Manager's workers
 	st         *counters
 	sp         *spool.Spool // nil: no spool
 	disp       *dispatch.Dispatcher
@@ -91,12 +93,21 @@ type outMsg struct {
 	wasOut   bool         // was published once (a resend counts as republished)
 }
 
+// newEngineFromSettings builds the engine of a SyncPublisher or an
+// AsyncPublisher (kind) for its constructor. It starts no goroutine.
 func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, error) {
+	ctor := "New" + kind
 	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		return nil, invalidConfig(ctor, "MQURL: %v", err)
 	}
-	topo := publisherTopology(s, kind)
+	topo, err := publisherTopology(s)
+	if err != nil {
+		return nil, errorOf(ctor, err)
+	}
+	if err := checkQueue(ctor, topo); err != nil {
+		return nil, err
+	}
 	if s.mandatory != nil {
 		mandatory = *s.mandatory
 	}
@@ -104,26 +115,28 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	if name == "" {
 		name = kind
 	}
+	ownLog, err := s.ownLogger(ctor, name)
+	if err != nil {
+		return nil, err
+	}
 	var sp *spool.Spool
 	if s.spoolDir != "" {
 		sp = spool.New(spoolPath(s.spoolDir, topo.exchange+".spool"))
 	}
-	return configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp}), nil
+	e := configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp})
+	e.ownLog = ownLog
+	return e, nil
 }
 
-// configuredEngine builds an engine with the settings of s. d holds what a
-// Manager shares with its built-in workers; a publisher of its own has only
-// endpoints and its spool.
+// configuredEngine builds an engine with the settings of s, whose logger is
+// set (see settings.ownLogger). d holds what a Manager shares with its
+// built-in workers; a publisher of its own has only endpoints and its spool.
 func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
-	logger := s.logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	return newEngine(engineConfig{
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, disp: d.disp,
+		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
 		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
 }
@@ -175,6 +188,10 @@ func newEngine(c engineConfig) *engine {
 		idle:        closedChan(),
 		done:        make(chan struct{}),
 	}
+	e.who = c.kind
+	if c.name != c.kind {
+		e.who = fmt.Sprintf("%s %q", c.kind, c.name)
+	}
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
 	}
@@ -201,13 +218,14 @@ func (e *engine) signal() {
 // start connects (unless background) and starts the background goroutine.
 func (e *engine) start(ctx context.Context, background bool) error {
 	e.mu.Lock()
+	if e.state >= stateStopping {
+		// Stopped, or a Start that failed.
+		e.mu.Unlock()
+		return errorOf(e.who, ErrStopped)
+	}
 	if e.started {
 		e.mu.Unlock()
-		return fmt.Errorf("%w: %s already started", ErrInvalidPublisher, e.kind)
-	}
-	if e.state >= stateStopping {
-		e.mu.Unlock()
-		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+		return errorOf(e.who, fmt.Errorf("%w: Start was called twice", ErrRunning))
 	}
 	e.started = true
 	e.state = stateDown
@@ -224,7 +242,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		s, err := e.connect(cctx, true)
 		if err != nil {
 			if e.runCtx.Err() != nil {
-				err = fmt.Errorf("%s: %w", e.kind, ErrStopped)
+				err = errorOf(e.who, ErrStopped)
 			} else {
 				err = e.connectError(err)
 			}
@@ -241,6 +259,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			if e.ownDisp {
 				e.disp.Close()
 			}
+			e.closeLog()
 			return err
 		}
 		sess = s
@@ -255,7 +274,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 		if sess != nil {
 			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 		}
-		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+		return errorOf(e.who, ErrStopped)
 	}
 	e.wg.Add(1)
 	e.mu.Unlock()
@@ -284,11 +303,11 @@ func (e *engine) giveUp(cause error) {
 	n := len(msgs)
 	e.spoolMany(msgs, nil)
 	if e.sp != nil {
-		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) written to %s, the rest follow until the broker is back",
-			ErrConnection, e.kind, e.name, cause, n, e.sp.Path()))
+		e.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) written to %s, the rest follow until the broker is back",
+			ErrConnection, cause, n, e.sp.Path())))
 	} else {
-		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) could not be delivered",
-			ErrConnection, e.kind, e.name, cause, n))
+		e.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) could not be delivered",
+			ErrConnection, cause, n)))
 	}
 }
 
@@ -370,8 +389,8 @@ func (e *engine) doStop(ctx context.Context) error {
 				if e.sp != nil {
 					where = "they were written to " + e.sp.Path()
 				}
-				result = fmt.Errorf("%w: %s %s: %d message(s) not confirmed when the context ended (%v); %s",
-					ErrNotConfirmed, e.kind, e.name, len(msgs), err, where)
+				result = errorOf(e.who, fmt.Errorf("%w: %d message(s) not confirmed when the context ended (%v); %s",
+					ErrNotConfirmed, len(msgs), err, where))
 			}
 		}
 	}
@@ -399,12 +418,21 @@ func (e *engine) doStop(ctx context.Context) error {
 	e.spoolMany(late, ErrStopped)
 	if e.sp != nil {
 		if err := e.sp.Close(); err != nil {
-			result = errors.Join(result, fmt.Errorf("%s %s: %w", e.kind, e.name, err))
+			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close spool: %w", err)))
 		}
 	}
 	if e.ownDisp {
 		closeHandlers(e.disp, e.log, e.name)
 	}
 	e.unblockClock()
+	e.closeLog()
 	return result
+}
+
+// closeLog closes the publisher's own LogManager (LogManager.Close is
+// idempotent); its log lines are dropped after that.
+func (e *engine) closeLog() {
+	if e.ownLog != nil {
+		_ = e.ownLog.Close()
+	}
 }

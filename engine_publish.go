@@ -22,10 +22,10 @@ func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts 
 		key = e.defaultKey
 	}
 	if err := checkKey(key); err != nil {
-		return nil, err
+		return nil, errorOf(e.who, err)
 	}
 	if len(body) > MaxBodySize {
-		return nil, fmt.Errorf("%w: body is %d bytes, larger than the broker's maximum of %d", ErrInvalidMessage, len(body), MaxBodySize)
+		return nil, errorOf(e.who, fmt.Errorf("%w: body is %d bytes, larger than the broker's maximum of %d", ErrInvalidMessage, len(body), MaxBodySize))
 	}
 	if copyBody {
 		body = append([]byte(nil), body...)
@@ -49,7 +49,7 @@ func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
 	if len(msg.Headers) > 0 {
 		h := toTable(msg.Headers)
 		if err := h.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err)
+			return nil, errorOf(e.who, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err))
 		}
 		m.headers = h
 	}
@@ -118,9 +118,9 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 	e.mu.Unlock()
 	switch st {
 	case stateNew:
-		return fmt.Errorf("%s: %w", e.kind, ErrNotStarted)
+		return errorOf(e.who, ErrNotStarted)
 	case stateStopping, stateStopped:
-		return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+		return errorOf(e.who, ErrStopped)
 	}
 	e.pubMu.Lock()
 	for {
@@ -138,11 +138,11 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			if m.replay != nil || e.sp == nil {
-				return fmt.Errorf("%s: %w", e.kind, ErrStopped)
+				return errorOf(e.who, ErrStopped)
 			}
 			// Taken while Stop ran: keep it in the spool.
 			e.accept(m)
-			e.spoolOne(m, fmt.Errorf("%s: %w", e.kind, ErrStopped))
+			e.spoolOne(m, errorOf(e.who, ErrStopped))
 			return nil
 		case st == stateSpooling:
 			e.mu.Unlock()

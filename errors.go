@@ -7,9 +7,17 @@ import (
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
-// Errors returned by this package. Each is wrapped with detail; test with errors.Is.
+// Errors returned by this package. Each is wrapped with detail; test with
+// errors.Is. The text of an error returned by a type of the package reads
+// "omqs: <Type>: <sentinel>: <detail>", as in
+//
+//	omqs: SyncPublisher: already running: Start was called twice
+//	omqs: NewSyncPublisher: invalid configuration: WithSection("LogConsumer"): ...
 var (
-	// ErrInvalidPublisher: a publisher was used before it was started, or after it failed.
+	// ErrInvalidPublisher is returned by nothing in this package. It stays
+	// for code ported from the Python library (InvalidPublisherError): a
+	// publisher used before Start returns ErrNotStarted, after Stop
+	// ErrStopped, and Start called twice ErrRunning.
 	ErrInvalidPublisher = errors.New("omqs: invalid publisher")
 	// ErrInvalidQueue: a queue could not be declared, bound or consumed as configured.
 	ErrInvalidQueue = errors.New("omqs: invalid queue")
@@ -20,7 +28,9 @@ var (
 	// ErrStopped: Send*, Publish or Run was called once Stop had begun (or,
 	// for a consumer's Run, after Run had returned).
 	ErrStopped = errors.New("omqs: stopped")
-	// ErrRunning: a consumer's Run was called while it was running.
+	// ErrRunning: Start was called again on a Manager, a SyncPublisher or an
+	// AsyncPublisher that had been started and not stopped, or a consumer's
+	// Run was called while it was running.
 	ErrRunning = errors.New("omqs: already running")
 	// ErrBufferFull: the lane's buffer holds as many messages as it may.
 	ErrBufferFull = errors.New("omqs: buffer full")
@@ -37,6 +47,30 @@ var (
 	// ErrNotConfirmed: Stop's context ended before the broker confirmed every message.
 	ErrNotConfirmed = errors.New("omqs: messages not confirmed")
 )
+
+// typedError is an error returned by one of the package's types or
+// constructors. Its text is "omqs: <who>: " and then err's text without its
+// own leading "omqs: " (every sentinel has one), so that texts read
+// "omqs: <Type>: <sentinel>: <detail>". errors.Is and errors.As see err and
+// what it wraps.
+type typedError struct {
+	who string // a type ("SyncPublisher", `SyncConsumer "name"`) or a constructor ("NewManager")
+	err error
+}
+
+func (e *typedError) Error() string {
+	return "omqs: " + e.who + ": " + strings.TrimPrefix(e.err.Error(), "omqs: ")
+}
+
+func (e *typedError) Unwrap() error { return e.err }
+
+// errorOf attributes err to who (see typedError). It returns nil for nil.
+func errorOf(who string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &typedError{who: who, err: err}
+}
 
 // Requeue wraps err so that a consumer callback returning it puts the delivery
 // back on its queue instead of rejecting it. Requeue(nil) requeues too.

@@ -103,33 +103,37 @@ type item struct {
 }
 
 var (
-	errLogBufferFull   = fmt.Errorf("%w: log buffer", ErrBufferFull)
-	errEventBufferFull = fmt.Errorf("%w: event buffer", ErrBufferFull)
+	errLogBufferFull   = errorOf("Manager", fmt.Errorf("%w: log buffer", ErrBufferFull))
+	errEventBufferFull = errorOf("Manager", fmt.Errorf("%w: event buffer", ErrBufferFull))
+	// Send*'s state errors, made once: Send* does not allocate.
+	errManagerNotStarted = errorOf("Manager", ErrNotStarted)
+	errManagerStopped    = errorOf("Manager", ErrStopped)
 )
 
 // NewManager builds a Manager from options, OMQS.cfg and defaults. It does
-// not connect: call Start. Its own log lines go to WithLogger's logger, or to
-// a LogManager built from the [Log] section.
+// not connect and starts no goroutine: call Start. Its own log lines go to
+// WithLogger's logger, or to a LogManager built from the [Log] section, which
+// Stop closes.
 func NewManager(opts ...Option) (*Manager, error) {
-	s, err := buildSettings(forManager, "NewManager", opts)
+	s, err := buildSettings("NewManager", opts)
 	if err != nil {
 		return nil, err
 	}
 	eps, err := transport.ParseURLs(s.cfg.Global.MQURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NewManager: %v", ErrInvalidConfig, err)
+		return nil, invalidConfig("NewManager", "MQURL: %v", err)
+	}
+	for _, t := range []topology{workerTopology(s.cfg.LogWorker), workerTopology(s.cfg.EventWorker)} {
+		if err := checkQueue("NewManager", t); err != nil {
+			return nil, err
+		}
 	}
 	m := &Manager{s: s, name: s.name, overflow: s.overflow, stopping: make(chan struct{}), startDone: make(chan struct{}), clockWake: make(chan struct{}, 1)}
 	if m.name == "" {
 		m.name = "OMQS"
 	}
-	if s.logger == nil {
-		lm, err := NewLogManager(m.name, "OMQS.log", WithLogConfig(s.cfg.Log))
-		if err != nil {
-			return nil, fmt.Errorf("NewManager: %w", err)
-		}
-		m.ownLog = lm
-		s.logger = lm.Logger()
+	if m.ownLog, err = s.ownLogger("NewManager", m.name); err != nil {
+		return nil, err
 	}
 	m.log = s.logger
 	m.eventKey = DefaultEventKey
@@ -164,13 +168,14 @@ func NewManager(opts ...Option) (*Manager, error) {
 // connect in the background.
 //
 // When Start fails, the workers that ran WorkerWillRun get WorkerWillStop and
-// the Manager is stopped.
+// the Manager is stopped. Calling Start again returns an error wrapping
+// ErrRunning, and after Stop (or a Start that failed) ErrStopped.
 func (m *Manager) Start(ctx context.Context) error {
 	if !m.state.CompareAndSwap(int32(mgrNew), int32(mgrStarting)) {
 		if managerState(m.state.Load()) >= mgrStopping {
-			return fmt.Errorf("Manager.Start: %w", ErrStopped)
+			return errorOf("Manager", ErrStopped)
 		}
-		return fmt.Errorf("%w: Manager.Start: already started", ErrInvalidPublisher)
+		return errorOf("Manager", fmt.Errorf("%w: Start was called twice", ErrRunning))
 	}
 	// Stop cancels a Start under way (startCancel) and waits for startDone.
 	sctx, cancel := context.WithCancel(ctx)
@@ -198,7 +203,7 @@ func (m *Manager) start(ctx context.Context) error {
 			}
 			m.state.Store(int32(mgrStopped))
 			m.release()
-			return fmt.Errorf("omqs: start %s worker: %w", l.name, err)
+			return errorOf("Manager", fmt.Errorf("start %s worker: %w", l.name, err))
 		}
 	}
 	m.now.Store(time.Now().UnixNano())
@@ -211,7 +216,7 @@ func (m *Manager) start(ctx context.Context) error {
 	m.lanesRunning = true
 	if !m.state.CompareAndSwap(int32(mgrStarting), int32(mgrRunning)) {
 		// Stop began meanwhile; it drains and stops what was started.
-		return fmt.Errorf("Manager.Start: %w", ErrStopped)
+		return errorOf("Manager", ErrStopped)
 	}
 	return nil
 }
@@ -411,12 +416,12 @@ func (m *Manager) keep(l *lane, msg Message, cause error) {
 	rec := spool.NewRecord(m.laneExchange(l), msg.Key, msg.MessageID, msg.Timestamp, msg.Body, msg.Headers)
 	if err := l.spool.Append(rec); err != nil {
 		l.st.dropped.Add(1)
-		m.report(fmt.Errorf("omqs: %s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err))
+		m.report(errorOf("Manager", fmt.Errorf("%s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err)))
 		return
 	}
 	l.st.spooled.Add(1)
 	if m.runCtx.Err() == nil {
-		m.report(fmt.Errorf("omqs: %s worker failed on message %s, written to %s: %w", l.name, msg.MessageID, l.spool.Path(), cause))
+		m.report(errorOf("Manager", fmt.Errorf("%s worker failed on message %s, written to %s: %w", l.name, msg.MessageID, l.spool.Path(), cause)))
 	}
 }
 
@@ -554,7 +559,7 @@ func (m *Manager) waitRoom(ctx context.Context, l *lane, it item) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
-			return fmt.Errorf("omqs: send: %w", ErrStopped)
+			return errorOf("Manager", fmt.Errorf("%w: Stop began while Send waited for room in the buffer", ErrStopped))
 		}
 	}
 }
@@ -564,19 +569,19 @@ func (m *Manager) stateErr() error {
 	case mgrRunning:
 		return nil
 	case mgrNew, mgrStarting:
-		return ErrNotStarted
+		return errManagerNotStarted
 	}
-	return ErrStopped
+	return errManagerStopped
 }
 
 func invalidSend(key, body string) error {
 	if err := checkKey(key); err != nil {
-		return err
+		return errorOf("Manager", err)
 	}
 	if len(body) > MaxBodySize {
-		return fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize)
+		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize))
 	}
-	return fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage)
+	return errorOf("Manager", fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage))
 }
 
 // Pending returns how many accepted messages of each lane are not yet
@@ -687,7 +692,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 			// A built-in worker's ErrNotConfirmed is summed up below; a
 			// custom worker's is its own report.
 			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
-				errs = append(errs, fmt.Errorf("omqs: stop %s worker: %w", l.name, err))
+				errs = append(errs, errorOf("Manager", fmt.Errorf("stop %s worker: %w", l.name, err)))
 			}
 		}
 	}
@@ -700,17 +705,17 @@ func (m *Manager) doStop(ctx context.Context) error {
 		kept[i], lost[i] = st.Spooled-before[i], st.Dropped-droppedBefore[i]
 	}
 	if lost[0]+lost[1] > 0 {
-		errs = append([]error{fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool (logs %d, events %d); see the log",
-			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1])}, errs...)
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool (logs %d, events %d); see the log",
+			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1]))}, errs...)
 	}
 	switch {
 	case kept[0]+kept[1] == 0:
 	case ctx.Err() != nil:
-		errs = append([]error{fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s and %s",
-			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path())}, errs...)
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s and %s",
+			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path()))}, errs...)
 	default:
-		errs = append([]error{fmt.Errorf("%w: %d message(s) could not be delivered while stopping (logs %d, events %d); they were written to %s and %s and are sent when a Manager next starts with the broker reachable",
-			ErrSpooled, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path())}, errs...)
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could not be delivered while stopping (logs %d, events %d); they were written to %s and %s and are sent when a Manager next starts with the broker reachable",
+			ErrSpooled, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path()))}, errs...)
 	}
 	m.state.Store(int32(mgrStopped))
 	m.release()

@@ -193,13 +193,6 @@ type Delivery struct {
 	Redelivered bool
 }
 
-const (
-	forManager scope = 1 << iota
-	forPublisher
-	forConsumer
-	forAll = forManager | forPublisher | forConsumer
-)
-
 // Callback handles one delivery. It returns nil to acknowledge the delivery,
 // an error to reject it, or Requeue(err) to put it back on the queue. A panic
 // is recovered, logged with its stack and treated as a rejection.

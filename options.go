@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/transport"
@@ -14,32 +17,88 @@ import (
 // Option configures a Manager, a publisher or a consumer. One Option type
 // serves every constructor; an option that does not apply to the thing being
 // built makes its constructor return an error wrapping ErrInvalidConfig.
+// The constructors take:
+//
+//   - all of them: WithConfig, WithConfigFile, WithURL, WithName, WithLogger,
+//     WithTLSConfig, WithReconnect, WithErrorHandler;
+//   - NewManager: WithBufferSize, WithMaxInFlight, WithOverflow,
+//     WithLogWorker, WithEventWorker, WithRetryOnFailedConnect,
+//     WithReturnHandler, WithSpoolDir, WithAppID;
+//   - publishers and consumers: WithSection, WithExchange, WithQueue,
+//     WithQueueDurable, WithQueueType, WithKeys;
+//   - NewSyncPublisher and NewAsyncPublisher: WithMaxInFlight,
+//     WithReturnHandler, WithSpoolDir, WithAppID, WithMandatory;
+//   - the four consumer constructors: WithNoAck, WithPrefetch,
+//     WithConcurrency, WithCallback, WithDeadLetterExchange,
+//     WithMaxRedeliveries.
 //
 // Options override the configuration file, which overrides the built-in
 // defaults. WithConfig and WithConfigFile choose the file (or Config) and are
 // applied first wherever they appear in the list.
 type Option struct {
-	name  string
-	scope scope
-	base  bool // applied before the others
+	name  string // the function that made it, e.g. "WithSection"
+	arg   string // its argument as the caller wrote it, for messages
+	base  bool   // applied before the others
 	apply func(*settings) error
 }
+
+// label is the option as the caller wrote it, e.g. WithSection("LogConsumer").
+func (o Option) label() string { return o.name + "(" + o.arg + ")" }
 
 // ConsumerOption is the Option type, named for the consumer constructors.
 type ConsumerOption = Option
 
-type scope uint8
+// ctorRule is what one constructor accepts.
+type ctorRule struct {
+	options  []string // the options it takes, by name
+	sections []string // the sections WithSection may name (none: WithSection is not taken)
+	section  string   // the section read without WithSection ("": built-in defaults)
+}
 
-func (s scope) String() string {
-	switch s {
-	case forManager:
-		return "a Manager"
-	case forPublisher:
-		return "a publisher"
-	case forConsumer:
-		return "a consumer"
+// The options each kind of constructor takes.
+var (
+	commonOptions = []string{
+		"WithConfig", "WithConfigFile", "WithURL", "WithName", "WithLogger",
+		"WithTLSConfig", "WithReconnect", "WithErrorHandler",
 	}
-	return "this constructor"
+	topologyOptions = []string{
+		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithKeys",
+	}
+	managerOptions = concat(commonOptions, []string{
+		"WithBufferSize", "WithMaxInFlight", "WithOverflow", "WithLogWorker", "WithEventWorker",
+		"WithRetryOnFailedConnect", "WithReturnHandler", "WithSpoolDir", "WithAppID",
+	})
+	publisherOptions = concat(commonOptions, topologyOptions, []string{
+		"WithMaxInFlight", "WithReturnHandler", "WithSpoolDir", "WithAppID", "WithMandatory",
+	})
+	consumerOptions = concat(commonOptions, topologyOptions, []string{
+		"WithNoAck", "WithPrefetch", "WithConcurrency", "WithCallback",
+		"WithDeadLetterExchange", "WithMaxRedeliveries",
+	})
+	publisherSections = []string{
+		"AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
+	}
+	consumerSections = []string{"LogConsumer", "EventConsumer"}
+)
+
+// ctorRules is the one table of the options and configuration sections each
+// constructor accepts; buildSettings checks every option against it.
+var ctorRules = map[string]ctorRule{
+	"NewManager":          {options: managerOptions},
+	"NewSyncPublisher":    {options: publisherOptions, sections: publisherSections, section: "SyncPublisher"},
+	"NewAsyncPublisher":   {options: publisherOptions, sections: publisherSections, section: "AsyncPublisher"},
+	"NewSyncConsumer":     {options: consumerOptions, sections: consumerSections},
+	"NewAsyncConsumer":    {options: consumerOptions, sections: consumerSections},
+	"NewLogMsgConsumer":   {options: consumerOptions, sections: consumerSections, section: "LogConsumer"},
+	"NewEventMsgConsumer": {options: consumerOptions, sections: consumerSections, section: "EventConsumer"},
+}
+
+func concat(lists ...[]string) []string {
+	var all []string
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	return all
 }
 
 // Overflow is what Send* does when its buffer is full.
@@ -93,51 +152,124 @@ type settings struct {
 	maxRedeliveries *int
 }
 
-// buildSettings applies opts for a constructor of the given scope. The
-// configuration is, in order: WithConfig/WithConfigFile, $OMQS_CONFIG,
-// ./OMQS.cfg, DefaultConfig().
-func buildSettings(target scope, ctor string, opts []Option) (*settings, error) {
+// buildSettings applies opts for the constructor ctor, refusing the options
+// and sections ctorRules does not give it. The configuration is, in order:
+// WithConfig/WithConfigFile, $OMQS_CONFIG, ./OMQS.cfg, DefaultConfig().
+func buildSettings(ctor string, opts []Option) (*settings, error) {
+	r, ok := ctorRules[ctor]
+	if !ok {
+		return nil, invalidConfig(ctor, "no rule for this constructor")
+	}
+	return r.build(ctor, opts)
+}
+
+func (r ctorRule) build(ctor string, opts []Option) (*settings, error) {
+	invalid := func(format string, args ...any) error { return invalidConfig(ctor, format, args...) }
 	s := &settings{}
 	for _, pass := range []bool{true, false} {
 		for _, o := range opts {
 			if o.apply == nil {
-				return nil, fmt.Errorf("%w: %s: a zero Option was passed", ErrInvalidConfig, ctor)
+				return nil, invalid("a zero Option was passed")
 			}
 			if o.base != pass {
 				continue
 			}
-			if o.scope&target == 0 {
-				return nil, fmt.Errorf("%w: %s does not apply to %s (%s)", ErrInvalidConfig, o.name, target, ctor)
+			if !slices.Contains(r.options, o.name) {
+				return nil, invalid("%s does not apply to %s", o.label(), ctor)
 			}
 			if pass && s.cfg != nil {
-				return nil, fmt.Errorf("%w: %s: only one of WithConfig and WithConfigFile may be given", ErrInvalidConfig, ctor)
+				return nil, invalid("only one of WithConfig and WithConfigFile may be given")
 			}
 			if err := o.apply(s); err != nil {
-				return nil, fmt.Errorf("%w: %s: %s: %v", ErrInvalidConfig, ctor, o.name, err)
+				// Options that load a file return errors that wrap
+				// ErrInvalidConfig already: say it once.
+				detail := strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": ")
+				return nil, redactError(invalid("%s: %s", o.label(), detail))
 			}
 		}
 		if pass && s.cfg == nil {
 			cfg, err := resolveConfig()
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", ctor, err)
+				return nil, errorOf(ctor, err)
 			}
 			s.cfg = cfg.clone()
 		}
 	}
+	if s.section == "" {
+		s.section = r.section
+	} else if !slices.Contains(r.sections, s.section) {
+		return nil, invalid("WithSection(%q): %s reads one of the sections %s", s.section, ctor, strings.Join(r.sections, ", "))
+	}
 	if err := s.cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", ctor, err)
+		return nil, errorOf(ctor, err)
 	}
 	s.cfg.normalize()
 	return s, nil
 }
 
-func opt(name string, sc scope, f func(*settings) error) Option {
-	return Option{name: name, scope: sc, apply: f}
+// invalidConfig returns an error of the constructor ctor wrapping
+// ErrInvalidConfig: "omqs: <ctor>: invalid configuration: <detail>".
+func invalidConfig(ctor, format string, args ...any) error {
+	return errorOf(ctor, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...)))
+}
+
+// checkQueue refuses a queue the broker would refuse to declare, for every
+// constructor alike: a quorum queue must be durable, and the queue type is
+// classic or quorum. A topology without a queue passes.
+func checkQueue(ctor string, t topology) error {
+	if t.queue == "" {
+		return nil
+	}
+	invalid := func(format string, args ...any) error { return invalidConfig(ctor, format, args...) }
+	switch t.queueType {
+	case "", "classic":
+	case "quorum":
+		if !t.queueDurable {
+			return invalid("queue %q: a quorum queue must be durable (WithQueueDurable(true), or QUEUE_DURABLE=True)", t.queue)
+		}
+	default:
+		return invalid("queue %q: queue type %q is not classic or quorum", t.queue, t.queueType)
+	}
+	return nil
+}
+
+// ownLogger makes s.logger the logger of a LogManager named name, built from
+// the [Log] section, unless WithLogger gave one: every constructor logs
+// there by default. It returns that LogManager (nil with WithLogger), which
+// the caller closes when it stops.
+func (s *settings) ownLogger(ctor, name string) (*LogManager, error) {
+	if s.logger != nil {
+		return nil, nil
+	}
+	lm, err := NewLogManager(name, "OMQS.log", WithLogConfig(s.cfg.Log))
+	if err != nil {
+		return nil, errorOf(ctor, err)
+	}
+	s.logger = lm.Logger()
+	return lm, nil
+}
+
+// opt makes an Option named name whose argument prints as arg.
+func opt(name, arg string, f func(*settings) error) Option {
+	return Option{name: name, arg: arg, apply: f}
+}
+
+// The arguments of options, as messages print them.
+func quoted(s string) string { return strconv.Quote(s) }
+func number(n int) string    { return strconv.Itoa(n) }
+func boolean(b bool) string  { return strconv.FormatBool(b) }
+
+func quotedList(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // WithConfig uses cfg (a copy of it) instead of the configuration file.
 func WithConfig(cfg *Config) Option {
-	return Option{name: "WithConfig", scope: forAll, base: true, apply: func(s *settings) error {
+	return Option{name: "WithConfig", arg: "…", base: true, apply: func(s *settings) error {
 		if cfg == nil {
 			return errors.New("nil *Config")
 		}
@@ -148,7 +280,7 @@ func WithConfig(cfg *Config) Option {
 
 // WithConfigFile reads the configuration from path (see LoadConfig).
 func WithConfigFile(path string) Option {
-	return Option{name: "WithConfigFile", scope: forAll, base: true, apply: func(s *settings) error {
+	return Option{name: "WithConfigFile", arg: quoted(path), base: true, apply: func(s *settings) error {
 		cfg, err := LoadConfig(path)
 		if err != nil {
 			return err
@@ -163,7 +295,7 @@ func WithConfigFile(path string) Option {
 // It is checked as LoadConfig checks MQURL; its warnings (pika parameters
 // ignored, a heartbeat the broker caps) are added to the Config's Warnings.
 func WithURL(url string) Option {
-	return opt("WithURL", forAll, func(s *settings) error {
+	return opt("WithURL", quoted(transport.Redact(url)), func(s *settings) error {
 		_, warns, err := transport.ParseMQURL(url)
 		if err != nil {
 			return errors.New(transport.Redact(err.Error()))
@@ -179,13 +311,13 @@ func WithURL(url string) Option {
 // WithName names the Manager, publisher or consumer in log lines and in the
 // broker's connection list.
 func WithName(name string) Option {
-	return opt("WithName", forAll, func(s *settings) error { s.name = name; return nil })
+	return opt("WithName", quoted(name), func(s *settings) error { s.name = name; return nil })
 }
 
 // WithLogger sends the library's own log lines to l instead of a LogManager
 // built from the [Log] section.
 func WithLogger(l *slog.Logger) Option {
-	return opt("WithLogger", forAll, func(s *settings) error {
+	return opt("WithLogger", "…", func(s *settings) error {
 		if l == nil {
 			return errors.New("nil *slog.Logger")
 		}
@@ -197,7 +329,7 @@ func WithLogger(l *slog.Logger) Option {
 // WithTLSConfig uses c for amqps:// connections instead of the URL's
 // cacertfile, certfile, keyfile and server_name_indication parameters.
 func WithTLSConfig(c *tls.Config) Option {
-	return opt("WithTLSConfig", forAll, func(s *settings) error {
+	return opt("WithTLSConfig", "…", func(s *settings) error {
 		if c == nil {
 			return errors.New("nil *tls.Config")
 		}
@@ -210,7 +342,7 @@ func WithTLSConfig(c *tls.Config) Option {
 // consecutive attempts may fail (RECONNECT_INTERVAL, RECONNECT_TIMES; 0 times
 // means no limit).
 func WithReconnect(interval time.Duration, times int) Option {
-	return opt("WithReconnect", forAll, func(s *settings) error {
+	return opt("WithReconnect", fmt.Sprintf("%v, %d", interval, times), func(s *settings) error {
 		if interval < 0 {
 			return fmt.Errorf("interval %v is negative", interval)
 		}
@@ -226,7 +358,7 @@ func WithReconnect(interval time.Duration, times int) Option {
 // WithBufferSize sets the capacity of each of the Manager's two buffers
 // (BUFFER_SIZE).
 func WithBufferSize(n int) Option {
-	return opt("WithBufferSize", forManager, func(s *settings) error {
+	return opt("WithBufferSize", number(n), func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("%d must be at least 1", n)
 		}
@@ -238,7 +370,7 @@ func WithBufferSize(n int) Option {
 // WithMaxInFlight sets how many publishes may wait for the broker's confirm
 // at once (MAX_IN_FLIGHT).
 func WithMaxInFlight(n int) Option {
-	return opt("WithMaxInFlight", forManager|forPublisher, func(s *settings) error {
+	return opt("WithMaxInFlight", number(n), func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("%d must be at least 1", n)
 		}
@@ -249,7 +381,7 @@ func WithMaxInFlight(n int) Option {
 
 // WithOverflow sets what Send* does when its buffer is full.
 func WithOverflow(o Overflow) Option {
-	return opt("WithOverflow", forManager, func(s *settings) error {
+	return opt("WithOverflow", number(int(o)), func(s *settings) error {
 		if o != OverflowFail && o != OverflowWait {
 			return fmt.Errorf("unknown policy %d", o)
 		}
@@ -260,7 +392,7 @@ func WithOverflow(o Overflow) Option {
 
 // WithLogWorker replaces the built-in LogMsgWorker.
 func WithLogWorker(w MsgWorker) Option {
-	return opt("WithLogWorker", forManager, func(s *settings) error {
+	return opt("WithLogWorker", "…", func(s *settings) error {
 		if w == nil {
 			return errors.New("nil MsgWorker")
 		}
@@ -271,7 +403,7 @@ func WithLogWorker(w MsgWorker) Option {
 
 // WithEventWorker replaces the built-in EventMsgWorker.
 func WithEventWorker(w MsgWorker) Option {
-	return opt("WithEventWorker", forManager, func(s *settings) error {
+	return opt("WithEventWorker", "…", func(s *settings) error {
 		if w == nil {
 			return errors.New("nil MsgWorker")
 		}
@@ -283,28 +415,28 @@ func WithEventWorker(w MsgWorker) Option {
 // WithRetryOnFailedConnect makes Manager.Start return at once and connect in
 // the background; messages sent meanwhile wait in the buffers.
 func WithRetryOnFailedConnect(on bool) Option {
-	return opt("WithRetryOnFailedConnect", forManager, func(s *settings) error { s.background = on; return nil })
+	return opt("WithRetryOnFailedConnect", boolean(on), func(s *settings) error { s.background = on; return nil })
 }
 
 // WithReturnHandler calls f for each message the broker returned as
 // unroutable. f runs on a goroutine of the library, one call at a time, and
 // must not block.
 func WithReturnHandler(f func(Returned)) Option {
-	return opt("WithReturnHandler", forManager|forPublisher, func(s *settings) error { s.onReturn = f; return nil })
+	return opt("WithReturnHandler", "…", func(s *settings) error { s.onReturn = f; return nil })
 }
 
 // WithErrorHandler calls f for errors that happen in the background
 // (reconnects, spooling, a custom worker's failures). f runs on a goroutine
 // of the library, one call at a time, and must not block.
 func WithErrorHandler(f func(error)) Option {
-	return opt("WithErrorHandler", forManager|forPublisher|forConsumer, func(s *settings) error { s.onError = f; return nil })
+	return opt("WithErrorHandler", "…", func(s *settings) error { s.onError = f; return nil })
 }
 
 // WithSpoolDir sets the folder of the spool files backup.log and backup.evt
 // (default: the [Log] FOLDER). For a publisher it enables spooling to
 // DIR/<exchange>.spool.
 func WithSpoolDir(dir string) Option {
-	return opt("WithSpoolDir", forManager|forPublisher, func(s *settings) error {
+	return opt("WithSpoolDir", quoted(dir), func(s *settings) error {
 		if dir == "" {
 			return errors.New("empty folder")
 		}
@@ -316,28 +448,29 @@ func WithSpoolDir(dir string) Option {
 // WithAppID sets the AMQP app-id property of published messages (default:
 // the name).
 func WithAppID(id string) Option {
-	return opt("WithAppID", forManager|forPublisher, func(s *settings) error { s.appID = id; return nil })
+	return opt("WithAppID", quoted(id), func(s *settings) error { s.appID = id; return nil })
 }
 
 // WithSection takes a publisher's or consumer's topology defaults from another
-// configuration section: "AsyncPublisher", "SyncPublisher",
-// "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
-// "LogConsumer" or "EventConsumer".
+// configuration section. Publishers read "AsyncPublisher", "SyncPublisher",
+// "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter" or "SyncRouter";
+// consumers read "LogConsumer" or "EventConsumer". Any other name, and
+// WithSection given to NewManager, make the constructor return an error
+// wrapping ErrInvalidConfig.
 func WithSection(name string) Option {
-	return opt("WithSection", forPublisher|forConsumer, func(s *settings) error {
-		switch name {
-		case "AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter", "LogConsumer", "EventConsumer":
-			s.section = name
-			return nil
+	return opt("WithSection", quoted(name), func(s *settings) error {
+		if name == "" {
+			return errors.New("empty section name")
 		}
-		return fmt.Errorf("unknown section %q", name)
+		s.section = name // checked against the constructor's sections in buildSettings
+		return nil
 	})
 }
 
 // WithExchange sets the exchange, its type (topic, direct, fanout, headers)
 // and durability.
 func WithExchange(name, kind string, durable bool) Option {
-	return opt("WithExchange", forPublisher|forConsumer, func(s *settings) error {
+	return opt("WithExchange", fmt.Sprintf("%q, %q, %v", name, kind, durable), func(s *settings) error {
 		switch kind {
 		case "topic", "direct", "fanout", "headers":
 		default:
@@ -354,7 +487,7 @@ func WithExchange(name, kind string, durable bool) Option {
 // WithQueue sets the queue to declare and bind ("" for none on a publisher;
 // a server-named exclusive queue on a consumer).
 func WithQueue(name string) Option {
-	return opt("WithQueue", forPublisher|forConsumer, func(s *settings) error {
+	return opt("WithQueue", quoted(name), func(s *settings) error {
 		if err := checkName("queue", name); err != nil {
 			return err
 		}
@@ -365,12 +498,12 @@ func WithQueue(name string) Option {
 
 // WithQueueDurable sets whether the queue survives a broker restart.
 func WithQueueDurable(durable bool) Option {
-	return opt("WithQueueDurable", forPublisher|forConsumer, func(s *settings) error { s.queueDurable = &durable; return nil })
+	return opt("WithQueueDurable", boolean(durable), func(s *settings) error { s.queueDurable = &durable; return nil })
 }
 
 // WithQueueType declares the queue as "classic" or "quorum" (x-queue-type).
 func WithQueueType(kind string) Option {
-	return opt("WithQueueType", forPublisher|forConsumer, func(s *settings) error {
+	return opt("WithQueueType", quoted(kind), func(s *settings) error {
 		if kind != "classic" && kind != "quorum" {
 			return fmt.Errorf("queue type %q is not classic or quorum", kind)
 		}
@@ -383,7 +516,7 @@ func WithQueueType(kind string) Option {
 // is bound to; for a publisher the keys its queue is bound to, the first being
 // the key of a Publish with key "".
 func WithKeys(keys ...string) Option {
-	return opt("WithKeys", forPublisher|forConsumer, func(s *settings) error {
+	return opt("WithKeys", quotedList(keys), func(s *settings) error {
 		for _, k := range keys {
 			if err := checkKey(k); err != nil {
 				return err
@@ -399,20 +532,20 @@ func WithKeys(keys ...string) Option {
 // are returned and reported). Default: true for AsyncPublisher, false for
 // SyncPublisher.
 func WithMandatory(on bool) Option {
-	return opt("WithMandatory", forPublisher, func(s *settings) error { s.mandatory = &on; return nil })
+	return opt("WithMandatory", boolean(on), func(s *settings) error { s.mandatory = &on; return nil })
 }
 
 // WithNoAck makes the broker consider a delivery acknowledged as soon as it
 // is sent (auto-ack): faster, but a crash loses the deliveries in flight, and
 // so does ending Run's context (see Run: each such delivery is logged as lost).
 func WithNoAck(on bool) Option {
-	return opt("WithNoAck", forConsumer, func(s *settings) error { s.noAck = on; return nil })
+	return opt("WithNoAck", boolean(on), func(s *settings) error { s.noAck = on; return nil })
 }
 
 // WithPrefetch sets how many unacknowledged deliveries the broker sends a
 // consumer at once (PREFETCH). 0 means no limit.
 func WithPrefetch(n int) Option {
-	return opt("WithPrefetch", forConsumer, func(s *settings) error {
+	return opt("WithPrefetch", number(n), func(s *settings) error {
 		if n < 0 {
 			return fmt.Errorf("%d is negative", n)
 		}
@@ -423,7 +556,7 @@ func WithPrefetch(n int) Option {
 
 // WithConcurrency sets how many callbacks an AsyncConsumer runs at once.
 func WithConcurrency(n int) Option {
-	return opt("WithConcurrency", forConsumer, func(s *settings) error {
+	return opt("WithConcurrency", number(n), func(s *settings) error {
 		if n < 1 {
 			return fmt.Errorf("%d must be at least 1", n)
 		}
@@ -434,7 +567,7 @@ func WithConcurrency(n int) Option {
 
 // WithCallback sets the consumer's callback (see SetCallback).
 func WithCallback(cb Callback) Option {
-	return opt("WithCallback", forConsumer, func(s *settings) error {
+	return opt("WithCallback", "…", func(s *settings) error {
 		if cb == nil {
 			return errors.New("nil Callback")
 		}
@@ -446,7 +579,7 @@ func WithCallback(cb Callback) Option {
 // WithDeadLetterExchange declares a fanout exchange of that name and sets it
 // as the queue's dead-letter exchange: rejected deliveries go there.
 func WithDeadLetterExchange(name string) Option {
-	return opt("WithDeadLetterExchange", forConsumer, func(s *settings) error {
+	return opt("WithDeadLetterExchange", quoted(name), func(s *settings) error {
 		if err := checkName("exchange", name); err != nil {
 			return err
 		}
@@ -459,7 +592,7 @@ func WithDeadLetterExchange(name string) Option {
 // consumer's callbacks (or redelivered, where the broker counts deliveries)
 // before it is rejected instead (MAX_REDELIVERIES). 0 means no limit.
 func WithMaxRedeliveries(n int) Option {
-	return opt("WithMaxRedeliveries", forConsumer, func(s *settings) error {
+	return opt("WithMaxRedeliveries", number(n), func(s *settings) error {
 		if n < 0 {
 			return fmt.Errorf("%d is negative", n)
 		}

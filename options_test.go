@@ -1,8 +1,12 @@
 package omqs
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,7 +44,15 @@ ROUTING_KEY=file.k1, file.k2
 		get              func(s *settings) string
 		def, fromFile, o string
 	}
-	pub := func(s *settings) topology { return publisherTopology(s, "AsyncPublisher") }
+	pub := func(s *settings) topology {
+		t, err := publisherTopology(s)
+		if err != nil {
+			panic(err)
+		}
+		return t
+	}
+	// The options of NewManager and NewAsyncPublisher together.
+	rule := ctorRule{options: concat(managerOptions, publisherOptions), sections: publisherSections, section: "AsyncPublisher"}
 	settingsTable := []setting{
 		{"MQURL", WithURL("memory://opt"), func(s *settings) string { return s.cfg.Global.MQURL },
 			DefaultURL, "amqp://file:pw@file-host:5672/%2F", "memory://opt"},
@@ -82,7 +94,7 @@ ROUTING_KEY=file.k1, file.k2
 		t.Run(st.name+"/default", func(t *testing.T) {
 			t.Setenv("OMQS_CONFIG", "")
 			t.Chdir(t.TempDir())
-			s, err := buildSettings(forPublisher|forManager, "test", nil)
+			s, err := rule.build("test", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,14 +105,14 @@ ROUTING_KEY=file.k1, file.k2
 		for _, lk := range lookups {
 			t.Run(st.name+"/file via "+lk.name, func(t *testing.T) {
 				opts := lk.prep(t)
-				s, err := buildSettings(forPublisher|forManager, "test", opts)
+				s, err := rule.build("test", opts)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if got := st.get(s); got != st.fromFile {
 					t.Fatalf("from the file %q, want %q", got, st.fromFile)
 				}
-				s, err = buildSettings(forPublisher|forManager, "test", append(opts, st.opt))
+				s, err = rule.build("test", append(opts, st.opt))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -119,4 +131,217 @@ func boolStr(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// ctorCase builds one constructor's value and returns its Stop.
+type ctorCase struct {
+	name  string
+	build func(opts ...Option) (stop func(context.Context) error, err error)
+}
+
+var allConstructors = []ctorCase{
+	{"NewManager", func(o ...Option) (func(context.Context) error, error) {
+		m, err := NewManager(o...)
+		if err != nil {
+			return nil, err
+		}
+		return m.Stop, nil
+	}},
+	{"NewSyncPublisher", func(o ...Option) (func(context.Context) error, error) {
+		p, err := NewSyncPublisher(o...)
+		if err != nil {
+			return nil, err
+		}
+		return p.Stop, nil
+	}},
+	{"NewAsyncPublisher", func(o ...Option) (func(context.Context) error, error) {
+		p, err := NewAsyncPublisher(o...)
+		if err != nil {
+			return nil, err
+		}
+		return p.Stop, nil
+	}},
+	{"NewSyncConsumer", func(o ...Option) (func(context.Context) error, error) {
+		c, err := NewSyncConsumer(o...)
+		if err != nil {
+			return nil, err
+		}
+		return c.Stop, nil
+	}},
+	{"NewAsyncConsumer", func(o ...Option) (func(context.Context) error, error) {
+		c, err := NewAsyncConsumer(o...)
+		if err != nil {
+			return nil, err
+		}
+		return c.Stop, nil
+	}},
+	{"NewLogMsgConsumer", func(o ...Option) (func(context.Context) error, error) {
+		c, err := NewLogMsgConsumer(nil, o...)
+		if err != nil {
+			return nil, err
+		}
+		return c.Stop, nil
+	}},
+	{"NewEventMsgConsumer", func(o ...Option) (func(context.Context) error, error) {
+		c, err := NewEventMsgConsumer(o...)
+		if err != nil {
+			return nil, err
+		}
+		return c.Stop, nil
+	}},
+}
+
+// wantInvalidConfig fails the test unless err wraps ErrInvalidConfig and
+// reads "omqs: <ctor>: invalid configuration: ..." with every part of want.
+func wantInvalidConfig(t *testing.T, ctor string, err error, want ...string) {
+	t.Helper()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("%s: err = %v, want ErrInvalidConfig", ctor, err)
+	}
+	if prefix := "omqs: " + ctor + ": invalid configuration: "; !strings.HasPrefix(err.Error(), prefix) {
+		t.Fatalf("%s: err = %q, want it to start with %q", ctor, err, prefix)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Fatalf("%s: err = %q, want it to say %q", ctor, err, w)
+		}
+	}
+}
+
+// Each constructor reads only its own kind of section: publishers the six
+// publisher sections, consumers LogConsumer and EventConsumer, the Manager
+// none. Any other is refused, naming the constructor, the option and the
+// section; none falls back to another section.
+func TestConstructorsRefuseWrongSections(t *testing.T) {
+	publisher := []string{"AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter"}
+	consumer := []string{"LogConsumer", "EventConsumer"}
+	accepts := map[string][]string{
+		"NewManager":          nil,
+		"NewSyncPublisher":    publisher,
+		"NewAsyncPublisher":   publisher,
+		"NewSyncConsumer":     consumer,
+		"NewAsyncConsumer":    consumer,
+		"NewLogMsgConsumer":   consumer,
+		"NewEventMsgConsumer": consumer,
+	}
+	all := append(append([]string{"Nope", "Global", "Log", "LogWorker"}, publisher...), consumer...)
+	for _, c := range allConstructors {
+		for _, sec := range all {
+			t.Run(c.name+"/"+sec, func(t *testing.T) {
+				stop, err := c.build(WithConfig(DefaultConfig()), WithURL("memory://sections"), WithLogger(testLogger(t)), WithSection(sec))
+				if !slices.Contains(accepts[c.name], sec) {
+					if c.name == "NewManager" {
+						wantInvalidConfig(t, c.name, err, `WithSection("`+sec+`") does not apply to NewManager`)
+						return
+					}
+					wantInvalidConfig(t, c.name, err, `WithSection("`+sec+`"): `+c.name+" reads one of the sections")
+					return
+				}
+				if err != nil {
+					t.Fatalf("%s(WithSection(%q)): %v", c.name, sec, err)
+				}
+				if err := stop(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// A quorum queue must be durable: publishers, consumers and the Manager's
+// workers refuse a non-durable one alike, and accept a durable one.
+func TestQuorumQueueMustBeDurable(t *testing.T) {
+	quorum := func(durable bool) []Option {
+		return []Option{WithConfig(DefaultConfig()), WithQueue("q"), WithQueueType("quorum"), WithQueueDurable(durable)}
+	}
+	workers := func(durable bool) []Option {
+		cfg := DefaultConfig()
+		cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "quorum", durable
+		return []Option{WithConfig(cfg)}
+	}
+	for _, c := range allConstructors {
+		if c.name == "NewEventMsgConsumer" {
+			continue // its queue is always durable: WithQueueDurable(false) is refused for that
+		}
+		opts := quorum
+		if c.name == "NewManager" {
+			opts = workers
+		}
+		t.Run(c.name, func(t *testing.T) {
+			base := []Option{WithURL("memory://quorum"), WithLogger(testLogger(t))}
+			_, err := c.build(append(base, opts(false)...)...)
+			wantInvalidConfig(t, c.name, err, `queue "`, "a quorum queue must be durable")
+			stop, err := c.build(append(base, opts(true)...)...)
+			if err != nil {
+				t.Fatalf("durable quorum queue: %v", err)
+			}
+			if err := stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// Every option is in the table of at least one constructor under its own
+// name, and every name in the table is an option; a constructor refuses
+// exactly the options its row does not list, naming itself, the option and
+// its value.
+func TestOptionTable(t *testing.T) {
+	w := &blockingWorker{release: closedChan()}
+	every := []Option{
+		WithConfig(DefaultConfig()), WithConfigFile("/does/not/matter"), WithURL("memory://table"), WithName("n"),
+		WithLogger(testLogger(t)), WithTLSConfig(&tls.Config{}), WithReconnect(time.Second, 1),
+		WithBufferSize(2), WithMaxInFlight(2), WithOverflow(OverflowWait), WithLogWorker(w), WithEventWorker(w),
+		WithRetryOnFailedConnect(true), WithReturnHandler(func(Returned) {}), WithErrorHandler(func(error) {}),
+		WithSpoolDir(t.TempDir()), WithAppID("a"), WithSection("LogConsumer"), WithExchange("x", "topic", true),
+		WithQueue("q"), WithQueueDurable(true), WithQueueType("classic"), WithKeys("k"), WithMandatory(true),
+		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
+		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2),
+	}
+	names := map[string]bool{}
+	for _, o := range every {
+		names[o.name] = true
+	}
+	for ctor, r := range ctorRules {
+		for _, n := range r.options {
+			if !names[n] {
+				t.Errorf("%s's row lists %q, which is no option (or this test misses it)", ctor, n)
+			}
+		}
+	}
+	for _, o := range every {
+		in := false
+		for _, r := range ctorRules {
+			in = in || slices.Contains(r.options, o.name)
+		}
+		if !in {
+			t.Errorf("%s is accepted by no constructor", o.label())
+		}
+	}
+	if got := WithExchange("x", "fanout", false).label(); got != `WithExchange("x", "fanout", false)` {
+		t.Errorf("label %s", got)
+	}
+	if got := WithURL("amqp://u:s3cr3t@h/").label(); strings.Contains(got, "s3cr3t") {
+		t.Errorf("label %s shows the password", got)
+	}
+	for _, c := range allConstructors {
+		for _, o := range every {
+			if o.name == "WithConfigFile" || o.name == "WithSection" {
+				continue // a file that is not there; sections have their own test
+			}
+			stop, err := c.build(WithConfig(DefaultConfig()), WithURL("memory://table"), WithLogger(testLogger(t)), o)
+			if err == nil {
+				if err := stop(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			refused := err != nil && strings.Contains(err.Error(), "does not apply to")
+			if want := !slices.Contains(ctorRules[c.name].options, o.name); refused != want {
+				t.Errorf("%s(%s): err = %v; refused as not applying: %v, want %v", c.name, o.label(), err, refused, want)
+			}
+			if refused {
+				wantInvalidConfig(t, c.name, err, o.label()+" does not apply to "+c.name)
+			}
+		}
+	}
 }

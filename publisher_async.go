@@ -26,11 +26,14 @@ type AsyncPublisher struct {
 }
 
 // NewAsyncPublisher builds an AsyncPublisher. Its topology defaults come from
-// the [AsyncPublisher] section (or WithSection), overridden by WithExchange,
-// WithQueue, WithQueueDurable and WithKeys. Publishes are mandatory unless
-// WithMandatory(false). It does not connect: call Start.
+// the [AsyncPublisher] section (or WithSection, naming another publisher
+// section), overridden by WithExchange, WithQueue, WithQueueDurable,
+// WithQueueType and WithKeys. Publishes are mandatory unless
+// WithMandatory(false). Its log lines go to WithLogger's logger, or to a
+// LogManager built from the [Log] section, which Stop closes. It does not
+// connect and starts no goroutine: call Start.
 func NewAsyncPublisher(opts ...Option) (*AsyncPublisher, error) {
-	s, err := buildSettings(forPublisher, "NewAsyncPublisher", opts)
+	s, err := buildSettings("NewAsyncPublisher", opts)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +47,8 @@ func NewAsyncPublisher(opts ...Option) (*AsyncPublisher, error) {
 // Start connects, declares the topology and starts confirm tracking. A bad
 // URL, wrong credentials or a refused declaration return at once; an
 // unreachable broker is retried every RECONNECT_INTERVAL up to
-// RECONNECT_TIMES or until ctx ends.
+// RECONNECT_TIMES or until ctx ends. Calling Start again returns an error
+// wrapping ErrRunning, and after Stop (or a Start that failed) ErrStopped.
 func (p *AsyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx, false) }
 
 // Publish hands body to the broker under key ("" means the first configured

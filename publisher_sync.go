@@ -19,11 +19,14 @@ type SyncPublisher struct {
 }
 
 // NewSyncPublisher builds a SyncPublisher. Its topology defaults come from
-// the [SyncPublisher] section (or WithSection), overridden by WithExchange,
-// WithQueue, WithQueueDurable and WithKeys. Publishes are not mandatory
-// unless WithMandatory(true). It does not connect: call Start.
+// the [SyncPublisher] section (or WithSection, naming another publisher
+// section), overridden by WithExchange, WithQueue, WithQueueDurable,
+// WithQueueType and WithKeys. Publishes are not mandatory unless
+// WithMandatory(true). Its log lines go to WithLogger's logger, or to a
+// LogManager built from the [Log] section, which Stop closes. It does not
+// connect and starts no goroutine: call Start.
 func NewSyncPublisher(opts ...Option) (*SyncPublisher, error) {
-	s, err := buildSettings(forPublisher, "NewSyncPublisher", opts)
+	s, err := buildSettings("NewSyncPublisher", opts)
 	if err != nil {
 		return nil, err
 	}
@@ -35,6 +38,8 @@ func NewSyncPublisher(opts ...Option) (*SyncPublisher, error) {
 }
 
 // Start connects and declares the topology; see AsyncPublisher.Start.
+// Calling it again returns an error wrapping ErrRunning, and after Stop (or
+// a Start that failed) ErrStopped.
 func (p *SyncPublisher) Start(ctx context.Context) error { return p.e.start(ctx, false) }
 
 // Publish sends body under key ("" means the first configured key) and waits
@@ -65,18 +70,18 @@ func (p *SyncPublisher) wait(ctx context.Context, m *outMsg) error {
 	m.done = make(chan error, 1)
 	if err := p.e.publish(ctx, m); err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			return fmt.Errorf("%s: message not taken: %w", p.e.kind, err)
+			return errorOf(p.e.who, fmt.Errorf("message not taken: %w", err))
 		}
 		return err
 	}
 	select {
 	case err := <-m.done:
 		if err != nil {
-			return fmt.Errorf("%s: message %s: %w", p.e.kind, m.id, err)
+			return errorOf(p.e.who, fmt.Errorf("message %s: %w", m.id, err))
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: message %s is taken and waits for its confirm: %w", ErrNotConfirmed, p.e.kind, m.id, ctx.Err())
+		return errorOf(p.e.who, fmt.Errorf("%w: message %s is taken and waits for its confirm: %w", ErrNotConfirmed, m.id, ctx.Err()))
 	}
 }
 

@@ -64,14 +64,13 @@ func (t topology) bind(ch transport.Channel, queue string) error {
 	return nil
 }
 
-// publisherTopology picks the section of a publisher and applies overrides.
-func publisherTopology(s *settings, defSection string) topology {
-	sec := s.section
-	if sec == "" {
-		sec = defSection
-	}
+// publisherTopology reads the publisher's section (s.section, which
+// buildSettings set and checked) and applies the overrides.
+func publisherTopology(s *settings) (topology, error) {
 	var pc PublisherConfig
-	switch sec {
+	switch s.section {
+	case "AsyncPublisher":
+		pc = s.cfg.AsyncPublisher
 	case "SyncPublisher":
 		pc = s.cfg.SyncPublisher
 	case "AsyncBroadcaster":
@@ -83,7 +82,7 @@ func publisherTopology(s *settings, defSection string) topology {
 	case "SyncRouter":
 		pc = s.cfg.SyncRouter
 	default:
-		pc = s.cfg.AsyncPublisher
+		return topology{}, fmt.Errorf("%w: [%s] is not a publisher section", ErrInvalidConfig, s.section)
 	}
 	t := topology{
 		exchange: pc.Exchange, kind: pc.ExchangeType, durable: pc.ExchangeDurable,
@@ -91,7 +90,7 @@ func publisherTopology(s *settings, defSection string) topology {
 		keys: pc.RoutingKeys,
 	}
 	s.overrideTopology(&t)
-	return t
+	return t, nil
 }
 
 func (s *settings) overrideTopology(t *topology) {

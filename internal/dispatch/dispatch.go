@@ -11,6 +11,10 @@ import (
 
 // Dispatcher calls queued functions one at a time, in order, on its own
 // goroutine. When its queue is full, Go drops the function and counts it.
+//
+// The goroutine starts with the first call to Go, so that a Dispatcher that
+// is built and never used (a publisher that is never started) leaves none
+// behind; Close ends it.
 type Dispatcher struct {
 	q       chan func()
 	dropped atomic.Uint64
@@ -18,15 +22,15 @@ type Dispatcher struct {
 	mu      sync.RWMutex // held shared by Go, exclusive by Close
 	closed  bool
 	once    sync.Once
+	start   sync.Once // starts run, or (Close before any Go) closes done
 	done    chan struct{}
 	stop    chan struct{}
 }
 
-// New starts a Dispatcher holding at most size queued calls.
+// New returns a Dispatcher holding at most size queued calls. It starts no
+// goroutine: the first call to Go does.
 func New(size int) *Dispatcher {
-	d := &Dispatcher{q: make(chan func(), size), done: make(chan struct{}), stop: make(chan struct{})}
-	go d.run()
-	return d
+	return &Dispatcher{q: make(chan func(), size), done: make(chan struct{}), stop: make(chan struct{})}
 }
 
 func (d *Dispatcher) run() {
@@ -67,6 +71,7 @@ func (d *Dispatcher) Go(f func()) bool {
 		d.dropped.Add(1)
 		return false
 	}
+	d.start.Do(func() { go d.run() })
 	select {
 	case d.q <- f:
 		return true
@@ -91,6 +96,9 @@ func (d *Dispatcher) CloseContext(ctx context.Context) error {
 	d.once.Do(func() {
 		d.mu.Lock()
 		d.closed = true
+		// No Go comes after this: without one before it, there is no
+		// goroutine to wait for.
+		d.start.Do(func() { close(d.done) })
 		d.mu.Unlock()
 		close(d.stop)
 	})

@@ -81,3 +81,19 @@ func TestCloseContextGivesUpOnABlockedCall(t *testing.T) {
 		t.Fatalf("dropped = %d, want 1", d.Dropped())
 	}
 }
+
+// A Dispatcher that was never given a call has no goroutine, before or
+// after Close, and Close does not wait for one.
+func TestUnusedDispatcherStartsNoGoroutine(t *testing.T) {
+	d := New(4)
+	if err := goleak.Find(); err != nil {
+		t.Fatalf("New started a goroutine: %v", err)
+	}
+	d.Close()
+	if d.Go(func() {}) {
+		t.Fatal("Go after Close was accepted")
+	}
+	if err := goleak.Find(); err != nil {
+		t.Fatalf("Close left a goroutine: %v", err)
+	}
+}
