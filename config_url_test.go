@@ -84,7 +84,7 @@ func TestConfigURLRefusals(t *testing.T) {
 // TestWithURLWarnings checks that WithURL refuses what LoadConfig refuses,
 // without showing the password, and adds its warnings to the Config's.
 func TestWithURLWarnings(t *testing.T) {
-	s, err := buildSettings(forManager, "NewManager", []Option{WithConfig(DefaultConfig()),
+	s, err := buildSettings("NewManager", []Option{WithConfig(DefaultConfig()),
 		WithURL("amqp://u:p@h/?retry_delay=1&heartbeat=120")})
 	if err != nil {
 		t.Fatal(err)
