@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,18 +160,23 @@ func cmdSend(e *env, args []string) error {
 		bar := startProgress(e.stderr, 500*time.Millisecond, func() string {
 			return fmt.Sprintf("sent %d, confirmed %d", sent.Load(), pub.Stats().Confirmed)
 		})
-		sc := bufio.NewScanner(e.stdin)
-		sc.Buffer(make([]byte, 64*1024), omqs.MaxBodySize+1)
-		for sc.Scan() && e.ctx.Err() == nil {
-			line := strings.TrimSuffix(sc.Text(), "\r")
-			if line == "" {
-				continue
-			}
-			if !publish([]byte(line)) {
-				break
+		lines, quit, readDone := readInput(e.stdin)
+	loop:
+		for {
+			select {
+			case <-e.ctx.Done():
+				break loop
+			case line, ok := <-lines:
+				if !ok {
+					readErr = *readDone
+					break loop
+				}
+				if !publish(line) {
+					break loop
+				}
 			}
 		}
-		readErr = sc.Err()
+		close(quit)
 		bar.end()
 	} else {
 		publish([]byte(pos[0]))
@@ -211,6 +218,36 @@ func cmdSend(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%d %s confirmed (exchange %q, key %q)\n", n, plural(n, "message", "messages"), w.Exchange, key)
 	}
 	return nil
+}
+
+// readInput reads the lines of r on a goroutine, so that SIGINT ends send
+// even while standard input has nothing to read; empty lines are skipped and
+// a final "\r" is removed. The channel is closed at the end of the input,
+// after *err was set to the read error, if any. Closing quit makes the
+// goroutine return once it has a line to hand over; one blocked reading
+// a terminal returns only when the process exits.
+func readInput(r io.Reader) (lines <-chan []byte, quit chan struct{}, err *error) {
+	ch := make(chan []byte, 256)
+	quit = make(chan struct{})
+	err = new(error)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64*1024), omqs.MaxBodySize+1)
+		for sc.Scan() {
+			line := bytes.TrimSuffix(sc.Bytes(), []byte("\r"))
+			if len(line) == 0 {
+				continue
+			}
+			select {
+			case ch <- bytes.Clone(line):
+			case <-quit:
+				return
+			}
+		}
+		*err = sc.Err()
+	}()
+	return ch, quit, err
 }
 
 func joinProblems(p []string) string {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
 )
@@ -84,4 +87,38 @@ func TestSendFailures(t *testing.T) {
 	r = runOmqs(t, runOpts{}, "--config", s.cfg, "send", "--event", strings.Repeat("k", 256), "hello")
 	wantCode(t, r, 1)
 	wantContains(t, "standard error", r.stderr, "refused before sending", "longer than 255")
+}
+
+// SIGINT ends send even while standard input has nothing more to read; it
+// reports what was confirmed and exits with status 130.
+func TestSendInterrupted(t *testing.T) {
+	s := brokerSetup(t)
+	ch := brokertest.Channel(t)
+	wantCode(t, runOmqs(t, runOpts{}, "--config", s.cfg, "ping"), 0) // declares the queue
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := newCmd(t, ctx, runOpts{}, "--config", s.cfg, "send", "-")
+	cmd.Stdin = nil
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	for i := range 10 {
+		fmt.Fprintf(stdin, "message %d\n", i)
+	}
+	depth(t, ch, s.eventQ, 10)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit status %d, want 130; stderr:\n%s", code, stderr.String())
+	}
+	wantContains(t, "standard error", stderr.String(), "omqs send: interrupted: 10 message(s) sent, 10 confirmed")
 }

@@ -62,7 +62,7 @@ func cmdSpool(e *env, args []string) error {
 	dir := fs.String("dir", "", "spool `DIR` (default: FOLDER of [Log], ./log/)")
 	asJSON := fs.Bool("json", false, "show: one JSON object per record")
 	timeout := fs.Duration("timeout", 30*time.Second, "replay: how long to try to connect, and to wait for the last confirms")
-	batch := fs.Int("batch", 1000, "replay: records published before waiting for their confirms")
+	batch := fs.Int("batch", 5000, "replay: records published before waiting for their confirms")
 	drop := fs.Bool("drop-unreadable", false, "replay: remove unreadable lines instead of keeping them in the file")
 	pos, err := e.parse(fs, spoolHelp, args)
 	if err != nil {
