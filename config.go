@@ -59,6 +59,10 @@ type Config struct {
 	// set twice, and MQURL's pika parameters that have no equivalent or a
 	// heartbeat the broker caps. WithURL adds the warnings of its URL.
 	Warnings []string
+
+	// origins maps "Section.KEY" (folded) to the "file:line" that set it;
+	// filled by LoadConfig, read by Origin.
+	origins map[string]string
 }
 
 // GlobalConfig is the [Global] section.
@@ -308,10 +312,11 @@ func parseConfig(name string, data []byte) (*Config, error) {
 	}
 	c := DefaultConfig()
 	c.Source = name
-	ld := &cfgLoader{name: name, file: f, def: f.Section("DEFAULT"), used: map[*pyini.Key]bool{}}
+	ld := &cfgLoader{name: name, file: f, def: f.Section("DEFAULT"), used: map[*pyini.Key]bool{}, origins: map[string]string{}}
 	if err := ld.load(c); err != nil {
 		return nil, err
 	}
+	c.origins = ld.origins
 	return c, nil
 }
 
@@ -323,6 +328,8 @@ type cfgLoader struct {
 	// used holds the keys that set a field or that a %(KEY)s referred to.
 	used     map[*pyini.Key]bool
 	warnings []cfgWarning
+	section  string            // the section apply works on
+	origins  map[string]string // see Config.origins
 }
 
 type cfgWarning struct {
@@ -345,6 +352,7 @@ func (ld *cfgLoader) load(c *Config) error {
 	}
 	for _, cs := range sections {
 		s := ld.file.Section(cs.name)
+		ld.section = cs.name
 		for _, fd := range cs.fields {
 			if err := ld.apply(cs.name, s, fd); err != nil {
 				return err
@@ -367,6 +375,7 @@ func (ld *cfgLoader) apply(section string, s *pyini.Section, fd cfgField) error 
 		return err
 	}
 	ld.used[k] = true
+	ld.origins[cfgOriginKey(ld.section, fd.key)] = fmt.Sprintf("%s:%d", ld.name, k.Line)
 	v, err := pyini.Interpolate(k.Value, ld.lookup(s))
 	if err != nil {
 		return ld.errorf(k, name, "%s: %v", fd.quote(k.Value), err)

@@ -48,6 +48,7 @@ func TestShippedConfigIsDefault(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.Source = c.Source
+	want.origins = c.origins // where each key was read is TestConfigOrigin's
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("OMQS.cfg differs from DefaultConfig:\n%s\nwant\n%s", c, want)
 	}
@@ -228,6 +229,7 @@ func TestConfigEverySetting(t *testing.T) {
 			// Only that field changed.
 			d := DefaultConfig()
 			d.Source = c.Source
+			d.origins = c.origins
 			cfgSetField(t, d, tc)
 			if !reflect.DeepEqual(c, d) {
 				t.Errorf("other settings changed:\n%s\nwant\n%s", c, d)
@@ -800,6 +802,7 @@ func TestConfigStringRoundTrip(t *testing.T) {
 			t.Errorf("%s: warnings %q", path, back.Warnings)
 		}
 		back.Source = c.Source
+		back.origins = c.origins // the lines differ
 		if !reflect.DeepEqual(back, c) {
 			t.Errorf("%s: String does not load back:\n%s\nwant\n%s", path, back, c)
 		}

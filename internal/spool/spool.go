@@ -193,37 +193,64 @@ func (s *Spool) Close() error {
 // Read calls fn for every record of the file at path, in order. Lines that do
 // not decode are skipped and counted in bad. It stops at fn's first error.
 func Read(path string, fn func(Record) error) (bad int, err error) {
+	err = Scan(path, func(l Line) error {
+		if !l.OK {
+			bad++
+			return nil
+		}
+		return fn(l.Record)
+	})
+	return bad, err
+}
+
+// Line is one non-blank line of a spool file, as Scan hands it over.
+type Line struct {
+	// Number is the line's 1-based number in the file.
+	Number int
+	// Raw is the line without its newline. It is valid only during the call.
+	Raw []byte
+	// Record is the decoded record when OK is true.
+	Record Record
+	// OK is false for a line that does not decode (a torn write, a line
+	// edited by hand, a body64 that is not base64): Read counts it as bad.
+	OK bool
+}
+
+// Scan calls fn for every non-blank line of the file at path, in order,
+// decoded as Read decodes it, with the raw bytes of the line, so that a
+// caller can copy lines it keeps. It stops at fn's first error.
+func Scan(path string, fn func(Line) error) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 256<<20)
+	n := 0
 	for sc.Scan() {
+		n++
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var r Record
-		if err := json.Unmarshal(line, &r); err != nil {
-			bad++
-			continue
+		l := Line{Number: n, Raw: line}
+		l.OK = json.Unmarshal(line, &l.Record) == nil
+		if l.OK && l.Record.Body64 != "" {
+			_, err := base64.StdEncoding.DecodeString(l.Record.Body64)
+			l.OK = err == nil
 		}
-		if r.Body64 != "" {
-			if _, err := base64.StdEncoding.DecodeString(r.Body64); err != nil {
-				bad++
-				continue
-			}
+		if !l.OK {
+			l.Record = Record{}
 		}
-		if err := fn(r); err != nil {
-			return bad, err
+		if err := fn(l); err != nil {
+			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return bad, fmt.Errorf("spool %s: %w", path, err)
+		return fmt.Errorf("spool %s: %w", path, err)
 	}
-	return bad, nil
+	return nil
 }
 
 // Count returns how many records the spool file and its replay files hold.

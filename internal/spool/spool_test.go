@@ -121,3 +121,45 @@ func TestAppendAfterFailedWriteStartsNewLine(t *testing.T) {
 		t.Fatalf("bad %d keys %v; want the torn line bad and a, c read", bad, keys)
 	}
 }
+
+func TestScanNumbersLinesAndKeepsRawBytes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "backup.evt")
+	data := "{\"exchange\":\"x\",\"key\":\"a\",\"ts\":\"2026-11-28T12:00:00Z\",\"body\":\"one\"}\n" +
+		"not json\n" +
+		"\n" +
+		"{\"exchange\":\"x\",\"key\":\"b\",\"ts\":\"2026-11-28T12:00:00Z\",\"body64\":\"!!!\"}\n" +
+		"{\"exchange\":\"x\",\"key\":\"c\",\"ts\":\"2026-11-28T12:00:00Z\",\"body\":\"three\"}\n"
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		n   int
+		raw string
+		key string
+		ok  bool
+	}
+	var got []seen
+	if err := Scan(p, func(l Line) error {
+		got = append(got, seen{l.Number, string(l.Raw), l.Record.Key, l.OK})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []seen{
+		{1, `{"exchange":"x","key":"a","ts":"2026-11-28T12:00:00Z","body":"one"}`, "a", true},
+		{2, "not json", "", false},
+		{4, `{"exchange":"x","key":"b","ts":"2026-11-28T12:00:00Z","body64":"!!!"}`, "", false},
+		{5, `{"exchange":"x","key":"c","ts":"2026-11-28T12:00:00Z","body":"three"}`, "c", true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if err := Scan(filepath.Join(t.TempDir(), "missing"), func(Line) error { return nil }); !os.IsNotExist(err) {
+		t.Errorf("missing file: %v, want a not-exist error", err)
+	}
+}
