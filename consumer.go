@@ -72,7 +72,7 @@ const DefaultConcurrency = 8
 // only after they have ended, so a callback that never returns keeps Run
 // from returning: callbacks should give up when their context is cancelled.
 // The methods are safe for concurrent use.
-type SyncConsumer struct{ c *consumer }
+type SyncConsumer struct{ *consumer }
 
 // AsyncConsumer is a SyncConsumer that runs up to WithConcurrency callbacks
 // at once (DefaultConcurrency by default), on that many goroutines owned by
@@ -83,7 +83,7 @@ type SyncConsumer struct{ c *consumer }
 // Everything else (acknowledgements, reconnects, Stop) works as for
 // SyncConsumer. The methods are safe for concurrent use; the callback must be
 // safe to call from several goroutines at once.
-type AsyncConsumer struct{ c *consumer }
+type AsyncConsumer struct{ *consumer }
 
 // LogMsgConsumer receives log records published by a Manager's log worker:
 // its queue (QUEUE of [LogConsumer], "omqs.queue.log" by default, not durable
@@ -94,7 +94,7 @@ type AsyncConsumer struct{ c *consumer }
 // It runs one callback at a time unless WithConcurrency says otherwise, and
 // otherwise works as SyncConsumer (see there for acknowledgements, reconnects
 // and Stop). The methods are safe for concurrent use.
-type LogMsgConsumer struct{ c *consumer }
+type LogMsgConsumer struct{ *consumer }
 
 // EventMsgConsumer receives events published by a Manager's event worker:
 // its durable queue (QUEUE of [EventConsumer], "omqs.queue.event" by default)
@@ -105,7 +105,7 @@ type LogMsgConsumer struct{ c *consumer }
 // It runs one callback at a time unless WithConcurrency says otherwise, and
 // otherwise works as SyncConsumer (see there for acknowledgements, reconnects
 // and Stop). The methods are safe for concurrent use.
-type EventMsgConsumer struct{ c *consumer }
+type EventMsgConsumer struct{ *consumer }
 
 // NewSyncConsumer builds a consumer of the queue "omqs.default.topicQueue"
 // bound with the key "omqs.default.syncPublisher.key" to the topic exchange
@@ -122,7 +122,7 @@ func NewSyncConsumer(opts ...ConsumerOption) (*SyncConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SyncConsumer{c: c}, nil
+	return &SyncConsumer{c}, nil
 }
 
 // NewAsyncConsumer builds a consumer like NewSyncConsumer that runs up to
@@ -133,7 +133,7 @@ func NewAsyncConsumer(opts ...ConsumerOption) (*AsyncConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &AsyncConsumer{c: c}, nil
+	return &AsyncConsumer{c}, nil
 }
 
 // NewLogMsgConsumer builds a consumer of log records bound with keys, which
@@ -148,7 +148,7 @@ func NewLogMsgConsumer(keys []string, opts ...ConsumerOption) (*LogMsgConsumer, 
 	if err != nil {
 		return nil, err
 	}
-	return &LogMsgConsumer{c: c}, nil
+	return &LogMsgConsumer{c}, nil
 }
 
 // NewEventMsgConsumer builds a consumer of events. Its queue is durable;
@@ -163,91 +163,8 @@ func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EventMsgConsumer{c: c}, nil
+	return &EventMsgConsumer{c}, nil
 }
-
-// Run connects, declares the exchange, the queue and its bindings, and
-// consumes until ctx ends or Stop is called; then it cancels the
-// subscription, waits for the callbacks in flight, settles their deliveries
-// and closes the connection. It blocks all that time and returns nil.
-//
-// An unreachable broker is retried every RECONNECT_INTERVAL up to
-// RECONNECT_TIMES. Run returns an error when the first connection fails for
-// good (wrong credentials: ErrConnection; a declaration the broker refuses,
-// such as a queue that exists with other settings: ErrInvalidQueue), or after
-// RECONNECT_TIMES consecutive failed reconnect attempts (ErrConnection).
-// Calling Run while it runs returns an error wrapping ErrRunning; calling it
-// after it returned, or after Stop, returns ErrStopped.
-//
-// Callbacks get a context derived from ctx that is also cancelled when Stop's
-// context ends.
-//
-// With WithNoAck(true), the deliveries received but not yet handled when ctx
-// ends are still handed to the callback, with its context already cancelled.
-// The broker forgot them when it sent them, so a callback that gives up on
-// its context loses the message: each loss is logged at ERROR, and before it
-// returns Run passes their count to the error handler. Stop instead hands
-// them over with a live context, until Stop's own context ends.
-func (c *SyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription (no new deliveries), waits for the callback
-// in flight to return and settles its delivery, closes the channel and the
-// connection (deliveries received but not handled go back to the queue) and
-// waits for Run to return. If ctx ends first, Stop cancels the callbacks'
-// context, closes the connection anyway and returns an error saying how many
-// callbacks were still running; Run returns once they have.
-//
-// Stop is idempotent and safe for concurrent use. A callback that calls Stop
-// must pass its own context (Stop then starts the shutdown and returns without
-// waiting for itself); with another context it waits until that context ends.
-func (c *SyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is connected, its queue declared and
-// bound, and its subscription active. It is false before Run, while
-// reconnecting and after Stop.
-func (c *SyncConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the deliveries that arrive from now on
-// (the one running finishes with the old callback). It is safe to call before
-// and during Run, from any goroutine. A nil cb restores the default: log each
-// delivery and acknowledge it.
-func (c *SyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *AsyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *AsyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *AsyncConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *AsyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *LogMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *LogMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *LogMsgConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *LogMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *EventMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *EventMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *EventMsgConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *EventMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
 
 // consumerPreset is what distinguishes the four public consumer types.
 type consumerPreset struct {
@@ -482,7 +399,75 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 	return c, nil
 }
 
-func (c *consumer) setCallback(cb Callback) {
+// The methods below are those of the four public consumer types, which
+// embed *consumer. Every other method of consumer is unexported, so that
+// nothing else is promoted to them.
+
+// errZeroConsumer is what the methods of a consumer value that no
+// constructor made (a zero SyncConsumer{}) return.
+var errZeroConsumer = fmt.Errorf("%w: a consumer must be made by its New...Consumer constructor", ErrInvalidConfig)
+
+// Run connects, declares the exchange, the queue and its bindings, and
+// consumes until ctx ends or Stop is called; then it cancels the
+// subscription, waits for the callbacks in flight, settles their deliveries
+// and closes the connection. It blocks all that time and returns nil, also
+// when ctx ends or Stop is called before the first connection succeeded.
+//
+// An unreachable broker is retried every RECONNECT_INTERVAL up to
+// RECONNECT_TIMES. Run returns an error when the first connection fails for
+// good (wrong credentials: ErrConnection; a declaration the broker refuses,
+// such as a queue that exists with other settings: ErrInvalidQueue), or after
+// RECONNECT_TIMES consecutive failed reconnect attempts (ErrConnection).
+// Calling Run while it runs returns an error wrapping ErrRunning; calling it
+// after it returned, or after Stop, returns ErrStopped.
+//
+// Callbacks get a context derived from ctx that is also cancelled when Stop's
+// context ends.
+//
+// With WithNoAck(true), the deliveries received but not yet handled when ctx
+// ends are still handed to the callback, with its context already cancelled.
+// The broker forgot them when it sent them, so a callback that gives up on
+// its context loses the message: each loss is logged at ERROR, and before it
+// returns Run passes their count to the error handler. Stop instead hands
+// them over with a live context, until Stop's own context ends.
+func (c *consumer) Run(ctx context.Context) error {
+	if c == nil {
+		return errZeroConsumer
+	}
+	return c.run(ctx)
+}
+
+// Stop cancels the subscription (no new deliveries), waits for the
+// callbacks in flight to return and settles their deliveries, closes the
+// channel and the connection (deliveries received but not handled go back
+// to the queue) and waits for Run to return. If ctx ends first, Stop cancels
+// the callbacks' context, closes the connection anyway and returns an error
+// saying how many callbacks were still running; Run returns once they have.
+//
+// Stop is idempotent and safe for concurrent use. A callback that calls Stop
+// must pass its own context (Stop then starts the shutdown and returns without
+// waiting for itself); with another context it waits until that context ends.
+func (c *consumer) Stop(ctx context.Context) error {
+	if c == nil {
+		return errZeroConsumer
+	}
+	return c.stop(ctx)
+}
+
+// Ready reports whether the consumer is connected, its queue declared and
+// bound, and its subscription active. It is false before Run, while
+// reconnecting and after Stop. It turns true on each connection before the
+// first callback of that connection runs.
+func (c *consumer) Ready() bool { return c != nil && c.ready.Load() }
+
+// SetCallback sets the callback for the deliveries that arrive from now on
+// (the ones running finish with the old callback). It is safe to call before
+// and during Run, from any goroutine. A nil cb restores the default: log each
+// delivery and acknowledge it.
+func (c *consumer) SetCallback(cb Callback) {
+	if c == nil {
+		return
+	}
 	if cb == nil {
 		c.cb.Store(nil)
 		return
@@ -886,7 +871,7 @@ func (c *consumer) reportAsync(err error) {
 	}
 }
 
-// stop is Stop of every consumer type.
+// stop is Stop of a consumer made by its constructor.
 func (c *consumer) stop(ctx context.Context) error {
 	if ctx.Value(callbackCtxKey{}) == c {
 		// Called from a callback: start the shutdown, do not wait for it.
