@@ -652,6 +652,10 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	handlersDone := make(chan struct{})
 	ended := make(chan struct{}) // closed when the first handler ends
 	var endOnce sync.Once
+	// Ready turns true before the handlers start: the subscription is active
+	// (Consume returned) and deliveries may already wait, so the first
+	// callback can run as soon as a handler does.
+	c.ready.Store(true)
 	for range c.concurrency {
 		go func() {
 			defer func() {
@@ -665,7 +669,6 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 			endOnce.Do(func() { close(ended) })
 		}()
 	}
-	c.ready.Store(true)
 	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
 
 	// The subscription is over when a handler finds the delivery channel
