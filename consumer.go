@@ -12,7 +12,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -196,7 +195,7 @@ type consumer struct {
 	dialer      *reconnect.Dialer
 	log         *slog.Logger
 	ownLog      *LogManager
-	onError     func(error)
+	rep         *reporter // Run closes it before it returns
 	redeliv     redeliveryTable
 
 	cb       atomic.Pointer[Callback]
@@ -208,7 +207,6 @@ type consumer struct {
 	state    consumerState
 	sess     *consumerSession
 	cbCancel context.CancelFunc
-	disp     *dispatch.Dispatcher
 
 	quit       context.Context // cancelled when Stop begins
 	quitCancel context.CancelFunc
@@ -317,7 +315,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		return nil, invalid("queue type %q is not classic or quorum", t.queueType)
 	}
 
-	c := &consumer{name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
+	c := &consumer{name: s.name, topo: t, noAck: s.noAck}
 	if c.name == "" {
 		c.name = kind
 	}
@@ -383,6 +381,7 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		s.logger = lm.Logger()
 	}
 	c.log = s.logger
+	c.rep = newReporter(c.log, c.name, s.onError, 64)
 	if p.durableQueue && !cc.QueueDurable && s.queueDurable == nil {
 		c.log.Warn(fmt.Sprintf("omqs: [%s] QUEUE_DURABLE is false; the event queue is declared durable anyway", sec), "consumer", c.name)
 	}
@@ -489,7 +488,6 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	c.state = consumerRunning
 	cbCtx, cbCancel := context.WithCancel(context.WithValue(ctx, callbackCtxKey{}, c))
 	c.cbCancel = cbCancel
-	c.disp = dispatch.New(64)
 	c.mu.Unlock()
 
 	// lctx ends when ctx ends or Stop begins.
@@ -501,13 +499,12 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		cbCancel()
 		c.ready.Store(false)
 		if n := c.lost.Load(); n > 0 {
-			c.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
+			c.rep.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
 		}
 		c.mu.Lock()
 		c.state = consumerDone
-		disp := c.disp
 		c.mu.Unlock()
-		closeHandlers(disp, c.log, c.name)
+		c.rep.close()
 		c.closeLog()
 		close(c.runDone)
 	}()
@@ -532,7 +529,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		if lctx.Err() != nil {
 			return nil
 		}
-		c.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
+		c.rep.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
 		sess, err = c.connect(lctx, false)
 		if err == nil {
 			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "queue", sess.queue)
@@ -801,7 +798,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
-			c.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
+			c.rep.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 				c.who, d.MessageId, d.RoutingKey, n, c.redeliv.max, err))
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 			return
@@ -832,7 +829,7 @@ func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (pan
 			panicked, err = true, fmt.Errorf("callback panicked: %s", pv)
 			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
 				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", string(stack))
-			c.reportAsync(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
+			c.rep.passOn(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
 		}
 	}()
 	return false, cb(ctx, toDelivery(d))
@@ -850,27 +847,6 @@ func toDelivery(d *amqp.Delivery) Delivery {
 		Timestamp:   d.Timestamp,
 		Headers:     plainHeaders(d.Headers),
 		Redelivered: d.Redelivered,
-	}
-}
-
-// report passes a background error to the logger and the error handler.
-func (c *consumer) report(err error) {
-	c.log.Error(redactError(err).Error())
-	c.reportAsync(err)
-}
-
-// reportAsync passes err to the error handler only.
-func (c *consumer) reportAsync(err error) {
-	err = redactError(err)
-	f := c.onError
-	if f == nil {
-		return
-	}
-	c.mu.Lock()
-	d := c.disp
-	c.mu.Unlock()
-	if d != nil && !d.Go(func() { f(err) }) {
-		c.log.Warn("omqs: error handler queue full; error not passed on", "consumer", c.name)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
@@ -31,10 +30,9 @@ type engine struct {
 	log        *slog.Logger
 	st         *counters
 	sp         *spool.Spool // nil: no spool
-	disp       *dispatch.Dispatcher
-	ownDisp    bool
+	rep        *reporter    // errors and returns go out through it
+	ownRep     bool         // rep is the engine's own, closed by Stop
 	onReturn   func(Returned)
-	onError    func(error)
 	interval   time.Duration
 	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 
@@ -123,7 +121,7 @@ func configuredEngine(s *settings, kind, name string, topo topology, mandatory b
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, disp: d.disp,
+		window: s.cfg.Global.MaxInFlight, logger: logger, spool: d.spool, rep: d.rep,
 		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
 }
@@ -148,7 +146,7 @@ type engineConfig struct {
 	window    int
 	logger    *slog.Logger
 	spool     *spool.Spool
-	disp      *dispatch.Dispatcher // nil: own
+	rep       *reporter // nil: own
 	onReturn  func(Returned)
 	onError   func(error)
 	wait      func(ctx context.Context, d time.Duration) error
@@ -165,8 +163,8 @@ func newEngine(c engineConfig) *engine {
 			Endpoints: c.endpoints, Options: c.dialOpts,
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
-		log: c.logger, st: &counters{}, sp: c.spool, disp: c.disp,
-		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
+		log: c.logger, st: &counters{}, sp: c.spool, rep: c.rep,
+		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy,
 		window:      c.window,
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
@@ -178,9 +176,9 @@ func newEngine(c engineConfig) *engine {
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
 	}
-	if e.disp == nil {
-		e.disp = dispatch.New(1024)
-		e.ownDisp = true
+	if e.rep == nil {
+		e.rep = newReporter(c.logger, c.name, c.onError, 1024)
+		e.ownRep = true
 	}
 	e.runCtx, e.cancel = context.WithCancel(context.Background())
 	return e
@@ -238,8 +236,8 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			e.pubMu.Unlock()
 			e.spoolMany(held, err)
 			e.cancel()
-			if e.ownDisp {
-				e.disp.Close()
+			if e.ownRep {
+				e.rep.close()
 			}
 			return err
 		}
@@ -284,20 +282,11 @@ func (e *engine) giveUp(cause error) {
 	n := len(msgs)
 	e.spoolMany(msgs, nil)
 	if e.sp != nil {
-		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) written to %s, the rest follow until the broker is back",
+		e.rep.report(fmt.Errorf("%w: %s %s: %w; %d message(s) written to %s, the rest follow until the broker is back",
 			ErrConnection, e.kind, e.name, cause, n, e.sp.Path()))
 	} else {
-		e.report(fmt.Errorf("%w: %s %s: %w; %d message(s) could not be delivered",
+		e.rep.report(fmt.Errorf("%w: %s %s: %w; %d message(s) could not be delivered",
 			ErrConnection, e.kind, e.name, cause, n))
-	}
-}
-
-// report passes a background error to the logger and the error handler.
-func (e *engine) report(err error) {
-	err = redactError(err)
-	e.log.Error(err.Error())
-	if f := e.onError; f != nil {
-		e.disp.Go(func() { f(err) })
 	}
 }
 
@@ -402,8 +391,8 @@ func (e *engine) doStop(ctx context.Context) error {
 			result = errors.Join(result, fmt.Errorf("%s %s: %w", e.kind, e.name, err))
 		}
 	}
-	if e.ownDisp {
-		closeHandlers(e.disp, e.log, e.name)
+	if e.ownRep {
+		e.rep.close()
 	}
 	e.unblockClock()
 	return result
