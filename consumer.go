@@ -515,7 +515,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 			if lctx.Err() != nil {
 				return nil
 			}
-			return c.connectError(err)
+			return connectError(c.who, err)
 		}
 		if !c.install(sess) {
 			// Stop began while connecting.
@@ -548,24 +548,11 @@ func (c *consumer) install(sess *consumerSession) bool {
 	return true
 }
 
-func (c *consumer) connectError(err error) error {
-	var ge *reconnect.GiveUpError
-	var de *transport.DialError
-	switch {
-	case errors.As(err, &ge), errors.As(err, &de):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, c.who, err)
-	}
-	return fmt.Errorf("%s: %w", c.who, err)
-}
-
 // connect dials and sets up a session: channel, topology, Qos, subscription.
 func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession, error) {
 	var sess *consumerSession
-	_, err := c.dialer.Connect(ctx, func(ctx context.Context, conn transport.Conn) error {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
-		}
+	err := connectChannel(ctx, c.dialer, failFast, func(conn transport.Conn, ch transport.Channel) error {
+		var err error
 		s := &consumerSession{
 			conn:      conn,
 			ch:        ch,
@@ -573,7 +560,7 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 			connClose: conn.NotifyClose(make(chan *amqp.Error, 1)),
 		}
 		if s.queue, err = c.declare(ch); err != nil {
-			return permanentIfRefused(err)
+			return err
 		}
 		if !c.noAck {
 			if err := ch.Qos(c.prefetch, 0, false); err != nil {
@@ -583,22 +570,15 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 		s.tag = consumerTag(c.name)
 		s.deliveries, err = ch.Consume(s.queue, s.tag, c.noAck, false, false, false, nil)
 		if err != nil {
-			return permanentIfRefused(fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err))
+			return fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err)
 		}
 		sess = s
 		return nil
-	}, failFast)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return sess, nil
-}
-
-func permanentIfRefused(err error) error {
-	if isPreconditionOrAccess(err) {
-		return &reconnect.PermanentError{Err: err}
-	}
-	return err
 }
 
 // declare declares the dead-letter exchange, the exchange, the queue and its

@@ -224,7 +224,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			if e.runCtx.Err() != nil {
 				err = fmt.Errorf("%s: %w", e.kind, ErrStopped)
 			} else {
-				err = e.connectError(err)
+				err = connectError(e.kind, err)
 			}
 			// Publishes held while connecting: no goroutine will send them.
 			e.pubMu.Lock()
