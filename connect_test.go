@@ -93,30 +93,30 @@ func TestConnectContextEnded(t *testing.T) {
 			t.Errorf("err = %v shows the password", err)
 		}
 	}
-	t.Run("SyncPublisher", func(t *testing.T) {
-		p, err := NewSyncPublisher(opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		check(t, p.Start(ctx))
-		if err := p.Stop(context.Background()); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	})
-	t.Run("AsyncPublisher", func(t *testing.T) {
-		p, err := NewAsyncPublisher(opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		check(t, p.Start(ctx))
-		if err := p.Stop(context.Background()); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	})
+	type publisher interface {
+		Start(ctx context.Context) error
+		Stop(ctx context.Context) error
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(...Option) (publisher, error)
+	}{
+		{"SyncPublisher", func(o ...Option) (publisher, error) { return NewSyncPublisher(o...) }},
+		{"AsyncPublisher", func(o ...Option) (publisher, error) { return NewAsyncPublisher(o...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := tc.build(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			check(t, p.Start(ctx))
+			if err := p.Stop(context.Background()); err != nil {
+				t.Errorf("Stop: %v", err)
+			}
+		})
+	}
 	t.Run("consumer", func(t *testing.T) {
 		// Run's own context ending is a normal end (Run returns nil), so
 		// the consumer's connect path is checked below Run.
