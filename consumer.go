@@ -12,7 +12,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -72,7 +71,7 @@ const DefaultConcurrency = 8
 // only after they have ended, so a callback that never returns keeps Run
 // from returning: callbacks should give up when their context is cancelled.
 // The methods are safe for concurrent use.
-type SyncConsumer struct{ c *consumer }
+type SyncConsumer struct{ *consumer }
 
 // AsyncConsumer is a SyncConsumer that runs up to WithConcurrency callbacks
 // at once (DefaultConcurrency by default), on that many goroutines owned by
@@ -83,7 +82,7 @@ type SyncConsumer struct{ c *consumer }
 // Everything else (acknowledgements, reconnects, Stop) works as for
 // SyncConsumer. The methods are safe for concurrent use; the callback must be
 // safe to call from several goroutines at once.
-type AsyncConsumer struct{ c *consumer }
+type AsyncConsumer struct{ *consumer }
 
 // LogMsgConsumer receives log records published by a Manager's log worker:
 // its queue (QUEUE of [LogConsumer], "omqs.queue.log" by default, not durable
@@ -94,7 +93,7 @@ type AsyncConsumer struct{ c *consumer }
 // It runs one callback at a time unless WithConcurrency says otherwise, and
 // otherwise works as SyncConsumer (see there for acknowledgements, reconnects
 // and Stop). The methods are safe for concurrent use.
-type LogMsgConsumer struct{ c *consumer }
+type LogMsgConsumer struct{ *consumer }
 
 // EventMsgConsumer receives events published by a Manager's event worker:
 // its durable queue (QUEUE of [EventConsumer], "omqs.queue.event" by default)
@@ -108,7 +107,7 @@ type LogMsgConsumer struct{ c *consumer }
 // It runs one callback at a time unless WithConcurrency says otherwise, and
 // otherwise works as SyncConsumer (see there for acknowledgements, reconnects
 // and Stop). The methods are safe for concurrent use.
-type EventMsgConsumer struct{ c *consumer }
+type EventMsgConsumer struct{ *consumer }
 
 // NewSyncConsumer builds a consumer of the queue "omqs.default.topicQueue"
 // bound with the key "omqs.default.syncPublisher.key" to the topic exchange
@@ -125,7 +124,7 @@ func NewSyncConsumer(opts ...ConsumerOption) (*SyncConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SyncConsumer{c: c}, nil
+	return &SyncConsumer{c}, nil
 }
 
 // NewAsyncConsumer builds a consumer like NewSyncConsumer that runs up to
@@ -136,7 +135,7 @@ func NewAsyncConsumer(opts ...ConsumerOption) (*AsyncConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &AsyncConsumer{c: c}, nil
+	return &AsyncConsumer{c}, nil
 }
 
 // NewLogMsgConsumer builds a consumer of log records bound with keys, which
@@ -151,7 +150,7 @@ func NewLogMsgConsumer(keys []string, opts ...ConsumerOption) (*LogMsgConsumer, 
 	if err != nil {
 		return nil, err
 	}
-	return &LogMsgConsumer{c: c}, nil
+	return &LogMsgConsumer{c}, nil
 }
 
 // NewEventMsgConsumer builds a consumer of events. Its queue is durable;
@@ -166,91 +165,8 @@ func NewEventMsgConsumer(opts ...ConsumerOption) (*EventMsgConsumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EventMsgConsumer{c: c}, nil
+	return &EventMsgConsumer{c}, nil
 }
-
-// Run connects, declares the exchange, the queue and its bindings, and
-// consumes until ctx ends or Stop is called; then it cancels the
-// subscription, waits for the callbacks in flight, settles their deliveries
-// and closes the connection. It blocks all that time and returns nil.
-//
-// An unreachable broker is retried every RECONNECT_INTERVAL up to
-// RECONNECT_TIMES. Run returns an error when the first connection fails for
-// good (wrong credentials: ErrConnection; a declaration the broker refuses,
-// such as a queue that exists with other settings: ErrInvalidQueue), or after
-// RECONNECT_TIMES consecutive failed reconnect attempts (ErrConnection).
-// Calling Run while it runs returns an error wrapping ErrRunning; calling it
-// after it returned, or after Stop, returns ErrStopped.
-//
-// Callbacks get a context derived from ctx that is also cancelled when Stop's
-// context ends.
-//
-// With WithNoAck(true), the deliveries received but not yet handled when ctx
-// ends are still handed to the callback, with its context already cancelled.
-// The broker forgot them when it sent them, so a callback that gives up on
-// its context loses the message: each loss is logged at ERROR, and before it
-// returns Run passes their count to the error handler. Stop instead hands
-// them over with a live context, until Stop's own context ends.
-func (c *SyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription (no new deliveries), waits for the callback
-// in flight to return and settles its delivery, closes the channel and the
-// connection (deliveries received but not handled go back to the queue) and
-// waits for Run to return. If ctx ends first, Stop cancels the callbacks'
-// context, closes the connection anyway and returns an error saying how many
-// callbacks were still running; Run returns once they have.
-//
-// Stop is idempotent and safe for concurrent use. A callback that calls Stop
-// must pass its own context (Stop then starts the shutdown and returns without
-// waiting for itself); with another context it waits until that context ends.
-func (c *SyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is connected, its queue declared and
-// bound, and its subscription active. It is false before Run, while
-// reconnecting and after Stop.
-func (c *SyncConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the deliveries that arrive from now on
-// (the one running finishes with the old callback). It is safe to call before
-// and during Run, from any goroutine. A nil cb restores the default: log each
-// delivery and acknowledge it.
-func (c *SyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *AsyncConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *AsyncConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *AsyncConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *AsyncConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *LogMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *LogMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *LogMsgConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *LogMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
-
-// Run connects and consumes until ctx ends or Stop is called; see SyncConsumer.Run.
-func (c *EventMsgConsumer) Run(ctx context.Context) error { return c.c.run(ctx) }
-
-// Stop cancels the subscription and waits for the callbacks in flight; see SyncConsumer.Stop.
-func (c *EventMsgConsumer) Stop(ctx context.Context) error { return c.c.stop(ctx) }
-
-// Ready reports whether the consumer is consuming; see SyncConsumer.Ready.
-func (c *EventMsgConsumer) Ready() bool { return c.c.ready.Load() }
-
-// SetCallback sets the callback for the next deliveries; see SyncConsumer.SetCallback.
-func (c *EventMsgConsumer) SetCallback(cb Callback) { c.c.setCallback(cb) }
 
 // consumerPreset is what distinguishes the four public consumer types.
 type consumerPreset struct {
@@ -282,7 +198,7 @@ type consumer struct {
 	dialer      *reconnect.Dialer
 	log         *slog.Logger
 	ownLog      *LogManager
-	onError     func(error)
+	rep         *reporter // Run closes it before it returns
 	redeliv     redeliveryTable
 
 	cb       atomic.Pointer[Callback]
@@ -294,7 +210,6 @@ type consumer struct {
 	state    consumerState
 	sess     *consumerSession
 	cbCancel context.CancelFunc
-	disp     *dispatch.Dispatcher
 
 	quit       context.Context // cancelled when Stop begins
 	quitCancel context.CancelFunc
@@ -400,7 +315,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		return nil, err
 	}
 
-	c := &consumer{name: s.name, topo: t, noAck: s.noAck, onError: s.onError}
+	c := &consumer{name: s.name, topo: t, noAck: s.noAck}
 	if c.name == "" {
 		c.name = kind
 	}
@@ -461,6 +376,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		return nil, err
 	}
 	c.log = s.logger
+	c.rep = newReporter(c.log, c.name, s.onError, 64)
 	if p.durableQueue && !cc.QueueDurable && s.queueDurable == nil {
 		c.log.Warn(fmt.Sprintf("omqs: [%s] QUEUE_DURABLE is false; the event queue is declared durable anyway", sec), "consumer", c.name)
 	}
@@ -477,7 +393,75 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	return c, nil
 }
 
-func (c *consumer) setCallback(cb Callback) {
+// The methods below are those of the four public consumer types, which
+// embed *consumer. Every other method of consumer is unexported, so that
+// nothing else is promoted to them.
+
+// errZeroConsumer is what the methods of a consumer value that no
+// constructor made (a zero SyncConsumer{}) return.
+var errZeroConsumer = fmt.Errorf("%w: a consumer must be made by its New...Consumer constructor", ErrInvalidConfig)
+
+// Run connects, declares the exchange, the queue and its bindings, and
+// consumes until ctx ends or Stop is called; then it cancels the
+// subscription, waits for the callbacks in flight, settles their deliveries
+// and closes the connection. It blocks all that time and returns nil, also
+// when ctx ends or Stop is called before the first connection succeeded.
+//
+// An unreachable broker is retried every RECONNECT_INTERVAL up to
+// RECONNECT_TIMES. Run returns an error when the first connection fails for
+// good (wrong credentials: ErrConnection; a declaration the broker refuses,
+// such as a queue that exists with other settings: ErrInvalidQueue), or after
+// RECONNECT_TIMES consecutive failed reconnect attempts (ErrConnection).
+// Calling Run while it runs returns an error wrapping ErrRunning; calling it
+// after it returned, or after Stop, returns ErrStopped.
+//
+// Callbacks get a context derived from ctx that is also cancelled when Stop's
+// context ends.
+//
+// With WithNoAck(true), the deliveries received but not yet handled when ctx
+// ends are still handed to the callback, with its context already cancelled.
+// The broker forgot them when it sent them, so a callback that gives up on
+// its context loses the message: each loss is logged at ERROR, and before it
+// returns Run passes their count to the error handler. Stop instead hands
+// them over with a live context, until Stop's own context ends.
+func (c *consumer) Run(ctx context.Context) error {
+	if c == nil {
+		return errZeroConsumer
+	}
+	return c.run(ctx)
+}
+
+// Stop cancels the subscription (no new deliveries), waits for the
+// callbacks in flight to return and settles their deliveries, closes the
+// channel and the connection (deliveries received but not handled go back
+// to the queue) and waits for Run to return. If ctx ends first, Stop cancels
+// the callbacks' context, closes the connection anyway and returns an error
+// saying how many callbacks were still running; Run returns once they have.
+//
+// Stop is idempotent and safe for concurrent use. A callback that calls Stop
+// must pass its own context (Stop then starts the shutdown and returns without
+// waiting for itself); with another context it waits until that context ends.
+func (c *consumer) Stop(ctx context.Context) error {
+	if c == nil {
+		return errZeroConsumer
+	}
+	return c.stop(ctx)
+}
+
+// Ready reports whether the consumer is connected, its queue declared and
+// bound, and its subscription active. It is false before Run, while
+// reconnecting and after Stop. It turns true on each connection before the
+// first callback of that connection runs.
+func (c *consumer) Ready() bool { return c != nil && c.ready.Load() }
+
+// SetCallback sets the callback for the deliveries that arrive from now on
+// (the ones running finish with the old callback). It is safe to call before
+// and during Run, from any goroutine. A nil cb restores the default: log each
+// delivery and acknowledge it.
+func (c *consumer) SetCallback(cb Callback) {
+	if c == nil {
+		return
+	}
 	if cb == nil {
 		c.cb.Store(nil)
 		return
@@ -499,7 +483,6 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	c.state = consumerRunning
 	cbCtx, cbCancel := context.WithCancel(context.WithValue(ctx, callbackCtxKey{}, c))
 	c.cbCancel = cbCancel
-	c.disp = dispatch.New(64)
 	c.mu.Unlock()
 
 	// lctx ends when ctx ends or Stop begins.
@@ -511,13 +494,12 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		cbCancel()
 		c.ready.Store(false)
 		if n := c.lost.Load(); n > 0 {
-			c.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
+			c.rep.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
 		}
 		c.mu.Lock()
 		c.state = consumerDone
-		disp := c.disp
 		c.mu.Unlock()
-		closeHandlers(disp, c.log, c.name)
+		c.rep.close()
 		c.closeLog()
 		close(c.runDone)
 	}()
@@ -528,7 +510,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 			if lctx.Err() != nil {
 				return nil
 			}
-			return c.connectError(err)
+			return connectError(c.who, err)
 		}
 		if !c.install(sess) {
 			// Stop began while connecting.
@@ -542,7 +524,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		if lctx.Err() != nil {
 			return nil
 		}
-		c.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
+		c.rep.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
 		sess, err = c.connect(lctx, false)
 		if err == nil {
 			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "queue", sess.queue)
@@ -561,24 +543,11 @@ func (c *consumer) install(sess *consumerSession) bool {
 	return true
 }
 
-func (c *consumer) connectError(err error) error {
-	var ge *reconnect.GiveUpError
-	var de *transport.DialError
-	switch {
-	case errors.As(err, &ge), errors.As(err, &de):
-		return fmt.Errorf("%w: %s: %w", ErrConnection, c.who, err)
-	}
-	return fmt.Errorf("%s: %w", c.who, err)
-}
-
 // connect dials and sets up a session: channel, topology, Qos, subscription.
 func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession, error) {
 	var sess *consumerSession
-	_, err := c.dialer.Connect(ctx, func(ctx context.Context, conn transport.Conn) error {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
-		}
+	err := connectChannel(ctx, c.dialer, failFast, func(conn transport.Conn, ch transport.Channel) error {
+		var err error
 		s := &consumerSession{
 			conn:      conn,
 			ch:        ch,
@@ -586,7 +555,7 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 			connClose: conn.NotifyClose(make(chan *amqp.Error, 1)),
 		}
 		if s.queue, err = c.declare(ch); err != nil {
-			return permanentIfRefused(err)
+			return err
 		}
 		if !c.noAck {
 			if err := ch.Qos(c.prefetch, 0, false); err != nil {
@@ -596,22 +565,15 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 		s.tag = consumerTag(c.name)
 		s.deliveries, err = ch.Consume(s.queue, s.tag, c.noAck, false, false, false, nil)
 		if err != nil {
-			return permanentIfRefused(fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err))
+			return fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err)
 		}
 		sess = s
 		return nil
-	}, failFast)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return sess, nil
-}
-
-func permanentIfRefused(err error) error {
-	if isPreconditionOrAccess(err) {
-		return &reconnect.PermanentError{Err: err}
-	}
-	return err
 }
 
 // declare declares the dead-letter exchange, the exchange, the queue and its
@@ -662,6 +624,10 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	handlersDone := make(chan struct{})
 	ended := make(chan struct{}) // closed when the first handler ends
 	var endOnce sync.Once
+	// Ready turns true before the handlers start: the subscription is active
+	// (Consume returned) and deliveries may already wait, so the first
+	// callback can run as soon as a handler does.
+	c.ready.Store(true)
 	for range c.concurrency {
 		go func() {
 			defer func() {
@@ -675,7 +641,6 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 			endOnce.Do(func() { close(ended) })
 		}()
 	}
-	c.ready.Store(true)
 	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
 
 	// The subscription is over when a handler finds the delivery channel
@@ -808,7 +773,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
-			c.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
+			c.rep.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 				c.who, d.MessageId, d.RoutingKey, n, c.redeliv.max, err))
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 			return
@@ -839,7 +804,7 @@ func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (pan
 			panicked, err = true, fmt.Errorf("callback panicked: %s", pv)
 			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
 				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", string(stack))
-			c.reportAsync(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
+			c.rep.passOn(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
 		}
 	}()
 	return false, cb(ctx, toDelivery(d))
@@ -860,28 +825,7 @@ func toDelivery(d *amqp.Delivery) Delivery {
 	}
 }
 
-// report passes a background error to the logger and the error handler.
-func (c *consumer) report(err error) {
-	c.log.Error(redactError(err).Error())
-	c.reportAsync(err)
-}
-
-// reportAsync passes err to the error handler only.
-func (c *consumer) reportAsync(err error) {
-	err = redactError(err)
-	f := c.onError
-	if f == nil {
-		return
-	}
-	c.mu.Lock()
-	d := c.disp
-	c.mu.Unlock()
-	if d != nil && !d.Go(func() { f(err) }) {
-		c.log.Warn("omqs: error handler queue full; error not passed on", "consumer", c.name)
-	}
-}
-
-// stop is Stop of every consumer type.
+// stop is Stop of a consumer made by its constructor.
 func (c *consumer) stop(ctx context.Context) error {
 	if ctx.Value(callbackCtxKey{}) == c {
 		// Called from a callback: start the shutdown, do not wait for it.

@@ -103,6 +103,55 @@ func testConsumerConnectionLossCancelsCallbacks(t *testing.T, url string) {
 	}
 }
 
+// TestConsumerReadyBeforeFirstCallbackOfASession: a callback never sees
+// Ready false on a live connection. The delivery that waits in the queue
+// when the consumer reconnects reaches a handler at once; many handlers make
+// the consumer spend long starting them, so a consumer that turned Ready
+// only after starting its handlers would be caught.
+func TestConsumerReadyBeforeFirstCallbackOfASession(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	n := testNames(t, url)
+	clientURL, cut := breakable(t, url)
+	l, _ := consumerLogger(t)
+	entered := make(chan struct{}, 1)
+	var calls atomic.Int32
+	readyInCallback := make(chan bool, 1)
+	var c *AsyncConsumer // read by the callback, which runs once Run started
+	c, err := NewAsyncConsumer(namedOpts(clientURL, l, n, WithConcurrency(1000), WithReconnect(20*time.Millisecond, 100),
+		WithCallback(func(ctx context.Context, d Delivery) error {
+			if calls.Add(1) == 1 {
+				entered <- struct{}{}
+				<-ctx.Done() // the connection is lost under it
+				return ctx.Err()
+			}
+			select {
+			case readyInCallback <- c.Ready():
+			default:
+			}
+			return nil
+		}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, c)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "waits in the queue across the reconnect")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback did not start")
+	}
+	cut()
+	select {
+	case ready := <-readyInCallback:
+		if !ready {
+			t.Fatal("Ready was false in the first callback on the new connection")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the message did not come again after the reconnect")
+	}
+}
+
 // TestConsumerNoAckConnectionLossKeepsCallbackContext: with auto-ack a
 // callback running when the connection is lost keeps a live context: its
 // delivery exists nowhere else.

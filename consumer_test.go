@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1141,10 +1143,43 @@ func unwrap(c interface{ core() *consumer }, err error) (*consumer, error) {
 	return c.core(), nil
 }
 
-func (c *SyncConsumer) core() *consumer     { return c.c }
-func (c *AsyncConsumer) core() *consumer    { return c.c }
-func (c *LogMsgConsumer) core() *consumer   { return c.c }
-func (c *EventMsgConsumer) core() *consumer { return c.c }
+// core is promoted to the four public consumer types, which embed *consumer.
+func (c *consumer) core() *consumer { return c }
+
+// TestConsumerTypesMethodSet: the four consumer types share *consumer by
+// embedding it; the only methods it lends them are the public four, so no
+// internal method becomes part of the API by promotion.
+func TestConsumerTypesMethodSet(t *testing.T) {
+	want := []string{"Ready", "Run", "SetCallback", "Stop"}
+	for _, typ := range []reflect.Type{
+		reflect.TypeFor[*SyncConsumer](), reflect.TypeFor[*AsyncConsumer](),
+		reflect.TypeFor[*LogMsgConsumer](), reflect.TypeFor[*EventMsgConsumer](),
+	} {
+		var got []string
+		for i := range typ.NumMethod() {
+			got = append(got, typ.Method(i).Name)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%v has the exported methods %v, want %v", typ, got, want)
+		}
+	}
+}
+
+// TestZeroConsumer: a consumer value no constructor made returns an error
+// instead of panicking.
+func TestZeroConsumer(t *testing.T) {
+	var c SyncConsumer
+	if err := c.Run(t.Context()); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Run = %v, want ErrInvalidConfig", err)
+	}
+	if err := c.Stop(t.Context()); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Stop = %v, want ErrInvalidConfig", err)
+	}
+	if c.Ready() {
+		t.Error("Ready is true")
+	}
+	c.SetCallback(func(context.Context, Delivery) error { return nil })
+}
 
 func TestRedeliveryTable(t *testing.T) {
 	var r redeliveryTable

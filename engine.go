@@ -11,7 +11,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
@@ -33,10 +32,9 @@ type engine struct {
 	ownLog     *LogManager // the publisher's own LogManager, closed by stop; nil for WithLogger and the Manager's workers
 	st         *counters
 	sp         *spool.Spool // nil: no spool
-	disp       *dispatch.Dispatcher
-	ownDisp    bool
+	rep        *reporter    // errors and returns go out through it
+	ownRep     bool         // rep is the engine's own, closed by Stop
 	onReturn   func(Returned)
-	onError    func(error)
 	interval   time.Duration
 	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 
@@ -136,7 +134,7 @@ func configuredEngine(s *settings, kind, name string, topo topology, mandatory b
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, disp: d.disp,
+		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, rep: d.rep,
 		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
 	})
 }
@@ -161,7 +159,7 @@ type engineConfig struct {
 	window    int
 	logger    *slog.Logger
 	spool     *spool.Spool
-	disp      *dispatch.Dispatcher // nil: own
+	rep       *reporter // nil: own
 	onReturn  func(Returned)
 	onError   func(error)
 	wait      func(ctx context.Context, d time.Duration) error
@@ -178,8 +176,8 @@ func newEngine(c engineConfig) *engine {
 			Endpoints: c.endpoints, Options: c.dialOpts,
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
-		log: c.logger, st: &counters{}, sp: c.spool, disp: c.disp,
-		onReturn: c.onReturn, onError: c.onError, interval: c.interval, laneBusy: c.laneBusy,
+		log: c.logger, st: &counters{}, sp: c.spool, rep: c.rep,
+		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy,
 		window:      c.window,
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
@@ -195,9 +193,9 @@ func newEngine(c engineConfig) *engine {
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
 	}
-	if e.disp == nil {
-		e.disp = dispatch.New(1024)
-		e.ownDisp = true
+	if e.rep == nil {
+		e.rep = newReporter(c.logger, c.name, c.onError, 1024)
+		e.ownRep = true
 	}
 	e.runCtx, e.cancel = context.WithCancel(context.Background())
 	return e
@@ -244,7 +242,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			if e.runCtx.Err() != nil {
 				err = errorOf(e.who, ErrStopped)
 			} else {
-				err = e.connectError(err)
+				err = connectError(e.kind, err)
 			}
 			// Publishes held while connecting: no goroutine will send them.
 			e.pubMu.Lock()
@@ -256,8 +254,8 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			e.pubMu.Unlock()
 			e.spoolMany(held, err)
 			e.cancel()
-			if e.ownDisp {
-				e.disp.Close()
+			if e.ownRep {
+				e.rep.close()
 			}
 			e.closeLog()
 			return err
@@ -303,20 +301,11 @@ func (e *engine) giveUp(cause error) {
 	n := len(msgs)
 	e.spoolMany(msgs, nil)
 	if e.sp != nil {
-		e.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) written to %s, the rest follow until the broker is back",
+		e.rep.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) written to %s, the rest follow until the broker is back",
 			ErrConnection, cause, n, e.sp.Path())))
 	} else {
-		e.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) could not be delivered",
+		e.rep.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) could not be delivered",
 			ErrConnection, cause, n)))
-	}
-}
-
-// report passes a background error to the logger and the error handler.
-func (e *engine) report(err error) {
-	err = redactError(err)
-	e.log.Error(err.Error())
-	if f := e.onError; f != nil {
-		e.disp.Go(func() { f(err) })
 	}
 }
 
@@ -421,8 +410,8 @@ func (e *engine) doStop(ctx context.Context) error {
 			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close spool: %w", err)))
 		}
 	}
-	if e.ownDisp {
-		closeHandlers(e.disp, e.log, e.name)
+	if e.ownRep {
+		e.rep.close()
 	}
 	e.unblockClock()
 	e.closeLog()

@@ -8,7 +8,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -23,28 +22,12 @@ type session struct {
 	blocked   chan amqp.Blocking
 }
 
-func (e *engine) connectError(err error) error {
-	var ge *reconnect.GiveUpError
-	var de *transport.DialError
-	if errors.As(err, &ge) || errors.As(err, &de) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: %w", ErrConnection, e.kind, err)
-	}
-	return fmt.Errorf("%s: %w", e.kind, err)
-}
-
-// connect dials and prepares a session.
+// connect dials and prepares a session: topology, confirm mode, the
+// notification channels.
 func (e *engine) connect(ctx context.Context, failFast bool) (*session, error) {
 	var sess *session
-	_, err := e.dialer.Connect(ctx, func(ctx context.Context, c transport.Conn) error {
-		ch, err := c.Channel()
-		if err != nil {
-			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
-		}
+	err := connectChannel(ctx, e.dialer, failFast, func(c transport.Conn, ch transport.Channel) error {
 		if err := e.topo.declare(ch); err != nil {
-			if isPreconditionOrAccess(err) {
-				return &reconnect.PermanentError{Err: err}
-			}
 			return err
 		}
 		if err := ch.Confirm(false); err != nil {
@@ -62,22 +45,11 @@ func (e *engine) connect(ctx context.Context, failFast bool) (*session, error) {
 		}
 		sess = s
 		return nil
-	}, failFast)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return sess, nil
-}
-
-func isPreconditionOrAccess(err error) bool {
-	var ae *amqp.Error
-	if errors.As(err, &ae) {
-		switch ae.Code {
-		case amqp.PreconditionFailed, amqp.AccessRefused, amqp.NotFound, amqp.ResourceLocked, amqp.NotAllowed, amqp.CommandInvalid:
-			return true
-		}
-	}
-	return false
 }
 
 // run owns the connection: it reads confirms, returns, blocked notices and

@@ -282,7 +282,7 @@ func (e *engine) returned(r amqp.Return) {
 	e.log.Warn("omqs: message returned as unroutable", "publisher", e.name,
 		"exchange", r.Exchange, "key", r.RoutingKey, "id", r.MessageId, "reply", r.ReplyText)
 	if f := e.onReturn; f != nil {
-		if !e.disp.Go(func() { f(ret) }) {
+		if !e.rep.call(func() { f(ret) }) {
 			e.log.Warn("omqs: return handler queue full; return not passed on", "id", r.MessageId)
 		}
 	}

@@ -78,7 +78,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 		recs[i] = spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
 	}
 	if err := e.sp.Append(recs...); err != nil {
-		e.report(fmt.Errorf("%s %s: %w", e.kind, e.name, err))
+		e.rep.report(fmt.Errorf("%s %s: %w", e.kind, e.name, err))
 		for _, m := range msgs {
 			e.resolveFailed(m, err)
 		}
@@ -100,7 +100,7 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 		why = ErrConnection
 	}
 	e.st.dropped.Add(1)
-	e.report(fmt.Errorf("%s %s: message %s (key %q) not delivered: %w", e.kind, e.name, m.id, m.key, why))
+	e.rep.report(fmt.Errorf("%s %s: message %s (key %q) not delivered: %w", e.kind, e.name, m.id, m.key, why))
 	if m.replay != nil {
 		m.replay.failed.Store(true) // keep its spool file
 	}
@@ -159,7 +159,7 @@ func (e *engine) replayOnce(delay time.Duration) {
 	}
 	files, err := e.sp.Take()
 	if err != nil {
-		e.report(fmt.Errorf("%s %s: replay: %w", e.kind, e.name, err))
+		e.rep.report(fmt.Errorf("%s %s: replay: %w", e.kind, e.name, err))
 		return
 	}
 	for _, path := range files {
@@ -201,13 +201,13 @@ func (e *engine) replayOnce(delay time.Duration) {
 			b.failed.Store(true)
 			b.resolve()
 			if !errors.Is(err, ErrStopped) && e.runCtx.Err() == nil {
-				e.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
+				e.rep.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
 			}
 			return
 		}
 		if bad > 0 {
 			e.st.dropped.Add(uint64(bad))
-			e.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
+			e.rep.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
 		}
 		b.resolve()
 		if n > 0 {

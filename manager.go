@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/ring"
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
@@ -29,7 +28,7 @@ type Manager struct {
 	name     string
 	log      *slog.Logger
 	ownLog   *LogManager
-	disp     *dispatch.Dispatcher
+	rep      *reporter
 	eventKey string
 	overflow Overflow
 
@@ -144,16 +143,16 @@ func NewManager(opts ...Option) (*Manager, error) {
 	if dir == "" {
 		dir = s.cfg.Log.Folder
 	}
-	m.disp = dispatch.New(1024)
+	m.rep = newReporter(m.log, m.name, s.onError, 1024)
 	m.runCtx, m.cancel = context.WithCancel(context.Background())
 	size := s.cfg.Global.BufferSize
 	logs := newLane("log", size, s.logWorker, spool.New(spoolPath(dir, "backup.log")), errLogBufferFull)
 	events := newLane("event", size, s.eventWorker, spool.New(spoolPath(dir, "backup.evt")), errEventBufferFull)
 	if logs.worker == nil {
-		logs.worker = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: logs.spool, busy: &logs.busy})
+		logs.worker = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: logs.spool, busy: &logs.busy})
 	}
 	if events.worker == nil {
-		events.worker = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, disp: m.disp, spool: events.spool, busy: &events.busy})
+		events.worker = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: events.spool, busy: &events.busy})
 	}
 	m.lanes[logLane], m.lanes[eventLane] = logs, events
 	return m, nil
@@ -416,12 +415,12 @@ func (m *Manager) keep(l *lane, msg Message, cause error) {
 	rec := spool.NewRecord(m.laneExchange(l), msg.Key, msg.MessageID, msg.Timestamp, msg.Body, msg.Headers)
 	if err := l.spool.Append(rec); err != nil {
 		l.st.dropped.Add(1)
-		m.report(errorOf("Manager", fmt.Errorf("%s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err)))
+		m.rep.report(errorOf("Manager", fmt.Errorf("%s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err)))
 		return
 	}
 	l.st.spooled.Add(1)
 	if m.runCtx.Err() == nil {
-		m.report(errorOf("Manager", fmt.Errorf("%s worker failed on message %s, written to %s: %w", l.name, msg.MessageID, l.spool.Path(), cause)))
+		m.rep.report(errorOf("Manager", fmt.Errorf("%s worker failed on message %s, written to %s: %w", l.name, msg.MessageID, l.spool.Path(), cause)))
 	}
 }
 
@@ -430,14 +429,6 @@ func (m *Manager) laneExchange(l *lane) string {
 		return m.s.cfg.LogWorker.Exchange
 	}
 	return m.s.cfg.EventWorker.Exchange
-}
-
-func (m *Manager) report(err error) {
-	err = redactError(err)
-	m.log.Error(err.Error())
-	if f := m.s.onError; f != nil {
-		m.disp.Go(func() { f(err) })
-	}
 }
 
 // SendLog buffers a log message under key ("" means "info").
@@ -732,7 +723,7 @@ func (m *Manager) release() {
 				m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())
 			}
 		}
-		closeHandlers(m.disp, m.log, m.name)
+		m.rep.close()
 		if m.ownLog != nil {
 			m.ownLog.Close()
 		}

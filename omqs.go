@@ -126,14 +126,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/omqs-go/omqs/internal/dispatch"
 )
 
 // Names of the exchanges, queues and keys the built-in workers and consumers use.
@@ -264,19 +261,3 @@ func isText(b []byte) bool { return utf8.Valid(b) }
 
 // spoolPath joins the spool folder and file name.
 func spoolPath(dir, file string) string { return filepath.Join(dir, file) }
-
-// handlerGrace is how long Stop (or the end of a consumer's Run) waits for
-// the error and return handler calls still queued. Handlers must not block;
-// one that does is left to return on its own, and the calls queued behind it
-// are dropped.
-const handlerGrace = 2 * time.Second
-
-// closeHandlers closes a handler dispatcher, waiting at most handlerGrace.
-func closeHandlers(d *dispatch.Dispatcher, log *slog.Logger, who string) {
-	ctx, cancel := context.WithTimeout(context.Background(), handlerGrace)
-	defer cancel()
-	if err := d.CloseContext(ctx); err != nil {
-		log.Warn("omqs: an error or return handler did not return in time; the calls queued behind it were dropped",
-			"name", who, "dropped", d.Dropped())
-	}
-}

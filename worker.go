@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/omqs-go/omqs/internal/dispatch"
 	"github.com/omqs-go/omqs/internal/spool"
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -81,7 +80,7 @@ func (w *builtinWorker) abort()               { w.e.abort() }
 // builtinDeps are what the Manager shares with its built-in workers.
 type builtinDeps struct {
 	endpoints []transport.Endpoint
-	disp      *dispatch.Dispatcher
+	rep       *reporter
 	spool     *spool.Spool
 	// busy is the lane's flag for a message inside MsgDidReceive; the
 	// engine clears it when it starts counting the message as its own, so

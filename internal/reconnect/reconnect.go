@@ -57,8 +57,9 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // Connect dials until an endpoint accepts and setup succeeds. With failFast,
 // an error that retrying cannot fix (wrong credentials, missing vhost,
 // untrusted certificate, a PermanentError from setup) on every endpoint
-// returns at once. It returns ctx's error if ctx ends first, or a
-// *GiveUpError after Times failed attempts.
+// returns at once. If ctx ends first it returns an error wrapping ctx's
+// error and the last failed attempt's error; after Times failed attempts, a
+// *GiveUpError.
 func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (transport.Conn, error) {
 	if len(d.Endpoints) == 0 {
 		return nil, errors.New("no broker address")
@@ -90,7 +91,10 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 				}
 			}
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				if !errors.Is(err, ctx.Err()) {
+					last = err // a failure of its own, not the interruption
+				}
+				return nil, interrupted(ctx, last)
 			}
 			last = err
 			if d.Logger != nil {
@@ -106,9 +110,22 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 			return nil, &GiveUpError{Attempts: attempt, Last: last}
 		}
 		if err := d.wait(ctx); err != nil {
-			return nil, err
+			if ctx.Err() == nil {
+				return nil, err // a Wait of the caller's failed
+			}
+			return nil, interrupted(ctx, last)
 		}
 	}
+}
+
+// interrupted is Connect's error when ctx ended: ctx's error, and the last
+// attempt's failure when there was one, so that the error says why the
+// broker could not be reached meanwhile.
+func interrupted(ctx context.Context, last error) error {
+	if last == nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w; last attempt: %w", ctx.Err(), last)
 }
 
 func (d *Dialer) wait(ctx context.Context) error {

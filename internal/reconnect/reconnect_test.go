@@ -107,3 +107,40 @@ func TestConnectStopsWithContext(t *testing.T) {
 		t.Fatalf("err = %v after %d attempts, want context.Canceled after 1", err, attempts)
 	}
 }
+
+// TestConnectInterruptedKeepsLastError: when ctx ends between attempts, the
+// error wraps both ctx's error and why the last attempt failed.
+func TestConnectInterruptedKeepsLastError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-f"), Wait: func(ctx context.Context, _ time.Duration) error {
+		cancel()
+		return ctx.Err()
+	}}
+	boom := errors.New("boom")
+	_, err := d.Connect(ctx, func(context.Context, transport.Conn) error { return boom }, false)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want context.Canceled and the last attempt's error", err)
+	}
+}
+
+// TestConnectInterruptedDuringAttempt: when ctx ends during an attempt whose
+// error is only the interruption, the error wraps the previous attempt's.
+func TestConnectInterruptedDuringAttempt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-g"), Wait: noWait}
+	boom := errors.New("boom")
+	attempts := 0
+	_, err := d.Connect(ctx, func(ctx context.Context, _ transport.Conn) error {
+		attempts++
+		if attempts == 1 {
+			return boom
+		}
+		cancel()
+		return ctx.Err()
+	}, false)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, boom) || attempts != 2 {
+		t.Fatalf("err = %v after %d attempts, want context.Canceled and boom after 2", err, attempts)
+	}
+}
