@@ -46,9 +46,9 @@ func connectError(who string, err error) error {
 	var de *transport.DialError
 	if errors.As(err, &ge) || errors.As(err, &de) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: %w", ErrConnection, who, err)
+		return errorOf(who, fmt.Errorf("%w: %w", ErrConnection, err))
 	}
-	return fmt.Errorf("%s: %w", who, err)
+	return errorOf(who, err)
 }
 
 // permanentIfRefused marks an error the broker will give again when asked

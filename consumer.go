@@ -494,7 +494,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		cbCancel()
 		c.ready.Store(false)
 		if n := c.lost.Load(); n > 0 {
-			c.rep.report(fmt.Errorf("%s: %d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", c.who, n))
+			c.rep.report(errorOf(c.who, fmt.Errorf("%d auto-acknowledged deliveries lost: their callbacks gave up when their context ended", n)))
 		}
 		c.mu.Lock()
 		c.state = consumerDone
@@ -524,7 +524,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		if lctx.Err() != nil {
 			return nil
 		}
-		c.rep.report(fmt.Errorf("%s: %w; reconnecting every %v", c.who, cause, c.dialer.Interval))
+		c.rep.report(errorOf(c.who, fmt.Errorf("%w; reconnecting every %v", cause, c.dialer.Interval)))
 		sess, err = c.connect(lctx, false)
 		if err == nil {
 			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "queue", sess.queue)
@@ -773,8 +773,8 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
-			c.rep.report(fmt.Errorf("%s: message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
-				c.who, d.MessageId, d.RoutingKey, n, c.redeliv.max, err))
+			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
+				d.MessageId, d.RoutingKey, n, c.redeliv.max, err)))
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 			return
 		}
@@ -804,7 +804,7 @@ func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (pan
 			panicked, err = true, fmt.Errorf("callback panicked: %s", pv)
 			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
 				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", string(stack))
-			c.rep.passOn(fmt.Errorf("%s: message %q (key %q): %w", c.who, d.MessageId, d.RoutingKey, err))
+			c.rep.passOn(errorOf(c.who, fmt.Errorf("message %q (key %q): %w", d.MessageId, d.RoutingKey, err)))
 		}
 	}()
 	return false, cb(ctx, toDelivery(d))
@@ -880,8 +880,8 @@ func (c *consumer) doStop(ctx context.Context) error {
 	if c.noAck {
 		fate = "their deliveries were auto-acknowledged and are lost if they give up"
 	}
-	return fmt.Errorf("%s: Stop: %d callback(s) still running when the context ended; connection closed, %s, Run returns once they return: %w",
-		c.who, n, fate, ctx.Err())
+	return errorOf(c.who, fmt.Errorf("Stop: %d callback(s) still running when the context ended; connection closed, %s, Run returns once they return: %w",
+		n, fate, ctx.Err()))
 }
 
 func (c *consumer) closeLog() {
