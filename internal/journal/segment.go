@@ -56,6 +56,7 @@ func (j *Journal) seg(no uint64) (*segment, error) {
 	if s := j.lookup(no); s != nil {
 		return s, nil
 	}
+	j.stalls.Add(1)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.unmapped {
@@ -76,22 +77,10 @@ func (j *Journal) makeSegment(no uint64) (*segment, error) {
 	}
 	path := j.segPath(no)
 	var data []byte
-	if n := len(j.spares); n > 0 {
-		spare := j.spares[n-1]
-		j.spares = j.spares[:n-1]
-		d, err := j.mapFile(spare, false)
-		if err == nil {
-			clear(d) // zero the old entries; this also faults every page in
-			if err = os.Rename(spare, path); err != nil {
-				syscall.Munmap(d)
-			} else {
-				data = d
-			}
-		}
-		if err != nil {
-			os.Remove(spare)
-			data = nil
-		}
+	for data == nil && len(j.spares) > 0 {
+		sp := j.spares[len(j.spares)-1]
+		j.spares = j.spares[:len(j.spares)-1]
+		data, _ = j.useSpare(sp, path)
 	}
 	if data == nil {
 		d, err := j.mapFile(path, true)
@@ -110,6 +99,34 @@ func (j *Journal) makeSegment(no uint64) (*segment, error) {
 	j.segs[no] = s
 	j.slots[i].Store(s)
 	return s, nil
+}
+
+// spare is a segment file kept for reuse, with its mapping when it was
+// retired in this process (mapping a file's pages again costs a page fault
+// each).
+type spare struct {
+	path string
+	data []byte // nil: not mapped
+}
+
+// useSpare zeroes a spare, mapping it first if need be, renames it to path
+// and returns its mapping. On failure the spare is gone.
+func (j *Journal) useSpare(sp spare, path string) ([]byte, error) {
+	if sp.data == nil {
+		d, err := j.mapFile(sp.path, false)
+		if err != nil {
+			os.Remove(sp.path)
+			return nil, err
+		}
+		sp.data = d
+	}
+	clear(sp.data) // zero the old entries; this also faults every page in
+	if err := os.Rename(sp.path, path); err != nil {
+		syscall.Munmap(sp.data)
+		os.Remove(sp.path)
+		return nil, err
+	}
+	return sp.data, nil
 }
 
 // mapFile maps a segment file of segSize bytes, creating it (fallocate) when
@@ -170,25 +187,30 @@ func (j *Journal) retireConfirmed() {
 	}
 }
 
+// retire unpublishes a segment and keeps it, mapped, as a spare (or
+// unmaps and removes it when there are enough).
 func (j *Journal) retire(s *segment) {
 	j.slots[s.no%uint64(len(j.slots))].CompareAndSwap(s, nil)
 	delete(j.segs, s.no)
-	s.unmap()
-	j.spareFile(j.segPath(s.no))
+	if !j.spareFile(j.segPath(s.no), s.data) {
+		s.unmap()
+	}
 }
 
 // spareFile renames a segment file to a spare, or removes it when there are
-// enough spares.
-func (j *Journal) spareFile(path string) {
+// enough spares; it reports whether the file (and data, its mapping or nil)
+// was kept.
+func (j *Journal) spareFile(path string, data []byte) bool {
 	if len(j.spares) < maxSpares {
-		spare := filepath.Join(j.dir, "spare-"+strconv.Itoa(j.nspare)+".jnl")
+		name := filepath.Join(j.dir, "spare-"+strconv.Itoa(j.nspare)+".jnl")
 		j.nspare++
-		if os.Rename(path, spare) == nil {
-			j.spares = append(j.spares, spare)
-			return
+		if os.Rename(path, name) == nil {
+			j.spares = append(j.spares, spare{path: name, data: data})
+			return true
 		}
 	}
 	os.Remove(path)
+	return false
 }
 
 // recover reads the checkpoint, maps the segments after it, finds the valid
@@ -222,7 +244,7 @@ func (j *Journal) recover() error {
 			if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, "spare-"), ".jnl")); err == nil {
 				j.nspare = max(j.nspare, n+1)
 				if len(j.spares) < maxSpares {
-					j.spares = append(j.spares, filepath.Join(j.dir, name))
+					j.spares = append(j.spares, spare{path: filepath.Join(j.dir, name)})
 				} else {
 					os.Remove(filepath.Join(j.dir, name))
 				}
@@ -234,7 +256,7 @@ func (j *Journal) recover() error {
 	var live []*segment
 	for _, no := range nos {
 		if no < cseg {
-			j.spareFile(j.segPath(no))
+			j.spareFile(j.segPath(no), nil)
 			continue
 		}
 		data, err := j.mapFile(j.segPath(no), false)
@@ -280,8 +302,9 @@ func (j *Journal) recover() error {
 	j.slots = make([]atomic.Pointer[segment], span+ahead+2)
 	for _, s := range live {
 		if s.no > tseg {
-			s.unmap()
-			j.spareFile(j.segPath(s.no))
+			if !j.spareFile(j.segPath(s.no), s.data) {
+				s.unmap()
+			}
 			continue
 		}
 		if s.no == tseg {
