@@ -1,10 +1,13 @@
 package omqs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -107,6 +110,45 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 	e.release(m, why)
 }
 
+// replayOptions says which spooled records this engine replays: only those
+// for its own exchange, with bodies up to MaxBodySize. Lines of the original
+// library (key:body) go to its exchange, an empty key meaning its default.
+func (e *engine) replayOptions() spool.ReplayOptions {
+	key := e.defaultKey
+	if key == "" {
+		switch e.kind {
+		case "LogMsgWorker":
+			key = KeyInfo
+		case "EventMsgWorker":
+			key = DefaultEventKey
+		}
+	}
+	return spool.ReplayOptions{Exchange: e.topo.exchange, DefaultKey: key, MaxBody: MaxBodySize, Aside: e.sp.AsidePath()}
+}
+
+// spoolFileName returns the name of a publisher's spool file for exchange:
+// the name with every byte other than a letter, a digit, '.', '-' or '_'
+// percent-escaped (so that it stays a name inside the folder), shortened
+// with a hash when long, and ".spool".
+func spoolFileName(exchange string) string {
+	const maxLen = 160 // leaves room for ".spool.replay.<n>.refused" within 255
+	var b strings.Builder
+	for i := 0; i < len(exchange); i++ {
+		c := exchange[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	name := b.String()
+	if len(name) > maxLen {
+		sum := sha256.Sum256([]byte(exchange))
+		name = name[:maxLen-13] + "-" + hex.EncodeToString(sum[:6])
+	}
+	return name + ".spool"
+}
+
 // maybeReplay starts replaying the spool (after delay) if it holds anything
 // and no replay runs.
 func (e *engine) maybeReplay(delay time.Duration) {
@@ -178,13 +220,18 @@ func (e *engine) replayOnce(delay time.Duration) {
 			e.mu.Unlock()
 		}}
 		b.remaining.Add(1) // held until the file is read
-		n := 0
-		bad, err := spool.Read(path, func(r spool.Record) error {
+		res, err := spool.Replay(path, e.replayOptions(), func(r spool.Record) error {
 			body, err := r.Bytes()
 			if err != nil {
 				return err
 			}
 			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
+			if m.id == "" {
+				m.id = newMessageID() // a line of the original library
+			}
+			if m.ts.IsZero() {
+				m.ts = time.Now()
+			}
 			if len(r.Headers) > 0 {
 				m.headers = toTable(r.Headers)
 			}
@@ -193,9 +240,14 @@ func (e *engine) replayOnce(delay time.Duration) {
 				b.remaining.Add(-1)
 				return err
 			}
-			n++
 			return nil
 		})
+		if errors.Is(err, spool.ErrRefused) {
+			b.failed.Store(true)
+			b.resolve()
+			e.report(fmt.Errorf("%s %s: replay: %w", e.kind, e.name, err))
+			continue
+		}
 		if err != nil {
 			// The file stays for a later replay.
 			b.failed.Store(true)
@@ -205,13 +257,17 @@ func (e *engine) replayOnce(delay time.Duration) {
 			}
 			return
 		}
-		if bad > 0 {
-			e.st.dropped.Add(uint64(bad))
-			e.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
+		if n := res.SetAside(); n > 0 {
+			// Counted once the whole file is read: a file read again
+			// later sets its lines aside again.
+			e.st.setAside.Add(uint64(n))
+			e.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be replayed (%s); they were moved to %s",
+				e.kind, e.name, path, n, res, e.sp.AsidePath()))
 		}
 		b.resolve()
-		if n > 0 {
-			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", n)
+		if res.Records > 0 {
+			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", res.Records,
+				"original_format", res.Legacy)
 		}
 	}
 }
