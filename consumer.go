@@ -736,7 +736,7 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
 	cbp := c.cb.Load()
 	if cbp == nil {
-		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "body", string(d.Body))
+		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "bytes", len(d.Body), "body_prefix", bodyPrefix(d.Body))
 		if !c.noAck {
 			c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
 		}

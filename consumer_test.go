@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -890,12 +891,17 @@ func testConsumerNoCallbackLogs(t *testing.T, url string) {
 	n := testNames(t, url)
 	l, logs := consumerLogger(t)
 	r := runConsumer(t, NewSyncConsumer, namedOpts(url, l, n)...)
-	body := brokertest.Unique("logged body")
+	start := brokertest.Unique("logged body")
+	body := start + " and a tail that is not logged"
 	publishTo(t, url, n.Exchange, "topic", false, n.Key, body)
 	waitUntil(t, 10*time.Second, "the delivery to be logged", func() bool {
 		out := logs.String()
-		return strings.Contains(out, body) && strings.Contains(out, n.Key) && strings.Contains(out, "level=INFO")
+		return strings.Contains(out, start) && strings.Contains(out, n.Key) && strings.Contains(out, "level=INFO") &&
+			strings.Contains(out, "bytes="+strconv.Itoa(len(body)))
 	})
+	if strings.Contains(logs.String(), "is not logged") {
+		t.Errorf("the whole body was logged: %s", logs.String())
+	}
 	stopNow(t, r)
 	wantDepth(t, url, n.Queue, 0) // the logged delivery was acknowledged
 }

@@ -119,7 +119,7 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	}
 	var sp *spool.Spool
 	if s.spoolDir != "" {
-		sp = spool.New(spoolPath(s.spoolDir, topo.exchange+".spool"))
+		sp = spool.New(spoolPath(s.spoolDir, spoolFileName(topo.exchange)))
 	}
 	e := configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp})
 	e.ownLog = ownLog
@@ -215,6 +215,11 @@ func (e *engine) signal() {
 
 // start connects (unless background) and starts the background goroutine.
 func (e *engine) start(ctx context.Context, background bool) error {
+	if e.sp != nil {
+		if err := e.sp.CheckFolder(); err != nil {
+			return fmt.Errorf("%w: %s %s: spool %w", ErrInvalidConfig, e.kind, e.name, err)
+		}
+	}
 	e.mu.Lock()
 	if e.state >= stateStopping {
 		// Stopped, or a Start that failed.

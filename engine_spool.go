@@ -1,10 +1,13 @@
 package omqs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -78,7 +81,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 		recs[i] = spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
 	}
 	if err := e.sp.Append(recs...); err != nil {
-		e.rep.report(fmt.Errorf("%s %s: %w", e.kind, e.name, err))
+		e.rep.report(errorOf(e.who, err))
 		for _, m := range msgs {
 			e.resolveFailed(m, err)
 		}
@@ -100,11 +103,50 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 		why = ErrConnection
 	}
 	e.st.dropped.Add(1)
-	e.rep.report(fmt.Errorf("%s %s: message %s (key %q) not delivered: %w", e.kind, e.name, m.id, m.key, why))
+	e.rep.report(errorOf(e.who, fmt.Errorf("message %s (key %q) not delivered: %w", m.id, m.key, why)))
 	if m.replay != nil {
 		m.replay.failed.Store(true) // keep its spool file
 	}
 	e.release(m, why)
+}
+
+// replayOptions says which spooled records this engine replays: only those
+// for its own exchange, with bodies up to MaxBodySize. Lines of the original
+// library (key:body) go to its exchange, an empty key meaning its default.
+func (e *engine) replayOptions() spool.ReplayOptions {
+	key := e.defaultKey
+	if key == "" {
+		switch e.kind {
+		case "LogMsgWorker":
+			key = KeyInfo
+		case "EventMsgWorker":
+			key = DefaultEventKey
+		}
+	}
+	return spool.ReplayOptions{Exchange: e.topo.exchange, DefaultKey: key, MaxBody: MaxBodySize, Aside: e.sp.AsidePath()}
+}
+
+// spoolFileName returns the name of a publisher's spool file for exchange:
+// the name with every byte other than a letter, a digit, '.', '-' or '_'
+// percent-escaped (so that it stays a name inside the folder), shortened
+// with a hash when long, and ".spool".
+func spoolFileName(exchange string) string {
+	const maxLen = 160 // leaves room for ".spool.replay.<n>.refused" within 255
+	var b strings.Builder
+	for i := 0; i < len(exchange); i++ {
+		c := exchange[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	name := b.String()
+	if len(name) > maxLen {
+		sum := sha256.Sum256([]byte(exchange))
+		name = name[:maxLen-13] + "-" + hex.EncodeToString(sum[:6])
+	}
+	return name + ".spool"
 }
 
 // maybeReplay starts replaying the spool (after delay) if it holds anything
@@ -159,7 +201,7 @@ func (e *engine) replayOnce(delay time.Duration) {
 	}
 	files, err := e.sp.Take()
 	if err != nil {
-		e.rep.report(fmt.Errorf("%s %s: replay: %w", e.kind, e.name, err))
+		e.rep.report(errorOf(e.who, fmt.Errorf("replay: %w", err)))
 		return
 	}
 	for _, path := range files {
@@ -178,13 +220,18 @@ func (e *engine) replayOnce(delay time.Duration) {
 			e.mu.Unlock()
 		}}
 		b.remaining.Add(1) // held until the file is read
-		n := 0
-		bad, err := spool.Read(path, func(r spool.Record) error {
+		res, err := spool.Replay(path, e.replayOptions(), func(r spool.Record) error {
 			body, err := r.Bytes()
 			if err != nil {
 				return err
 			}
 			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
+			if m.id == "" {
+				m.id = newMessageID() // a line of the original library
+			}
+			if m.ts.IsZero() {
+				m.ts = time.Now()
+			}
 			if len(r.Headers) > 0 {
 				m.headers = toTable(r.Headers)
 			}
@@ -193,25 +240,34 @@ func (e *engine) replayOnce(delay time.Duration) {
 				b.remaining.Add(-1)
 				return err
 			}
-			n++
 			return nil
 		})
+		if errors.Is(err, spool.ErrRefused) {
+			b.failed.Store(true)
+			b.resolve()
+			e.rep.report(errorOf(e.who, fmt.Errorf("replay: %w", err)))
+			continue
+		}
 		if err != nil {
 			// The file stays for a later replay.
 			b.failed.Store(true)
 			b.resolve()
 			if !errors.Is(err, ErrStopped) && e.runCtx.Err() == nil {
-				e.rep.report(fmt.Errorf("%s %s: replay %s: %w", e.kind, e.name, path, err))
+				e.rep.report(errorOf(e.who, fmt.Errorf("replay %s: %w", path, err)))
 			}
 			return
 		}
-		if bad > 0 {
-			e.st.dropped.Add(uint64(bad))
-			e.rep.report(fmt.Errorf("%s %s: replay %s: %d line(s) could not be read; their messages are lost", e.kind, e.name, path, bad))
+		if n := res.SetAside(); n > 0 {
+			// Counted once the whole file is read: a file read again
+			// later sets its lines aside again.
+			e.st.setAside.Add(uint64(n))
+			e.rep.report(errorOf(e.who, fmt.Errorf("replay %s: %d line(s) could not be replayed (%s); they were moved to %s",
+				path, n, res, e.sp.AsidePath())))
 		}
 		b.resolve()
-		if n > 0 {
-			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", n)
+		if res.Records > 0 {
+			e.log.Info("omqs: replayed spooled messages", "publisher", e.name, "file", path, "messages", res.Records,
+				"original_format", res.Legacy)
 		}
 	}
 }

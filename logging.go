@@ -20,6 +20,7 @@ import (
 
 	"github.com/omqs-go/omqs/internal/pyfmt"
 	"github.com/omqs-go/omqs/internal/rotate"
+	"github.com/omqs-go/omqs/internal/safefile"
 	"github.com/omqs-go/omqs/internal/transport"
 	"gopkg.in/natefinch/lumberjack.v2"
 )
@@ -225,7 +226,7 @@ func NewLogManager(name, fileName string, opts ...LogOption) (*LogManager, error
 		if path, err = filepath.Abs(path); err != nil {
 			return nil, fmt.Errorf("omqs: log file %s: %w", fileName, err)
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		if err := safefile.MkdirAll(filepath.Dir(path)); err != nil {
 			return nil, fmt.Errorf("omqs: log folder: %w", err)
 		}
 		if core.sink, err = acquireFileSink(path, fileSpecOf(cfg), s.now); err != nil {
@@ -674,16 +675,16 @@ func acquireFileSink(path string, spec fileSpec, now func() time.Time) (*logSink
 	s := &logSink{path: path, spec: spec, refs: 1}
 	switch spec.rotation {
 	case "":
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := safefile.OpenAppend(path, false)
 		if err != nil {
 			return nil, fmt.Errorf("omqs: log file: %w", err)
 		}
 		s.w, s.c = f, f
 	case "size":
-		// Create the file now, as Python does, and with the usual mode:
-		// lumberjack would create it at the first write, readable by its
-		// owner only.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		// Create the file now, as Python does, readable by its owner only
+		// (log lines may quote messages), and refuse a symbolic link.
+		// lumberjack keeps the mode of the file it rotates.
+		f, err := safefile.OpenAppend(path, false)
 		if err != nil {
 			return nil, fmt.Errorf("omqs: log file: %w", err)
 		}
@@ -810,4 +811,22 @@ func redactAttr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// bodyPrefixLen is how much of a message body a log line quotes at most.
+const bodyPrefixLen = 32
+
+// bodyPrefix returns the start of a message body for a log line: at most
+// bodyPrefixLen bytes, as valid UTF-8, with "…" when there is more. Log
+// files outlive messages and may be read by others than their recipients:
+// the library never logs a whole body.
+func bodyPrefix(b []byte) string {
+	if len(b) <= bodyPrefixLen {
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	cut := bodyPrefixLen
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return strings.ToValidUTF8(string(b[:cut]), "\uFFFD") + "…"
 }

@@ -431,8 +431,8 @@ func TestSizeRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lm.Close()
-	if fi, err := os.Stat(lm.FileName()); err != nil || fi.Mode().Perm()&0o044 == 0 {
-		t.Errorf("log file not created at once, or not readable by others: %v", err)
+	if fi, err := os.Stat(lm.FileName()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("log file not created at once, or readable by others: %v", err)
 	}
 	chunk := strings.Repeat("x", 1000)
 	for i := 0; i < 3500; i++ { // about 3.5 MB: three rotations

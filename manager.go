@@ -191,6 +191,13 @@ func (m *Manager) Start(ctx context.Context) error {
 }
 
 func (m *Manager) start(ctx context.Context) error {
+	for _, l := range m.lanes {
+		if err := l.spool.CheckFolder(); err != nil {
+			m.state.Store(int32(mgrStopped))
+			m.release()
+			return fmt.Errorf("%w: Manager.Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err)
+		}
+	}
 	for i, l := range m.lanes {
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
 			// Every worker that WorkerWillRun was called on, the failing one

@@ -434,7 +434,9 @@ func WithErrorHandler(f func(error)) Option {
 
 // WithSpoolDir sets the folder of the spool files backup.log and backup.evt
 // (default: the [Log] FOLDER). For a publisher it enables spooling to
-// DIR/<exchange>.spool.
+// DIR/<exchange>.spool, where every byte of the exchange name other than a
+// letter, a digit, '.', '-' or '_' is written %XX. Start refuses a folder
+// that its group or others may write to (ErrInvalidConfig).
 func WithSpoolDir(dir string) Option {
 	return opt("WithSpoolDir", quoted(dir), func(s *settings) error {
 		if dir == "" {

@@ -537,6 +537,8 @@ func (r *replayer) rewrite(path string, n, unreadable int) (left int, err error)
 		case l.OK && seen < n:
 			seen++
 			return nil
+		case l.TooLong:
+			return fmt.Errorf("%s:%d: the line is longer than any record and cannot be kept; rerun with --drop-unreadable to drop it", path, l.Number)
 		}
 		w.Write(l.Raw)
 		return w.WriteByte('\n')

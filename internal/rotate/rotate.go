@@ -35,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/omqs-go/omqs/internal/safefile"
 )
 
 // Schedule is a parsed ROTATING_TIME code.
@@ -161,8 +163,9 @@ type Writer struct {
 	rolloverAt time.Time
 }
 
-// Open opens (creating it if needed) the file name for appending. The folder
-// must exist.
+// Open opens (creating it if needed, readable by its owner only) the file
+// name for appending. The folder must exist. A symbolic link at name is not
+// followed: Open fails.
 func Open(name string, opts Options) (*Writer, error) {
 	if opts.Schedule.unit == 0 {
 		return nil, errors.New("rotate: no schedule")
@@ -175,7 +178,7 @@ func Open(name string, opts Options) (*Writer, error) {
 		w.now = time.Now
 	}
 	start := w.now()
-	if fi, err := os.Stat(name); err == nil {
+	if fi, err := os.Lstat(name); err == nil {
 		w.regular = fi.Mode().IsRegular()
 		start = fi.ModTime()
 	}
@@ -188,8 +191,10 @@ func Open(name string, opts Options) (*Writer, error) {
 	return w, nil
 }
 
+// openAppend opens name for appending, creating it readable by its owner
+// only; it does not follow a symbolic link.
 func openAppend(name string) (*os.File, error) {
-	return os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	return safefile.OpenAppend(name, false)
 }
 
 // Write appends p to the file, rotating it first if its time has come. If

@@ -357,3 +357,48 @@ func TestParseSchedule(t *testing.T) {
 		}
 	}
 }
+
+// The log file may quote messages: it is created readable by its owner
+// only, stays so after rotation, and a symbolic link in its place is not
+// followed.
+func TestOpenCreatesPrivateAndRefusesLink(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: monday}
+	s, _ := ParseSchedule("1S")
+	name := filepath.Join(dir, "x.log")
+	w, err := Open(name, Options{Schedule: s, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(monday.Add(time.Hour))
+	if _, err := w.Write([]byte("x")); err != nil { // rotates, then creates the file again
+		t.Fatal(err)
+	}
+	w.Close()
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Fatalf("%d files, want the log file and one rotated file", len(entries))
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v (%v), want 0600", e.Name(), fi.Mode().Perm(), err)
+		}
+	}
+
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Skip(err)
+	}
+	if w, err := Open(link, Options{Schedule: s, Now: clock.Now}); err == nil {
+		w.Write([]byte("appended"))
+		w.Close()
+		t.Fatal("Open followed a symbolic link")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("victim holds %q", b)
+	}
+}

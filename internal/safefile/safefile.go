@@ -1,91 +1,123 @@
-// Package safefile reads small files that a deployment names (configuration
-// files, PEM certificates and keys) without trusting what they are: only
-// regular files are read, and never more than a limit.
+// Package safefile opens the files OMQS keeps in its folder (spool files,
+// log files) so that nobody else can steer them: the last component of a
+// path is never followed when it is a symbolic link, new files and folders
+// are private to the process's user, and a file read back for replay must be
+// a regular file owned by that user. Read reads the small files a
+// deployment names (configuration files, PEM certificates and keys) the same
+// way: only regular files, and never more than a limit.
 package safefile
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"syscall"
 )
 
-// ErrNotRegular is returned, inside an *fs.PathError, for a path that is a
-// directory, a named pipe, a device or a socket.
-var ErrNotRegular = errors.New("not a regular file")
+// FileMode is the mode of the files OMQS creates; DirMode that of the folders.
+const (
+	FileMode fs.FileMode = 0o600
+	DirMode  fs.FileMode = 0o700
+)
 
-// TooLargeError is returned, inside an *fs.PathError, for a file larger than
-// the limit given to Read.
-type TooLargeError struct{ Limit int64 }
+var (
+	// ErrSymlink: the path names a symbolic link, which is not followed.
+	ErrSymlink = errors.New("is a symbolic link, which OMQS does not follow")
+	// ErrNotRegular: the file is not a regular file.
+	ErrNotRegular = errors.New("is not a regular file")
+	// ErrNotOwned: the file belongs to another user than the process's.
+	ErrNotOwned = errors.New("is not owned by the process's user")
+	// ErrOpenFolder: the folder can be written by its group or by others.
+	ErrOpenFolder = errors.New("can be written by its group or by others")
+)
 
-func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("larger than the limit of %d bytes", e.Limit)
+// OpenAppend opens path for appending (reading too, with read), creating it
+// with FileMode. It does not follow a symbolic link at path.
+func OpenAppend(path string, read bool) (*os.File, error) {
+	flag := os.O_WRONLY
+	if read {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(path, flag|os.O_APPEND|os.O_CREATE|oNoFollow, FileMode)
+	if err != nil {
+		return nil, linkError(path, err)
+	}
+	if err := checkNotLink(path, f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
-// Read returns the content of the regular file name, at most limit bytes.
-//
-// A path that is not a regular file is refused before it is read: reading
-// /dev/zero would never end and opening a named pipe would wait for a
-// writer. The file is checked with Stat, opened without blocking (so a path
-// replaced by a named pipe in between does not hang) and checked again on
-// the open file, then read through a limit: a file that is, or grows,
-// larger than limit is an error. Errors are *fs.PathError values naming the
-// path; a missing file matches fs.ErrNotExist.
-func Read(name string, limit int64) ([]byte, error) {
-	st, err := os.Stat(name)
+// OpenOwned opens path for reading if it is a regular file owned by the
+// process's user. It does not follow a symbolic link at path.
+func OpenOwned(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|oNoFollow, 0)
 	if err != nil {
-		return nil, err
+		return nil, linkError(path, err)
 	}
-	if err := check(name, st, limit); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	fi, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
-	defer f.Close()
-	if st, err = f.Stat(); err != nil {
-		return nil, err
+	switch {
+	case !fi.Mode().IsRegular():
+		err = ErrNotRegular
+	case !ownedByMe(fi):
+		err = ErrNotOwned
 	}
-	if err := check(name, st, limit); err != nil {
-		return nil, err
+	if err == nil {
+		err = checkNotLink(path, f)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	if int64(len(data)) > limit {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: &TooLargeError{limit}}
-	}
-	return data, nil
+	return f, nil
 }
 
-func check(name string, st fs.FileInfo, limit int64) error {
-	if !st.Mode().IsRegular() {
-		return &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("%w (%s)", ErrNotRegular, kind(st.Mode()))}
+// MkdirAll creates dir and its missing parents with DirMode.
+func MkdirAll(dir string) error { return os.MkdirAll(dir, DirMode) }
+
+// CheckFolder returns an error if dir exists and is not a folder, or can be
+// written by its group or by others (who could then plant files or links
+// there). A folder that does not exist yet is fine: it is created private.
+func CheckFolder(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	if st.Size() > limit {
-		return &fs.PathError{Op: "read", Path: name, Err: &TooLargeError{limit}}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("folder %s is not a folder", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 && groupOthersMatter {
+		return fmt.Errorf("folder %s (mode %04o) %w: it holds the spool and log files, so remove that permission (chmod go-w %s) or choose another folder",
+			dir, perm, ErrOpenFolder, dir)
 	}
 	return nil
 }
 
-// kind names what a non-regular file is.
-func kind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	default:
-		return "mode " + m.Type().String()
+// linkError replaces the error of opening a symbolic link without following
+// it (ELOOP on Linux, EMLINK on some BSDs) with a clear one.
+func linkError(path string, err error) error {
+	if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return &fs.PathError{Op: "open", Path: path, Err: ErrSymlink}
 	}
+	return err
+}
+
+// checkNotLink is for systems without O_NOFOLLOW: path must not be a link
+// now that f is open.
+func checkNotLink(path string, f *os.File) error {
+	if oNoFollow != 0 {
+		return nil
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return &fs.PathError{Op: "open", Path: path, Err: ErrSymlink}
+	}
+	return nil
 }
