@@ -237,12 +237,16 @@ func (e *engine) confirmAll(cs []amqp.Confirmation) {
 			msgs = append(msgs, settled{m, c.Ack})
 		}
 	}
-	if len(msgs) > 0 {
-		e.doneInflight(len(msgs))
-	}
 	e.mu.Unlock()
+	// Settled (counted, spooled when nacked) before they leave the in-flight
+	// count: Flush and Stop, woken when it reaches 0, then see them in Stats.
 	for _, s := range msgs {
 		e.settle(s.m, s.ack)
+	}
+	if len(msgs) > 0 {
+		e.mu.Lock()
+		e.doneInflight(len(msgs))
+		e.mu.Unlock()
 	}
 	clear(msgs)
 	e.settled = msgs
