@@ -56,9 +56,10 @@
 //
 // # Consumers
 //
-// SyncConsumer handles one delivery at a time, AsyncConsumer several at once.
-// LogMsgConsumer and EventMsgConsumer are consumers preset with the names of the
-// log and event paths. A callback's nil result acknowledges the delivery, an
+// SyncConsumer handles one delivery at a time, AsyncConsumer several at once
+// (WithConcurrency). LogMsgConsumer and EventMsgConsumer are consumers preset
+// with the names of the log and event paths; they handle one delivery at a
+// time unless given WithConcurrency. A callback's nil result acknowledges the delivery, an
 // error rejects it (dead-lettered if the queue has a dead-letter exchange), an
 // error made with Requeue puts it back on the queue, and a panic is recovered,
 // logged and rejected.

@@ -25,7 +25,11 @@ type Option struct {
 	apply func(*settings) error
 }
 
-// ConsumerOption is the Option type, named for the consumer constructors.
+// ConsumerOption is another name for Option (an alias: the same type, not a
+// new one). The consumer constructors are declared with it, as the port's
+// API spells them (NewSyncConsumer(opts ...ConsumerOption)), so that their
+// signatures read as in the original library; any Option can be passed, and
+// one that does not apply to a consumer is refused as for every constructor.
 type ConsumerOption = Option
 
 type scope uint8
@@ -229,8 +233,11 @@ func WithBufferSize(n int) Option {
 	})
 }
 
-// WithMaxInFlight sets how many publishes may wait for the broker's confirm
-// at once (MAX_IN_FLIGHT).
+// WithMaxInFlight sets how many published messages may wait for the
+// broker's confirm at once (MAX_IN_FLIGHT), for each publishing connection:
+// an AsyncPublisher's, a SyncPublisher's (concurrent Publish calls) and each
+// of a Manager's built-in workers'. A publish waits while that many are
+// unconfirmed.
 func WithMaxInFlight(n int) Option {
 	return opt("WithMaxInFlight", forManager|forPublisher, func(s *settings) error {
 		if n < 1 {
@@ -314,9 +321,11 @@ func WithAppID(id string) Option {
 }
 
 // WithSection takes a publisher's or consumer's topology defaults from another
-// configuration section: "AsyncPublisher", "SyncPublisher",
-// "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
-// "LogConsumer" or "EventConsumer".
+// configuration section. A publisher reads a publisher section:
+// "AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster",
+// "AsyncRouter" or "SyncRouter". A consumer reads a consumer section:
+// "LogConsumer" or "EventConsumer". Any other name, or a section of the
+// other kind, is an error wrapping ErrInvalidConfig.
 func WithSection(name string) Option {
 	return opt("WithSection", forPublisher|forConsumer, func(s *settings) error {
 		switch name {
@@ -415,7 +424,10 @@ func WithPrefetch(n int) Option {
 	})
 }
 
-// WithConcurrency sets how many callbacks an AsyncConsumer runs at once.
+// WithConcurrency sets how many callbacks a consumer runs at once: an
+// AsyncConsumer (DefaultConcurrency by default), a LogMsgConsumer or an
+// EventMsgConsumer (1 by default). A SyncConsumer runs one at a time and
+// accepts only 1.
 func WithConcurrency(n int) Option {
 	return opt("WithConcurrency", forConsumer, func(s *settings) error {
 		if n < 1 {
