@@ -259,7 +259,9 @@ func WithOverflow(o Overflow) Option {
 	})
 }
 
-// WithLogWorker replaces the built-in LogMsgWorker.
+// WithLogWorker replaces the built-in LogMsgWorker with w. When w is a
+// LogMsgWorker, or embeds one, NewManager configures that LogMsgWorker as it
+// would its own.
 func WithLogWorker(w MsgWorker) Option {
 	return opt("WithLogWorker", forManager, func(s *settings) error {
 		if w == nil {
@@ -270,7 +272,9 @@ func WithLogWorker(w MsgWorker) Option {
 	})
 }
 
-// WithEventWorker replaces the built-in EventMsgWorker.
+// WithEventWorker replaces the built-in EventMsgWorker with w. When w is an
+// EventMsgWorker, or embeds one, NewManager configures that EventMsgWorker
+// as it would its own.
 func WithEventWorker(w MsgWorker) Option {
 	return opt("WithEventWorker", forManager, func(s *settings) error {
 		if w == nil {
