@@ -1,7 +1,6 @@
 package omqs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -33,29 +33,11 @@ var (
 	_ runner = (*EventMsgConsumer)(nil)
 )
 
-// logBuffer collects a logger's output for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // consumerLogger returns a logger writing to a buffer, which is printed when the
 // test fails.
-func consumerLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+func consumerLogger(t *testing.T) (*slog.Logger, *lockedbuf.Buffer) {
 	t.Helper()
-	b := &logBuffer{}
+	b := &lockedbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("consumer log:\n%s", b.String())

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/omqs-go/omqs"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
 
 // TestMain fails the tests if a goroutine of the program outlives run.
@@ -19,26 +18,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer safe for the consumers' callbacks.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestRunOnTheInProcessBroker(t *testing.T) {
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	if err := run(context.Background(), "memory://", 10*time.Second, &out); err != nil {
 		t.Fatalf("run: %v\noutput:\n%s", err, out.String())
 	}
@@ -111,7 +92,7 @@ func TestRunSaysWhyItTimedOut(t *testing.T) {
 		}
 	}
 
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	start := time.Now()
 	err = run(context.Background(), url, time.Second, &out)
 	if err == nil {
@@ -128,7 +109,7 @@ func TestRunSaysWhyItTimedOut(t *testing.T) {
 }
 
 func TestRunRefusesABadURL(t *testing.T) {
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	if err := run(context.Background(), "nats://localhost", time.Second, &out); err == nil || !strings.Contains(err.Error(), "scheme") {
 		t.Fatalf("run with a bad URL: %v", err)
 	}
