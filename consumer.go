@@ -475,7 +475,6 @@ func newConsumer(kind, section string, opts []Option, p consumerPreset) (*consum
 		Interval:  s.cfg.Global.ReconnectInterval,
 		Times:     s.cfg.Global.ReconnectTimes,
 		Logger:    c.log,
-		Wait:      s.reconnectWaitFn,
 	}
 	c.quit, c.quitCancel = context.WithCancel(context.Background())
 	c.runDone = make(chan struct{})

@@ -1,7 +1,6 @@
 package omqs
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -66,15 +65,14 @@ type settings struct {
 	tls    *tls.Config
 
 	// Manager
-	overflow        Overflow
-	logWorker       MsgWorker
-	eventWorker     MsgWorker
-	background      bool
-	onReturn        func(Returned)
-	onError         func(error)
-	spoolDir        string
-	appID           string
-	reconnectWaitFn func(ctx context.Context, d time.Duration) error // tests
+	overflow    Overflow
+	logWorker   MsgWorker
+	eventWorker MsgWorker
+	background  bool
+	onReturn    func(Returned)
+	onError     func(error)
+	spoolDir    string
+	appID       string
 
 	// Topology overrides (publishers and consumers).
 	section         string
