@@ -13,7 +13,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
-	"github.com/omqs-go/omqs/internal/transport"
 )
 
 // deadLetterQueue declares a durable fanout exchange (as
@@ -69,7 +68,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// Leave alone what another user of this broker declared. Only
 			// the broker's 404 says a name is free: on any other failure
 			// the test cannot tell, and must not delete it afterwards.
-			existed := func(what string, passive func(transport.Channel) error) bool {
+			existed := func(what string, passive func(testChannel) error) bool {
 				err := passive(backendChannel(t, url))
 				var ae *amqp.Error
 				switch {
@@ -81,10 +80,10 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 				t.Fatalf("cannot tell whether %s exists: %v", what, err)
 				return false
 			}
-			xExisted := existed("exchange "+tc.exchange, func(ch transport.Channel) error {
+			xExisted := existed("exchange "+tc.exchange, func(ch testChannel) error {
 				return ch.ExchangeDeclarePassive(tc.exchange, "topic", false, false, false, false, nil)
 			})
-			qExisted := existed("queue "+tc.queue, func(ch transport.Channel) error {
+			qExisted := existed("queue "+tc.queue, func(ch testChannel) error {
 				_, err := ch.QueueDeclarePassive(tc.queue, false, false, false, false, nil)
 				return err
 			})
@@ -124,13 +123,13 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// A passive declare does not compare flags; declaring with the
 			// expected flags does (the broker refuses inequivalent ones), and
 			// declaring with the opposite durability must be refused.
-			equivalent := func(durable bool, declare func(ch transport.Channel, durable bool) error) error {
+			equivalent := func(durable bool, declare func(ch testChannel, durable bool) error) error {
 				return declare(backendChannel(t, url), durable)
 			}
-			declX := func(ch transport.Channel, durable bool) error {
+			declX := func(ch testChannel, durable bool) error {
 				return ch.ExchangeDeclare(tc.exchange, "topic", durable, false, false, false, nil)
 			}
-			declQ := func(ch transport.Channel, durable bool) error {
+			declQ := func(ch testChannel, durable bool) error {
 				_, err := ch.QueueDeclare(tc.queue, durable, false, false, false, nil)
 				return err
 			}

@@ -290,7 +290,7 @@ func cleanupOn(t testing.TB, url string, exchanges, queues []string) {
 // backendChannel opens a channel through the transport seam, on a
 // connection of its own that is closed when the test ends, for declarations
 // and assertions on the broker's state.
-func backendChannel(t testing.TB, url string) transport.Channel {
+func backendChannel(t testing.TB, url string) testChannel {
 	t.Helper()
 	eps, err := transport.ParseURLs(url)
 	if err != nil {
@@ -307,12 +307,32 @@ func backendChannel(t testing.TB, url string) transport.Channel {
 	if err != nil {
 		t.Fatalf("backendChannel: %v", err)
 	}
-	return ch
+	tc, ok := ch.(testChannel)
+	if !ok {
+		t.Fatalf("backendChannel: %T cannot inspect or delete what is declared", ch)
+	}
+	return tc
 }
+
+// testChannel is the transport seam's Channel with the methods that only
+// tests use, to inspect the broker and clean up after themselves. Both
+// implementations (*amqp091.Channel, *membroker.Channel) have them.
+type testChannel interface {
+	transport.Channel
+	ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
+	ExchangeDelete(name string, ifUnused, noWait bool) error
+	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
+	QueueDelete(name string, ifUnused, ifEmpty, noWait bool) (int, error)
+}
+
+var (
+	_ testChannel = (*amqp.Channel)(nil)
+	_ testChannel = (*membroker.Channel)(nil)
+)
 
 // queueDepth returns how many ready messages queue holds, by a passive
 // declare on ch. A missing queue fails the test.
-func queueDepth(t testing.TB, ch transport.Channel, queue string) int {
+func queueDepth(t testing.TB, ch testChannel, queue string) int {
 	t.Helper()
 	q, err := ch.QueueDeclarePassive(queue, false, false, false, false, nil)
 	if err != nil {
