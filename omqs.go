@@ -33,7 +33,9 @@
 // background). Both run in publisher-confirm mode, publish persistent messages
 // with a content type, a timestamp, a unique message id and an app id, and
 // events are published mandatory so an unroutable event is reported instead of
-// vanishing.
+// vanishing. WithLogWorker and WithEventWorker replace either built-in worker
+// (LogMsgWorker, EventMsgWorker) with a MsgWorker of your own, which can
+// embed the built-in one to keep its delivery.
 //
 // # Delivery guarantees
 //
