@@ -78,8 +78,9 @@ type GlobalConfig struct {
 	// BufferSize is the capacity of each of the Manager's two buffers, in
 	// messages (BUFFER_SIZE).
 	BufferSize int
-	// MaxInFlight is how many published messages an AsyncPublisher may have
-	// waiting for the broker's confirm (MAX_IN_FLIGHT).
+	// MaxInFlight is how many published messages each publishing
+	// connection (an AsyncPublisher, a SyncPublisher, each built-in worker)
+	// may have waiting for the broker's confirm (MAX_IN_FLIGHT).
 	MaxInFlight int
 }
 
@@ -140,7 +141,8 @@ const (
 	// bytes a message it bounds a lane to a few megabytes while absorbing
 	// several seconds of a busy web backend's output during a broker outage.
 	DefaultBufferSize = 16384
-	// DefaultMaxInFlight bounds unconfirmed publishes of an AsyncPublisher.
+	// DefaultMaxInFlight bounds the unconfirmed publishes of each
+	// publishing connection.
 	DefaultMaxInFlight     = 1024
 	DefaultPrefetch        = 32
 	DefaultMaxRedeliveries = 5

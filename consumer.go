@@ -386,7 +386,6 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		Interval:  s.cfg.Global.ReconnectInterval,
 		Times:     s.cfg.Global.ReconnectTimes,
 		Logger:    c.log,
-		Wait:      s.reconnectWaitFn,
 	}
 	c.quit, c.quitCancel = context.WithCancel(context.Background())
 	c.runDone = make(chan struct{})

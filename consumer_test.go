@@ -1,7 +1,6 @@
 package omqs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,183 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
-	"github.com/omqs-go/omqs/internal/transport"
 )
-
-// runner is what every consumer type offers.
-type runner interface {
-	Run(ctx context.Context) error
-	Stop(ctx context.Context) error
-	Ready() bool
-	SetCallback(cb Callback)
-}
-
-var (
-	_ runner = (*SyncConsumer)(nil)
-	_ runner = (*AsyncConsumer)(nil)
-	_ runner = (*LogMsgConsumer)(nil)
-	_ runner = (*EventMsgConsumer)(nil)
-)
-
-// logBuffer collects a logger's output for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// consumerLogger returns a logger writing to a buffer, which is printed when the
-// test fails.
-func consumerLogger(t *testing.T) (*slog.Logger, *logBuffer) {
-	t.Helper()
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("consumer log:\n%s", b.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
-
-// baseOpts pins the configuration to the defaults (whatever OMQS.cfg or
-// $OMQS_CONFIG say), the broker to url and the log to l.
-func baseOpts(url string, l *slog.Logger, more ...Option) []Option {
-	return append([]Option{
-		WithConfig(DefaultConfig()), WithURL(url), WithLogger(l),
-		WithReconnect(200*time.Millisecond, 5),
-	}, more...)
-}
-
-// namedOpts are baseOpts with the unique names of n.
-func namedOpts(url string, l *slog.Logger, n brokertest.Names, more ...Option) []Option {
-	return baseOpts(url, l, append([]Option{
-		WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue), WithKeys(n.Key),
-	}, more...)...)
-}
-
-// running is a consumer whose Run runs on its own goroutine.
-type running struct {
-	c      runner
-	cancel context.CancelFunc // ends Run's context
-	done   chan struct{}
-	err    error
-}
-
-// wait waits for Run to return and returns its result.
-func (r *running) wait(t testing.TB, timeout time.Duration) error {
-	t.Helper()
-	select {
-	case <-r.done:
-		return r.err
-	case <-time.After(timeout):
-		t.Fatalf("Run did not return within %v", timeout)
-		return nil
-	}
-}
-
-// startRun runs c in the background until the test ends (then stops it) and
-// waits until it is ready.
-func startRun(t *testing.T, c runner) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{c: c, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		r.err = c.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		defer cancel()
-		select {
-		case <-r.done:
-			return // the test stopped it and checked the results
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-		if err := r.wait(t, 15*time.Second); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitUntil(t, 15*time.Second, "the consumer to be ready", func() bool {
-		select {
-		case <-r.done:
-			t.Fatalf("Run returned before the consumer was ready: %v", r.err)
-		default:
-		}
-		return c.Ready()
-	})
-	return r
-}
-
-// runConsumer builds a consumer with build and opts, and runs it as
-// startRun does.
-func runConsumer[C runner](t *testing.T, build func(...Option) (C, error), opts ...Option) *running {
-	t.Helper()
-	c, err := build(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return startRun(t, c)
-}
-
-// logConsumerFor is NewLogMsgConsumer with its keys given, for runConsumer.
-func logConsumerFor(keys ...string) func(...Option) (*LogMsgConsumer, error) {
-	return func(opts ...Option) (*LogMsgConsumer, error) { return NewLogMsgConsumer(keys, opts...) }
-}
-
-// stopNow stops c and checks that Stop and Run succeed.
-func stopNow(t *testing.T, r *running) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := r.c.Stop(ctx); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	if err := r.wait(t, 15*time.Second); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if r.c.Ready() {
-		t.Fatal("Ready() is true after Stop")
-	}
-}
-
-// publishTo publishes bodies under key to exchange (declared as kind,
-// durable) through a SyncPublisher, each confirmed.
-func publishTo(t testing.TB, url, exchange, kind string, durable bool, key string, bodies ...string) {
-	t.Helper()
-	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(url), WithLogger(slog.New(slog.DiscardHandler)),
-		WithExchange(exchange, kind, durable), WithQueue(""), WithKeys(key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range bodies {
-		if err := p.Publish(ctx, key, []byte(b)); err != nil {
-			t.Fatalf("publish %q: %v", b, err)
-		}
-	}
-	if err := p.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // deadLetterQueue declares a durable fanout exchange (as
 // WithDeadLetterExchange declares it) with a queue bound to it, both deleted
@@ -214,43 +36,6 @@ func deadLetterQueue(t testing.TB, url string) (exchange, queue string) {
 		t.Fatal(err)
 	}
 	return exchange, queue
-}
-
-// recorder keeps the deliveries a callback saw.
-type recorder struct {
-	mu   sync.Mutex
-	seen []Delivery
-}
-
-func (c *recorder) add(d Delivery) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seen = append(c.seen, d)
-}
-
-func (c *recorder) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
-
-func (c *recorder) all() []Delivery {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]Delivery(nil), c.seen...)
-}
-
-func (c *recorder) keys() []string {
-	var ks []string
-	for _, d := range c.all() {
-		ks = append(ks, d.RoutingKey)
-	}
-	return ks
-}
-
-func (c *recorder) callback(ctx context.Context, d Delivery) error {
-	c.add(d)
-	return nil
 }
 
 // TestConsumerDefaultTopology checks that the constructors without names
@@ -286,7 +71,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// Leave alone what another user of this broker declared. Only
 			// the broker's 404 says a name is free: on any other failure
 			// the test cannot tell, and must not delete it afterwards.
-			existed := func(what string, passive func(transport.Channel) error) bool {
+			existed := func(what string, passive func(testChannel) error) bool {
 				err := passive(backendChannel(t, url))
 				var ae *amqp.Error
 				switch {
@@ -298,10 +83,10 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 				t.Fatalf("cannot tell whether %s exists: %v", what, err)
 				return false
 			}
-			xExisted := existed("exchange "+tc.exchange, func(ch transport.Channel) error {
+			xExisted := existed("exchange "+tc.exchange, func(ch testChannel) error {
 				return ch.ExchangeDeclarePassive(tc.exchange, "topic", false, false, false, false, nil)
 			})
-			qExisted := existed("queue "+tc.queue, func(ch transport.Channel) error {
+			qExisted := existed("queue "+tc.queue, func(ch testChannel) error {
 				_, err := ch.QueueDeclarePassive(tc.queue, false, false, false, false, nil)
 				return err
 			})
@@ -341,13 +126,13 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 			// A passive declare does not compare flags; declaring with the
 			// expected flags does (the broker refuses inequivalent ones), and
 			// declaring with the opposite durability must be refused.
-			equivalent := func(durable bool, declare func(ch transport.Channel, durable bool) error) error {
+			equivalent := func(durable bool, declare func(ch testChannel, durable bool) error) error {
 				return declare(backendChannel(t, url), durable)
 			}
-			declX := func(ch transport.Channel, durable bool) error {
+			declX := func(ch testChannel, durable bool) error {
 				return ch.ExchangeDeclare(tc.exchange, "topic", durable, false, false, false, nil)
 			}
-			declQ := func(ch transport.Channel, durable bool) error {
+			declQ := func(ch testChannel, durable bool) error {
 				_, err := ch.QueueDeclare(tc.queue, durable, false, false, false, nil)
 				return err
 			}

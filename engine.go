@@ -135,7 +135,7 @@ func configuredEngine(s *settings, kind, name string, topo topology, mandatory b
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, rep: d.rep,
-		onReturn: s.onReturn, onError: s.onError, wait: s.reconnectWaitFn, laneBusy: d.busy,
+		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy,
 	})
 }
 
@@ -162,8 +162,11 @@ type engineConfig struct {
 	rep       *reporter // nil: own
 	onReturn  func(Returned)
 	onError   func(error)
-	wait      func(ctx context.Context, d time.Duration) error
-	laneBusy  *atomic.Bool // cleared when a message from the lane is counted in flight
+	// wait, when set, replaces the timer between connection attempts
+	// (reconnect.Dialer.Wait): the engine's own tests build engines with it
+	// to hold a reconnect at a chosen moment. Constructors leave it nil.
+	wait     func(ctx context.Context, d time.Duration) error
+	laneBusy *atomic.Bool // cleared when a message from the lane is counted in flight
 }
 
 func newEngine(c engineConfig) *engine {

@@ -1,6 +1,6 @@
 module github.com/omqs-go/omqs
 
-go 1.26.8
+go 1.25
 
 require (
 	github.com/rabbitmq/amqp091-go v1.16.0

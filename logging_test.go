@@ -1,9 +1,6 @@
 package omqs
 
 import (
-	"github.com/omqs-go/omqs/internal/transport"
-
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,26 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 	"github.com/omqs-go/omqs/internal/pyfmt"
+	"github.com/omqs-go/omqs/internal/transport"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a settable clock for time rotation.
 type fakeClock struct {
@@ -83,9 +64,9 @@ func fileConfig(dir, format string) LogConfig {
 }
 
 // newStream returns a LogManager printing to a buffer, closed at the end of the test.
-func newStream(t *testing.T, name string, cfg LogConfig, opts ...LogOption) (*LogManager, *syncBuffer) {
+func newStream(t *testing.T, name string, cfg LogConfig, opts ...LogOption) (*LogManager, *lockedbuf.Buffer) {
 	t.Helper()
-	var buf syncBuffer
+	var buf lockedbuf.Buffer
 	lm, err := NewLogManager(name, "", append([]LogOption{WithLogConfig(cfg), WithLogOutput(&buf)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +498,7 @@ func TestTimeRotation(t *testing.T) {
 }
 
 func TestSameNameStreamOnce(t *testing.T) {
-	var buf syncBuffer
+	var buf lockedbuf.Buffer
 	cfg := streamConfig("%(name)s %(message)s")
 	lm1, err := NewLogManager("dup", "", WithLogConfig(cfg), WithLogOutput(&buf))
 	if err != nil {
@@ -801,7 +782,7 @@ func withLogErrorOutput(w io.Writer) LogOption {
 // drops, is printed once and kept for Err.
 func TestLogWriteErrors(t *testing.T) {
 	errFull := errors.New("disk full")
-	var errOut syncBuffer
+	var errOut lockedbuf.Buffer
 	lm, err := NewLogManager("svc", "", WithLogConfig(streamConfig("%(message)s")),
 		WithLogOutput(logFailingWriter{errFull}), withLogErrorOutput(&errOut))
 	if err != nil {
@@ -824,7 +805,7 @@ func TestLogWriteErrors(t *testing.T) {
 	dir := t.TempDir()
 	cfg := fileConfig(dir, "%(message)s")
 	cfg.Rotation, cfg.RotationType, cfg.Size = true, "size", 1
-	var errOut2 syncBuffer
+	var errOut2 lockedbuf.Buffer
 	lm2, err := NewLogManager("big", "big.log", WithLogConfig(cfg), withLogErrorOutput(&errOut2))
 	if err != nil {
 		t.Fatal(err)

@@ -149,12 +149,21 @@ func NewManager(opts ...Option) (*Manager, error) {
 	logs := newLane("log", size, s.logWorker, spool.New(spoolPath(dir, "backup.log")), errLogBufferFull)
 	events := newLane("event", size, s.eventWorker, spool.New(spoolPath(dir, "backup.evt")), errEventBufferFull)
 	if logs.worker == nil {
-		logs.worker = newLogMsgWorker(s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: logs.spool, busy: &logs.busy})
+		logs.worker = NewLogMsgWorker()
 	}
 	if events.worker == nil {
-		events.worker = newEventMsgWorker(s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: events.spool, busy: &events.busy})
+		events.worker = NewEventMsgWorker()
 	}
 	m.lanes[logLane], m.lanes[eventLane] = logs, events
+	// Configure the built-in workers, and those embedded in custom ones.
+	for i, l := range m.lanes {
+		if b, ok := l.worker.(builtinBinder); ok {
+			if err := b.bindLane(i, s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy}); err != nil {
+				m.release()
+				return nil, errorOf("NewManager", fmt.Errorf("%w: %s worker: %v", ErrInvalidConfig, l.name, err))
+			}
+		}
+	}
 	return m, nil
 }
 
@@ -300,6 +309,7 @@ func (m *Manager) accepted() uint64 {
 func (m *Manager) drain(l *lane) {
 	defer m.wg.Done()
 	_, builtin := l.worker.(laneWorker)
+	share := sharesBody(l.worker)
 	for {
 		it, ok := l.next()
 		if !ok {
@@ -308,7 +318,7 @@ func (m *Manager) drain(l *lane) {
 		l.st.accepted.Add(1)
 		l.busy.Store(true)
 		var body []byte
-		if builtin {
+		if share {
 			// The built-in workers only read the body (to publish or spool
 			// it): share the string's bytes instead of copying them.
 			body = unsafe.Slice(unsafe.StringData(it.body), len(it.body))

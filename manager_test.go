@@ -15,23 +15,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
-	"github.com/omqs-go/omqs/internal/faultproxy"
 	"github.com/omqs-go/omqs/internal/membroker"
 	"github.com/omqs-go/omqs/internal/spool"
 )
-
-func startManager(t *testing.T, opts ...Option) *Manager {
-	t.Helper()
-	m, err := NewManager(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(testCtx(t, 30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Stop(context.Background()) })
-	return m
-}
 
 func TestManagerSendRoundTrip(t *testing.T) {
 	t.Parallel()
@@ -145,51 +131,6 @@ func testManagerStopDeliversEverything(t *testing.T, url string) {
 	if err := m.SendEvent("late", ""); !errors.Is(err, ErrStopped) {
 		t.Fatalf("send after Stop: %v, want ErrStopped", err)
 	}
-}
-
-// blockingWorker holds every message until release is closed.
-type blockingWorker struct {
-	release chan struct{}
-	mu      sync.Mutex
-	got     []Message
-	calls   []string
-}
-
-func (w *blockingWorker) WorkerWillRun(context.Context) error {
-	w.mu.Lock()
-	w.calls = append(w.calls, "run")
-	w.mu.Unlock()
-	return nil
-}
-
-func (w *blockingWorker) MsgDidReceive(ctx context.Context, msg Message) error {
-	select {
-	case <-w.release:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	w.mu.Lock()
-	w.got = append(w.got, msg)
-	w.mu.Unlock()
-	return nil
-}
-
-// bodies returns the bodies of the messages the worker delivered.
-func (w *blockingWorker) bodies() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []string
-	for _, m := range w.got {
-		out = append(out, string(m.Body))
-	}
-	return out
-}
-
-func (w *blockingWorker) WorkerWillStop(context.Context) error {
-	w.mu.Lock()
-	w.calls = append(w.calls, "stop")
-	w.mu.Unlock()
-	return nil
 }
 
 func TestManagerSendErrors(t *testing.T) {
@@ -471,32 +412,6 @@ func TestManagerUnreachableBrokerRetriesThenFails(t *testing.T) {
 		t.Fatalf("Start: %v, want ErrConnection after 3 attempts", err)
 	}
 	m.Stop(context.Background())
-}
-
-func newProxy(t testing.TB, brokerURL string) *faultproxy.Proxy {
-	t.Helper()
-	u, err := amqp.ParseURI(brokerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.New(fmt.Sprintf("%s:%d", u.Host, u.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
-}
-
-func proxyURL(brokerURL string, p *faultproxy.Proxy) string {
-	u, _ := amqp.ParseURI(brokerURL)
-	u.Host, u.Port = strings.Split(p.Addr(), ":")[0], atoiPort(p.Addr())
-	return u.String()
-}
-
-func atoiPort(addr string) int {
-	var port int
-	fmt.Sscanf(addr[strings.LastIndexByte(addr, ':')+1:], "%d", &port)
-	return port
 }
 
 func TestManagerSpoolsWhileUnreachableAndReplays(t *testing.T) {
@@ -837,21 +752,6 @@ func testManagerReplaysSpool(t *testing.T, url string) {
 			t.Errorf("spool file %s still holds %d bytes after replay", f, fi.Size())
 		}
 	}
-}
-
-// breakable returns the URL clients should use so that the test can close
-// their connections under them, and the function that does it: on the
-// in-process broker, the broker closes every connection (320
-// CONNECTION_FORCED, as `rabbitmqctl close_all_connections` would); on
-// RabbitMQ, a TCP proxy in front of it cuts them.
-func breakable(t *testing.T, url string) (clientURL string, cut func()) {
-	t.Helper()
-	if isMemory(url) {
-		b := membroker.Get(strings.TrimPrefix(url, "memory://"))
-		return url, func() { b.CloseAllConnections("closed by the test") }
-	}
-	p := newProxy(t, url)
-	return proxyURL(url, p), p.Cut
 }
 
 // TestManagerAndConsumerSurviveConnectionLoss: while events flow from a

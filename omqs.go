@@ -33,7 +33,9 @@
 // background). Both run in publisher-confirm mode, publish persistent messages
 // with a content type, a timestamp, a unique message id and an app id, and
 // events are published mandatory so an unroutable event is reported instead of
-// vanishing.
+// vanishing. WithLogWorker and WithEventWorker replace either built-in worker
+// (LogMsgWorker, EventMsgWorker) with a MsgWorker of your own, which can
+// embed the built-in one to keep its delivery.
 //
 // # Delivery guarantees
 //
@@ -56,9 +58,10 @@
 //
 // # Consumers
 //
-// SyncConsumer handles one delivery at a time, AsyncConsumer several at once.
-// LogMsgConsumer and EventMsgConsumer are consumers preset with the names of the
-// log and event paths. A callback's nil result acknowledges the delivery, an
+// SyncConsumer handles one delivery at a time, AsyncConsumer several at once
+// (WithConcurrency). LogMsgConsumer and EventMsgConsumer are consumers preset
+// with the names of the log and event paths; they handle one delivery at a
+// time unless given WithConcurrency. A callback's nil result acknowledges the delivery, an
 // error rejects it (dead-lettered if the queue has a dead-letter exchange), an
 // error made with Requeue puts it back on the queue, and a panic is recovered,
 // logged and rejected.

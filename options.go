@@ -1,7 +1,6 @@
 package omqs
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -45,7 +44,11 @@ type Option struct {
 // label is the option as the caller wrote it, e.g. WithSection("LogConsumer").
 func (o Option) label() string { return o.name + "(" + o.arg + ")" }
 
-// ConsumerOption is the Option type, named for the consumer constructors.
+// ConsumerOption is another name for Option (an alias: the same type, not a
+// new one). The consumer constructors are declared with it, as the port's
+// API spells them (NewSyncConsumer(opts ...ConsumerOption)), so that their
+// signatures read as in the original library; any Option can be passed, and
+// one that does not apply to a consumer is refused as for every constructor.
 type ConsumerOption = Option
 
 // ctorRule is what one constructor accepts.
@@ -121,15 +124,14 @@ type settings struct {
 	tls    *tls.Config
 
 	// Manager
-	overflow        Overflow
-	logWorker       MsgWorker
-	eventWorker     MsgWorker
-	background      bool
-	onReturn        func(Returned)
-	onError         func(error)
-	spoolDir        string
-	appID           string
-	reconnectWaitFn func(ctx context.Context, d time.Duration) error // tests
+	overflow    Overflow
+	logWorker   MsgWorker
+	eventWorker MsgWorker
+	background  bool
+	onReturn    func(Returned)
+	onError     func(error)
+	spoolDir    string
+	appID       string
 
 	// Topology overrides (publishers and consumers).
 	section         string
@@ -367,8 +369,11 @@ func WithBufferSize(n int) Option {
 	})
 }
 
-// WithMaxInFlight sets how many publishes may wait for the broker's confirm
-// at once (MAX_IN_FLIGHT).
+// WithMaxInFlight sets how many published messages may wait for the
+// broker's confirm at once (MAX_IN_FLIGHT), for each publishing connection:
+// an AsyncPublisher's, a SyncPublisher's (concurrent Publish calls) and each
+// of a Manager's built-in workers'. A publish waits while that many are
+// unconfirmed.
 func WithMaxInFlight(n int) Option {
 	return opt("WithMaxInFlight", number(n), func(s *settings) error {
 		if n < 1 {
@@ -390,7 +395,9 @@ func WithOverflow(o Overflow) Option {
 	})
 }
 
-// WithLogWorker replaces the built-in LogMsgWorker.
+// WithLogWorker replaces the built-in LogMsgWorker with w. When w is a
+// LogMsgWorker, or embeds one, NewManager configures that LogMsgWorker as it
+// would its own.
 func WithLogWorker(w MsgWorker) Option {
 	return opt("WithLogWorker", "…", func(s *settings) error {
 		if w == nil {
@@ -401,7 +408,9 @@ func WithLogWorker(w MsgWorker) Option {
 	})
 }
 
-// WithEventWorker replaces the built-in EventMsgWorker.
+// WithEventWorker replaces the built-in EventMsgWorker with w. When w is an
+// EventMsgWorker, or embeds one, NewManager configures that EventMsgWorker
+// as it would its own.
 func WithEventWorker(w MsgWorker) Option {
 	return opt("WithEventWorker", "…", func(s *settings) error {
 		if w == nil {
@@ -556,7 +565,10 @@ func WithPrefetch(n int) Option {
 	})
 }
 
-// WithConcurrency sets how many callbacks an AsyncConsumer runs at once.
+// WithConcurrency sets how many callbacks a consumer runs at once: an
+// AsyncConsumer (DefaultConcurrency by default), a LogMsgConsumer or an
+// EventMsgConsumer (1 by default). A SyncConsumer runs one at a time and
+// accepts only 1.
 func WithConcurrency(n int) Option {
 	return opt("WithConcurrency", number(n), func(s *settings) error {
 		if n < 1 {

@@ -6,14 +6,16 @@ import (
 	"fmt"
 )
 
-// SyncPublisher publishes one message at a time: Publish returns once the
-// broker has confirmed the message (nil), refused it (an error wrapping
-// ErrNacked), or the message was written to the spool because the broker
-// stayed unreachable (an error wrapping ErrSpooled). Reconnects, republishing
-// and the spool work as for AsyncPublisher.
+// SyncPublisher publishes a message and waits for its confirm: Publish
+// returns once the broker has confirmed the message (nil), refused it (an
+// error wrapping ErrNacked), or the message was written to the spool because
+// the broker stayed unreachable (an error wrapping ErrSpooled). Reconnects,
+// republishing and the spool work as for AsyncPublisher.
 //
-// A SyncPublisher is safe for concurrent use; concurrent Publish calls are
-// pipelined on its connection and each waits for its own confirm.
+// A SyncPublisher is safe for concurrent use. One goroutine calling Publish
+// has one message in flight at a time; Publish calls from several goroutines
+// are pipelined on the one connection (up to MAX_IN_FLIGHT unconfirmed, as
+// for AsyncPublisher), and each waits only for its own confirm.
 type SyncPublisher struct {
 	e *engine
 }

@@ -11,7 +11,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/membroker"
 )
 
@@ -247,36 +246,4 @@ func TestPublishersBlockedBroker(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, "the loss to be reported", func() bool { return reported.Load() >= 1 })
 	wantDepth(t, url, n.Queue, 2) // the two published between the alarms
-}
-
-// startedPublisher builds a publisher with build and opts and starts it.
-func startedPublisher[P interface{ Start(context.Context) error }](t *testing.T, ctx context.Context,
-	build func(...Option) (P, error), opts ...Option) P {
-	t.Helper()
-	p, err := build(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// declareNackingQueue declares n's direct exchange and a queue bound to it
-// with n.Key that holds one message and refuses the next, so that the broker
-// nacks it.
-func declareNackingQueue(t *testing.T, url string, n brokertest.Names) {
-	t.Helper()
-	ch := backendChannel(t, url)
-	if err := ch.ExchangeDeclare(n.Exchange, "direct", false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	// A queue that holds one message and refuses the next: the broker nacks it.
-	if _, err := ch.QueueDeclare(n.Queue, false, false, false, false, amqp.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(n.Queue, n.Key, n.Exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
 
 // TestReporter: an error is logged at ERROR and passed to the error handler
@@ -18,7 +20,7 @@ import (
 // the handler calls run in order.
 func TestReporter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var log logBuffer
+		var log lockedbuf.Buffer
 		var mu sync.Mutex
 		var got []error
 		r := newReporter(slog.New(slog.NewTextHandler(&log, nil)), "test", func(err error) {
@@ -62,7 +64,7 @@ func TestReporter(t *testing.T) {
 // handler that blocks, then drops the calls queued behind it and says so.
 func TestReporterCloseGivesUpOnBlockedHandler(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var log logBuffer
+		var log lockedbuf.Buffer
 		release := make(chan struct{})
 		var calls int
 		r := newReporter(slog.New(slog.NewTextHandler(&log, nil)), "test", func(error) {

@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
 
 // brokerUser adds a RabbitMQ user with full rights on "/" for the test.
@@ -67,14 +68,14 @@ func TestNoPasswordIsEverPrinted(t *testing.T) {
 	viaProxy := authURL("127.0.0.1", atoiPort(p.Addr()), "")
 
 	var printed []string
-	logs := &syncBuffer{}
+	logs := &lockedbuf.Buffer{}
 	lm, err := NewLogManager("secrets", "", WithLogConfig(DefaultConfig().Log), WithLogOutput(logs), WithLogLevel("DEBUG"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lm.Close()
 	// A plain slog handler the user might pass: the library must redact for it too.
-	userLogs := &syncBuffer{}
+	userLogs := &lockedbuf.Buffer{}
 	userLogger := slog.New(slog.NewJSONHandler(userLogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var handlerErrs []string
 	var hmu sync.Mutex

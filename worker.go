@@ -2,6 +2,8 @@ package omqs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +46,20 @@ type laneWorker interface {
 // message through a SyncPublisher (one confirmed publish at a time) to the
 // topic exchange "omqs.exchange.log" ([LogWorker] section), keyed by level.
 // What it cannot deliver goes to FOLDER/backup.log and is replayed later.
+//
+// The Manager builds one unless WithLogWorker names another worker. To
+// change what the built-in worker does while keeping how it delivers
+// (confirms, republishing, the spool, the Manager's Stats and Pending),
+// embed a *LogMsgWorker (from NewLogMsgWorker) in your own type, override
+// the hooks you need, call the embedded ones from them, and pass your type
+// to WithLogWorker: NewManager configures the embedded worker from the
+// Manager's settings, as it does its own (see the EventMsgWorker example).
+// An override of WorkerWillRun or WorkerWillStop must call the embedded
+// one. A message your MsgDidReceive does not pass on counts as accepted only.
+//
+// A LogMsgWorker serves one Manager. Until NewManager has taken it, its
+// methods return an error wrapping ErrNotStarted. The zero value is the same
+// as NewLogMsgWorker's.
 type LogMsgWorker struct {
 	builtinWorker
 }
@@ -53,29 +69,121 @@ type LogMsgWorker struct {
 // exchange "omqs.exchange.event", with the durable queue "omqs.queue.event"
 // bound to "omqs.key.event" ([EventWorker] section). What it cannot deliver
 // goes to FOLDER/backup.evt and is replayed later.
+//
+// A custom event worker can wrap one, as LogMsgWorker explains: embed a
+// *EventMsgWorker (from NewEventMsgWorker) and pass your type to
+// WithEventWorker. Until NewManager has taken it, its methods return an
+// error wrapping ErrNotStarted. The zero value is the same as
+// NewEventMsgWorker's.
 type EventMsgWorker struct {
 	builtinWorker
 }
 
+// NewLogMsgWorker returns a log worker for a Manager to configure: pass it,
+// or a type that embeds it, to NewManager with WithLogWorker.
+func NewLogMsgWorker() *LogMsgWorker { return &LogMsgWorker{} }
+
+// NewEventMsgWorker returns an event worker for a Manager to configure: pass
+// it, or a type that embeds it, to NewManager with WithEventWorker.
+func NewEventMsgWorker() *EventMsgWorker { return &EventMsgWorker{} }
+
 // builtinWorker is what the built-in workers share: a publishing engine and
-// the hooks that start and stop it.
+// the hooks that start and stop it. e is nil until a Manager binds the
+// worker.
 type builtinWorker struct {
+	bound      atomic.Bool
 	e          *engine
 	background bool
+}
+
+// builtinBinder is implemented by *LogMsgWorker and *EventMsgWorker, and so
+// by every type that embeds one: NewManager configures the built-in worker
+// it finds in the worker of each lane.
+type builtinBinder interface {
+	bindLane(lane int, s *settings, name string, d builtinDeps) error
+}
+
+// bindLane makes w the Manager's log worker.
+func (w *LogMsgWorker) bindLane(lane int, s *settings, name string, d builtinDeps) error {
+	if lane != logLane {
+		return errors.New("a LogMsgWorker publishes logs; it cannot be the event worker")
+	}
+	return w.bind("LogMsgWorker", s, func() *engine {
+		return configuredEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
+	})
+}
+
+// bindLane makes w the Manager's event worker.
+func (w *EventMsgWorker) bindLane(lane int, s *settings, name string, d builtinDeps) error {
+	if lane != eventLane {
+		return errors.New("an EventMsgWorker publishes events; it cannot be the log worker")
+	}
+	return w.bind("EventMsgWorker", s, func() *engine {
+		return configuredEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
+	})
+}
+
+func (w *builtinWorker) bind(kind string, s *settings, newEngine func() *engine) error {
+	if !w.bound.CompareAndSwap(false, true) {
+		return fmt.Errorf("this %s already serves another Manager", kind)
+	}
+	w.e, w.background = newEngine(), s.background
+	return nil
+}
+
+// unbound is the error of a built-in worker no Manager has taken.
+func (w *builtinWorker) unbound() error {
+	return fmt.Errorf("%w: built-in worker: not part of a Manager (pass it to NewManager with WithLogWorker or WithEventWorker)", ErrNotStarted)
 }
 
 // WorkerWillRun connects and declares the worker's exchange (and queue and
 // binding, when it has them).
 func (w *builtinWorker) WorkerWillRun(ctx context.Context) error {
+	if w.e == nil {
+		return w.unbound()
+	}
 	return w.e.start(ctx, w.background)
 }
 
 // WorkerWillStop waits for every confirm and closes the publisher.
-func (w *builtinWorker) WorkerWillStop(ctx context.Context) error { return w.e.stop(ctx) }
+func (w *builtinWorker) WorkerWillStop(ctx context.Context) error {
+	if w.e == nil {
+		return w.unbound()
+	}
+	return w.e.stop(ctx)
+}
 
-func (w *builtinWorker) laneStats() LaneStats { return w.e.st.snapshot() }
-func (w *builtinWorker) pendingMsgs() int     { return w.e.pending() }
-func (w *builtinWorker) abort()               { w.e.abort() }
+func (w *builtinWorker) laneStats() LaneStats {
+	if w.e == nil {
+		return LaneStats{}
+	}
+	return w.e.st.snapshot()
+}
+
+func (w *builtinWorker) pendingMsgs() int {
+	if w.e == nil {
+		return 0
+	}
+	return w.e.pending()
+}
+
+func (w *builtinWorker) abort() {
+	if w.e != nil {
+		w.e.abort()
+	}
+}
+
+// sharesBody reports whether w is a built-in worker itself, which only
+// reads a message's body, so that the Manager can hand it the buffered
+// string's bytes without a copy. A type that embeds one may change the body:
+// it gets a copy.
+func sharesBody(w MsgWorker) bool {
+	switch w.(type) {
+	case *LogMsgWorker, *EventMsgWorker:
+		return true
+	}
+	return false
+}
 
 // builtinDeps are what the Manager shares with its built-in workers.
 type builtinDeps struct {
@@ -88,19 +196,12 @@ type builtinDeps struct {
 	busy *atomic.Bool
 }
 
-func newLogMsgWorker(s *settings, name string, d builtinDeps) *LogMsgWorker {
-	e := configuredEngine(s, "LogMsgWorker", name+".log", workerTopology(s.cfg.LogWorker), false, d)
-	return &LogMsgWorker{builtinWorker{e: e, background: s.background}}
-}
-
-func newEventMsgWorker(s *settings, name string, d builtinDeps) *EventMsgWorker {
-	e := configuredEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
-	return &EventMsgWorker{builtinWorker{e: e, background: s.background}}
-}
-
 // MsgDidReceive publishes msg and waits for the broker's confirm. A message
 // the broker cannot take now is spooled by the publisher, which is not an error.
 func (w *LogMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	if w.e == nil {
+		return w.unbound()
+	}
 	m, err := w.e.fromMessage(msg, true)
 	if err != nil {
 		return err
@@ -121,6 +222,9 @@ func (w *LogMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
 // MsgDidReceive hands msg to the AsyncPublisher; it blocks only while
 // MAX_IN_FLIGHT messages await confirms or the broker blocks the connection.
 func (w *EventMsgWorker) MsgDidReceive(ctx context.Context, msg Message) error {
+	if w.e == nil {
+		return w.unbound()
+	}
 	m, err := w.e.fromMessage(msg, true)
 	if err != nil {
 		return err

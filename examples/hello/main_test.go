@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/omqs-go/omqs"
 	"github.com/omqs-go/omqs/internal/brokertest"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
 
 // TestMain fails the tests if a goroutine of the program outlives run.
@@ -21,26 +21,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer safe for the consumers' callbacks.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestRunOnTheInProcessBroker(t *testing.T) {
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	if err := run(context.Background(), "memory://", 10*time.Second, &out); err != nil {
 		t.Fatalf("run: %v\noutput:\n%s", err, out.String())
 	}
@@ -112,7 +94,7 @@ func TestRunTakesNothingFromTheSharedQueue(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			var out syncBuffer
+			var out lockedbuf.Buffer
 			if err := run(context.Background(), url, 20*time.Second, &out); err != nil {
 				t.Fatalf("run: %v\noutput:\n%s", err, out.String())
 			}
@@ -184,7 +166,7 @@ func TestRunBesideAConsumerOfTheSharedQueue(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	if err := run(context.Background(), url, 20*time.Second, &out); err != nil {
 		t.Fatalf("run beside another consumer of %s: %v\noutput:\n%s", omqs.EventQueue, err, out.String())
 	}
@@ -193,7 +175,7 @@ func TestRunBesideAConsumerOfTheSharedQueue(t *testing.T) {
 // TestRunSaysWhyItTimedOut: a run whose time ends before its consumers
 // consume says which one and where it tried.
 func TestRunSaysWhyItTimedOut(t *testing.T) {
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	err := run(context.Background(), "memory://hello-timeout", time.Nanosecond, &out)
 	if err == nil {
 		t.Fatalf("run with no time succeeded:\n%s", out.String())
@@ -208,7 +190,7 @@ func TestRunSaysWhyItTimedOut(t *testing.T) {
 var quiet = slog.New(slog.DiscardHandler)
 
 func TestRunRefusesABadURL(t *testing.T) {
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	if err := run(context.Background(), "nats://localhost", time.Second, &out); err == nil || !strings.Contains(err.Error(), "scheme") {
 		t.Fatalf("run with a bad URL: %v", err)
 	}

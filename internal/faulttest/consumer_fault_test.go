@@ -1,7 +1,6 @@
 package faulttest_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,25 +12,8 @@ import (
 	"github.com/omqs-go/omqs"
 	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/faulttest"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
-
-// syncBuffer is a log destination shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestConsumerSurvivesClosedConnections publishes a stream of messages while
 // the broker closes every connection twice, and checks that the consumer
@@ -41,7 +23,7 @@ func TestConsumerSurvivesClosedConnections(t *testing.T) {
 	faulttest.Restore(t)
 	url := brokertest.URL(t)
 	n := brokertest.NewNames(t)
-	logs := &syncBuffer{}
+	logs := &lockedbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", logs.String())

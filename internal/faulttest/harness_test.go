@@ -19,6 +19,7 @@ import (
 	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/faultproxy"
 	"github.com/omqs-go/omqs/internal/faulttest"
+	"github.com/omqs-go/omqs/internal/lockedbuf"
 )
 
 // namePrefix starts the connection name of every client these tests make, so
@@ -30,13 +31,13 @@ const namePrefix = "omqs-faults"
 // which mark when a publisher saw a fault.
 type logSink struct {
 	slog.Handler
-	buf    *syncBuffer
+	buf    *lockedbuf.Buffer
 	mu     *sync.Mutex
 	losses map[string]int // by publisher name
 }
 
 func newLogSink(t testing.TB) *logSink {
-	buf := &syncBuffer{}
+	buf := &lockedbuf.Buffer{}
 	s := &logSink{
 		Handler: slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}),
 		buf:     buf, mu: &sync.Mutex{}, losses: map[string]int{},

@@ -58,17 +58,35 @@ func (e *env) conn() transport.Conn {
 	return c
 }
 
-func (e *env) channel(c transport.Conn) transport.Channel {
+func (e *env) channel(c transport.Conn) channel {
 	e.t.Helper()
 	ch, err := c.Channel()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return ch
+	return ch.(channel)
 }
 
+// channel is the transport seam's Channel with the methods that OMQS does
+// not use but these tests check too (passive declarations, unbind, purge,
+// delete). Both implementations have them.
+type channel interface {
+	transport.Channel
+	ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
+	ExchangeDelete(name string, ifUnused, noWait bool) error
+	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
+	QueueUnbind(name, key, exchange string, args amqp.Table) error
+	QueuePurge(name string, noWait bool) (int, error)
+	QueueDelete(name string, ifUnused, ifEmpty, noWait bool) (int, error)
+}
+
+var (
+	_ channel = (*amqp.Channel)(nil)
+	_ channel = (*membroker.Channel)(nil)
+)
+
 // open returns a channel on a new connection.
-func (e *env) open() transport.Channel {
+func (e *env) open() channel {
 	e.t.Helper()
 	return e.channel(e.conn())
 }
@@ -81,7 +99,7 @@ func (e *env) queue(prefix string) string {
 
 // declareQueue declares a unique non-durable queue with args on ch and
 // returns its name.
-func (e *env) declareQueue(ch transport.Channel, prefix string, args amqp.Table) string {
+func (e *env) declareQueue(ch channel, prefix string, args amqp.Table) string {
 	e.t.Helper()
 	q := e.queue(prefix)
 	_, err := ch.QueueDeclare(q, false, false, false, false, args)
@@ -161,7 +179,7 @@ func ok(t *testing.T, err error) {
 	}
 }
 
-func publish(t *testing.T, ch transport.Channel, exchange, key string, body string) {
+func publish(t *testing.T, ch channel, exchange, key string, body string) {
 	t.Helper()
 	ok(t, ch.PublishWithContext(context.Background(), exchange, key, false, false, amqp.Publishing{Body: []byte(body)}))
 }

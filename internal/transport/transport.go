@@ -32,17 +32,15 @@ type Conn interface {
 	IsClosed() bool
 }
 
-// Channel is the subset of *amqp091.Channel that OMQS uses.
+// Channel is the subset of *amqp091.Channel that OMQS uses: every method
+// is called by the publishing engine or the consumer. Tests that inspect or
+// clean up a broker through the seam (passive declarations, unbind, purge,
+// delete) assert the channel to an interface of their own with those
+// methods, which both implementations also have.
 type Channel interface {
 	ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
-	ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
-	ExchangeDelete(name string, ifUnused, noWait bool) error
 	QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
-	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
 	QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error
-	QueueUnbind(name, key, exchange string, args amqp.Table) error
-	QueuePurge(name string, noWait bool) (int, error)
-	QueueDelete(name string, ifUnused, ifEmpty, noWait bool) (int, error)
 
 	Qos(prefetchCount, prefetchSize int, global bool) error
 	Confirm(noWait bool) error

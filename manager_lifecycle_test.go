@@ -14,7 +14,7 @@ import (
 
 // Stop while Start is still trying to reach the broker: both return, and
 // nothing is left running.
-func TestManagerStopDuringStart(t *testing.T) {
+func TestManagerLifecycleStopDuringStart(t *testing.T) {
 	url := brokertest.URL(t)
 	p := newProxy(t, url)
 	p.Refuse(true)
@@ -52,7 +52,7 @@ func TestManagerStopDuringStart(t *testing.T) {
 // Stop while the broker is unreachable: the messages held for a reconnect
 // are spooled, after RECONNECT_TIMES attempts (Stop returns ErrSpooled) or
 // when Stop's context ends first (ErrNotConfirmed); Stop never hangs.
-func TestManagerStopWhileUnreachableSpools(t *testing.T) {
+func TestManagerLifecycleStopWhileUnreachableSpools(t *testing.T) {
 	url := brokertest.URL(t)
 	cases := []struct {
 		name    string
@@ -105,7 +105,7 @@ func (w *notConfirmingWorker) WorkerWillStop(context.Context) error {
 	return fmt.Errorf("%w: 3 message(s) lost by the custom worker", ErrNotConfirmed)
 }
 
-func TestManagerStopReportsCustomWorkerLoss(t *testing.T) {
+func TestManagerLifecycleStopReportsCustomWorkerLoss(t *testing.T) {
 	w := &notConfirmingWorker{blockingWorker{release: closedChan()}}
 	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("memory://custom-loss"), WithLogWorker(&blockingWorker{release: closedChan()}),
 		WithEventWorker(w), WithSpoolDir(t.TempDir()))
@@ -133,7 +133,7 @@ func (w *mgrUnreachableWorker) WorkerWillRun(ctx context.Context) error {
 // Stop right as Start begins, as close as possible to Start's switch to
 // starting, so that Stop runs before Start has made itself cancellable: Stop
 // must still make Start give up, and both return.
-func TestManagerStopRightAfterStartBegins(t *testing.T) {
+func TestManagerLifecycleStopRightAfterStartBegins(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Global.BufferSize = 16
 	dir := t.TempDir()
@@ -190,7 +190,7 @@ func (w *mgrAbortWorker) abort() {
 
 // When Stop's context ends while the workers stop, Stop waits for the abort
 // it started: no goroutine of the Manager outlives Stop.
-func TestManagerStopWaitsForItsAbort(t *testing.T) {
+func TestManagerLifecycleStopWaitsForItsAbort(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
