@@ -924,3 +924,37 @@ func TestManagerClockSleepsWhileIdle(t *testing.T) {
 	// It falls asleep again once the lanes are quiet.
 	waitUntil(t, 10*time.Second, "the clock to sleep again", m.clockAsleep.Load)
 }
+
+// TestManagerLogLanePipelines: the log worker does not wait for each confirm
+// before it publishes the next log. With the broker's answers held up, it
+// writes several logs, in order, while none is confirmed.
+func TestManagerLogLanePipelines(t *testing.T) {
+	url := brokertest.URL(t)
+	p := newProxy(t, url)
+	cfg, _ := testConfig(t)
+	m := startManager(t, WithConfig(cfg), WithURL(proxyURL(url, p)), WithLogger(testLogger(t)))
+	logs := collect(t, url, cfg.LogWorker.Exchange, "#")
+	p.Stall(true)
+	const n = 20
+	for i := range n {
+		if err := m.SendInfo(fmt.Sprintf("log %02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "several logs published before any confirm", func() bool {
+		return m.Stats().Logs.Published >= 2
+	})
+	if c := m.Stats().Logs.Confirmed; c != 0 {
+		t.Fatalf("%d logs confirmed through a stalled connection", c)
+	}
+	p.Stall(false)
+	if err := m.Stop(testCtx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	logs.waitCount(t, n, 10*time.Second)
+	for i, d := range logs.all()[:n] {
+		if want := fmt.Sprintf("log %02d", i); string(d.Body) != want {
+			t.Fatalf("log %d is %q, want %q: the lane's order was not kept", i, d.Body, want)
+		}
+	}
+}

@@ -28,9 +28,10 @@
 // for room until their context ends. Routing keys longer than 255 bytes and
 // text that is not valid UTF-8 are refused with ErrInvalidMessage.
 //
-// Logs go out through a SyncPublisher (one confirmed publish at a time); events
-// through an AsyncPublisher (pipelined publishes, confirms tracked in the
-// background). Both run in publisher-confirm mode, publish persistent messages
+// Each lane's worker publishes on one channel of its own, pipelined: the
+// broker's confirms are tracked in the background, up to MAX_IN_FLIGHT
+// messages at a time, and each lane's messages go out in the order sent.
+// Both run in publisher-confirm mode, publish persistent messages
 // with a content type, a timestamp, a unique message id and an app id, and
 // events are published mandatory so an unroutable event is reported instead of
 // vanishing. WithLogWorker and WithEventWorker replace either built-in worker

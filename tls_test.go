@@ -65,7 +65,7 @@ func TestTLS(t *testing.T) {
 		{name: "server_name_indication", url: amqpsURL("guest:guest", plain, url.Values{"cacertfile": {certs.CAFile}, "server_name_indication": {"localhost"}})},
 		{name: "untrusted CA", url: amqpsURL("guest:guest", plain, url.Values{"cacertfile": {other.CAFile}}), wantErr: "certificate"},
 		{name: "client certificate", url: amqpsURL("guest:guest", mutual, url.Values{"cacertfile": {certs.CAFile}, "certfile": {certs.ClientCert}, "keyfile": {certs.ClientKey}})},
-		{name: "client certificate missing", url: amqpsURL("guest:guest", mutual, url.Values{"cacertfile": {certs.CAFile}}), wantErr: "omqs: connection failed"},
+		{name: "client certificate missing", url: amqpsURL("guest:guest", mutual, url.Values{"cacertfile": {certs.CAFile}}), wantErr: "connection failed"},
 		{name: "WithTLSConfig", url: amqpsURL("guest:guest", mutual, nil), opts: []Option{WithTLSConfig(&tls.Config{
 			RootCAs: certs.CAPool, Certificates: []tls.Certificate{certs.Client}, MinVersion: tls.VersionTLS12,
 		})}},
