@@ -58,6 +58,11 @@ type Config struct {
 	// used as written, each naming the file, line and key: unknown keys, keys
 	// set twice, and MQURL's pika parameters that have no equivalent or a
 	// heartbeat the broker caps. WithURL adds the warnings of its URL.
+	// LoadConfig also lists declarations the broker would refuse with 406
+	// PRECONDITION_FAILED beside the Python original on its fixed names
+	// (QUEUE_TYPE=quorum, a dead-letter exchange or another durability on
+	// "omqs.queue.event" or "omqs.queue.log") or beside another section of
+	// the file on the same queue.
 	Warnings []string
 }
 
@@ -311,6 +316,12 @@ func parseConfig(name string, data []byte) (*Config, error) {
 	ld := &cfgLoader{name: name, file: f, def: f.Section("DEFAULT"), used: map[*pyini.Key]bool{}}
 	if err := ld.load(c); err != nil {
 		return nil, err
+	}
+	if err := c.checkSharedQueueTypes(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, name, strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": "))
+	}
+	for _, w := range c.compatWarnings() {
+		c.Warnings = append(c.Warnings, name+": "+w)
 	}
 	return c, nil
 }
@@ -915,7 +926,9 @@ func cfgUnwrapFormat(v string) string {
 
 // Validate checks every setting as LoadConfig checks a file: ranges of
 // numbers, enumerations (in any case), names AMQP can carry, the log FORMAT
-// and the broker URL. It does not connect to the broker. The error wraps ErrInvalidConfig
+// and the broker URL, and that sections naming the same queue (such as
+// [EventWorker] and [EventConsumer] on "omqs.queue.event") agree on its
+// QUEUE_TYPE. It does not connect to the broker. The error wraps ErrInvalidConfig
 // and names the section and key, as in
 //
 //	omqs: invalid configuration: [Global] BUFFER_SIZE: 0 must be at least 1
@@ -928,7 +941,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.checkSharedQueueTypes()
 }
 
 // check runs the checks of the section's fields, as Validate does.
