@@ -151,13 +151,16 @@ const (
 // DefaultConfig returns the built-in defaults: the original OMQS.cfg's values,
 // with a localhost broker URL.
 func DefaultConfig() *Config {
+	// The publisher presets are not durable, as the Python original declared
+	// them: a Go and a Python publisher left to their defaults meet on these
+	// names, and the broker refuses a second declaration that differs.
 	pub := func(prefix, kind string) PublisherConfig {
 		return PublisherConfig{
 			Exchange:        "omqs.default." + prefix + ".exchange",
 			ExchangeType:    kind,
-			ExchangeDurable: true,
+			ExchangeDurable: false,
 			Queue:           "omqs.default." + prefix + ".queue",
-			QueueDurable:    true,
+			QueueDurable:    false,
 			RoutingKeys:     []string{"omqs.default." + prefix + ".key"},
 		}
 	}
