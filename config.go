@@ -58,6 +58,11 @@ type Config struct {
 	// used as written, each naming the file, line and key: unknown keys, keys
 	// set twice, and MQURL's pika parameters that have no equivalent or a
 	// heartbeat the broker caps. WithURL adds the warnings of its URL.
+	// LoadConfig also lists declarations the broker would refuse with 406
+	// PRECONDITION_FAILED beside the Python original on its fixed names
+	// (QUEUE_TYPE=quorum, a dead-letter exchange or another durability on
+	// "omqs.queue.event" or "omqs.queue.log") or beside another section of
+	// the file on the same queue.
 	Warnings []string
 
 	// origins maps "Section.KEY" (folded) to the "file:line" that set it;
@@ -152,13 +157,16 @@ const (
 // DefaultConfig returns the built-in defaults: the original OMQS.cfg's values,
 // with a localhost broker URL.
 func DefaultConfig() *Config {
+	// The publisher presets are not durable, as the Python original declared
+	// them: a Go and a Python publisher left to their defaults meet on these
+	// names, and the broker refuses a second declaration that differs.
 	pub := func(prefix, kind string) PublisherConfig {
 		return PublisherConfig{
 			Exchange:        "omqs.default." + prefix + ".exchange",
 			ExchangeType:    kind,
-			ExchangeDurable: true,
+			ExchangeDurable: false,
 			Queue:           "omqs.default." + prefix + ".queue",
-			QueueDurable:    true,
+			QueueDurable:    false,
 			RoutingKeys:     []string{"omqs.default." + prefix + ".key"},
 		}
 	}
@@ -319,6 +327,12 @@ func parseConfig(name string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.origins = ld.origins
+	if err := c.checkSharedQueueTypes(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, name, strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": "))
+	}
+	for _, w := range c.compatWarnings() {
+		c.Warnings = append(c.Warnings, name+": "+w)
+	}
 	return c, nil
 }
 
@@ -926,7 +940,9 @@ func cfgUnwrapFormat(v string) string {
 
 // Validate checks every setting as LoadConfig checks a file: ranges of
 // numbers, enumerations (in any case), names AMQP can carry, the log FORMAT
-// and the broker URL. It does not connect to the broker. The error wraps ErrInvalidConfig
+// and the broker URL, and that sections naming the same queue (such as
+// [EventWorker] and [EventConsumer] on "omqs.queue.event") agree on its
+// QUEUE_TYPE. It does not connect to the broker. The error wraps ErrInvalidConfig
 // and names the section and key, as in
 //
 //	omqs: invalid configuration: [Global] BUFFER_SIZE: 0 must be at least 1
@@ -939,7 +955,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.checkSharedQueueTypes()
 }
 
 // check runs the checks of the section's fields, as Validate does.

@@ -812,15 +812,16 @@ func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (pan
 // toDelivery converts an amqp091 delivery without copying the body.
 func toDelivery(d *amqp.Delivery) Delivery {
 	return Delivery{
-		Exchange:    d.Exchange,
-		RoutingKey:  d.RoutingKey,
-		Body:        d.Body,
-		ContentType: d.ContentType,
-		MessageID:   d.MessageId,
-		AppID:       d.AppId,
-		Timestamp:   d.Timestamp,
-		Headers:     plainHeaders(d.Headers),
-		Redelivered: d.Redelivered,
+		Exchange:     d.Exchange,
+		RoutingKey:   d.RoutingKey,
+		Body:         d.Body,
+		ContentType:  d.ContentType,
+		MessageID:    d.MessageId,
+		AppID:        d.AppId,
+		Timestamp:    d.Timestamp,
+		Headers:      plainHeaders(d.Headers),
+		DeliveryMode: d.DeliveryMode,
+		Redelivered:  d.Redelivered,
 	}
 }
 

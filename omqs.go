@@ -180,19 +180,55 @@ type Message struct {
 }
 
 // Delivery is a message received by a consumer.
+//
+// OMQS for Go's publishers set ContentType, MessageID, AppID and Timestamp
+// and publish persistent messages. The Python original set none of them on
+// events, and only ContentType "text/plain" on logs, which it published
+// transient (DeliveryMode 1): see the README's "Running beside the Python
+// original".
 type Delivery struct {
 	Exchange    string
 	RoutingKey  string
 	Body        []byte
 	ContentType string
-	MessageID   string
-	AppID       string
-	Timestamp   time.Time
-	Headers     map[string]any
+	// MessageID is the id the publisher gave; "" when it gave none, as the
+	// Python original never did. Without it the consumer's MAX_REDELIVERIES
+	// count identifies the message by its exchange, routing key and body (so
+	// identical messages share one count), and duplicates cannot be told
+	// apart by id.
+	MessageID string
+	AppID     string
+	Timestamp time.Time
+	Headers   map[string]any
+	// DeliveryMode is the publisher's: 2 persistent, 1 transient, 0 not set
+	// (transient too). See Persistent.
+	DeliveryMode uint8
 	// Redelivered is true when the broker delivered this message before (to this
 	// or another consumer) and it was not acknowledged.
 	Redelivered bool
 }
+
+// Persistent reports whether the message was published persistent (delivery
+// mode 2): a durable queue keeps it across a broker restart. Messages from
+// the Python original are not.
+func (d Delivery) Persistent() bool { return d.DeliveryMode == amqpPersistent }
+
+// amqpPersistent is AMQP's delivery mode of a persistent message.
+const amqpPersistent = 2
+
+// LegacyEOF is the body the Python original's manager.stop() published on
+// each lane (log key "info", event key DefaultEventKey) before it exited.
+const LegacyEOF = "EOF"
+
+// IsLegacyEOF reports whether d is the sentinel the Python original's stop()
+// published: the body "EOF" with no message id (OMQS for Go gives every
+// message one). It carries nothing; a callback that shares a queue with
+// Python producers can acknowledge and skip it:
+//
+//	if d.IsLegacyEOF() {
+//		return nil
+//	}
+func (d Delivery) IsLegacyEOF() bool { return d.MessageID == "" && string(d.Body) == LegacyEOF }
 
 // Callback handles one delivery. It returns nil to acknowledge the delivery,
 // an error to reject it, or Requeue(err) to put it back on the queue. A panic

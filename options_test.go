@@ -28,9 +28,9 @@ FOLDER=/tmp/from-file/
 [AsyncPublisher]
 EXCHANGE=file.x
 EXCHANGE_TYPE=direct
-EXCHANGE_DURABLE=False
+EXCHANGE_DURABLE=True
 QUEUE=file.q
-QUEUE_DURABLE=False
+QUEUE_DURABLE=True
 ROUTING_KEY=file.k1, file.k2
 `
 	dir := t.TempDir()
@@ -70,14 +70,14 @@ ROUTING_KEY=file.k1, file.k2
 			}
 			return s.cfg.Log.Folder
 		}, "./log/", "/tmp/from-file/", "/tmp/opt"},
-		{"EXCHANGE, EXCHANGE_TYPE, EXCHANGE_DURABLE", WithExchange("opt.x", "fanout", true), func(s *settings) string {
+		{"EXCHANGE, EXCHANGE_TYPE, EXCHANGE_DURABLE", WithExchange("opt.x", "fanout", false), func(s *settings) string {
 			t := pub(s)
 			return t.exchange + " " + t.kind + " " + boolStr(t.durable)
-		}, "omqs.default.asyncPublisher.exchange topic true", "file.x direct false", "opt.x fanout true"},
+		}, "omqs.default.asyncPublisher.exchange topic false", "file.x direct true", "opt.x fanout false"},
 		{"QUEUE", WithQueue("opt.q"), func(s *settings) string { return pub(s).queue },
 			"omqs.default.asyncPublisher.queue", "file.q", "opt.q"},
-		{"QUEUE_DURABLE", WithQueueDurable(true), func(s *settings) string { return boolStr(pub(s).queueDurable) },
-			"true", "false", "true"},
+		{"QUEUE_DURABLE", WithQueueDurable(false), func(s *settings) string { return boolStr(pub(s).queueDurable) },
+			"false", "true", "false"},
 		{"ROUTING_KEY", WithKeys("opt.k"), func(s *settings) string { return strings.Join(pub(s).keys, ",") },
 			"omqs.default.asyncPublisher.key", "file.k1,file.k2", "opt.k"},
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -174,4 +175,46 @@ func Rabbitmqctl(t testing.TB, args ...string) string {
 		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// legacyLock is the exclusive queue whose holder may use the original's
+// shared names (see LockLegacyNames).
+const legacyLock = "omqs.test.lock.legacy-names"
+
+// LockLegacyNames waits until this test alone, among the tests of every
+// package run against this broker, uses the fixed names of the original
+// OMQS ("omqs.queue.event", "omqs.queue.log", "omqs.default.…"), and keeps
+// them until the test ends. A test that declares, consumes from or deletes
+// one of them calls it first, so that go test running packages side by side
+// cannot have two such tests take each other's messages or delete a queue
+// under another. The lock is an exclusive queue: the broker releases it when
+// the holder's connection closes, even if the test process was killed.
+func LockLegacyNames(t testing.TB) {
+	t.Helper()
+	c, err := amqp.DialConfig(URL(t), amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("brokertest: lock %s: %v", legacyLock, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	deadline := time.Now().Add(5 * time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatalf("brokertest: lock %s: %v", legacyLock, err)
+		}
+		_, err = ch.QueueDeclare(legacyLock, false, true, true, false, nil)
+		if err == nil {
+			return // the channel stays open with the connection
+		}
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.ResourceLocked {
+			t.Fatalf("brokertest: lock %s: %v", legacyLock, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("brokertest: another test has held %s for 5 minutes", legacyLock)
+		}
+		<-tick.C
+	}
 }
