@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"sort"
@@ -293,6 +294,31 @@ func LoadConfig(path string) (*Config, error) {
 // resolveConfig finds the configuration to use when the caller gave none: the
 // file named by $OMQS_CONFIG if that is set and not empty (the file must then
 // exist), else ./OMQS.cfg if it exists, else DefaultConfig.
+// urlEnvVar names the environment variable that overrides MQURL.
+const urlEnvVar = "OMQS_MQURL"
+
+// applyURLEnv sets MQURL from $OMQS_MQURL, when it is set, with its warnings
+// and its origin.
+func (c *Config) applyURLEnv() error {
+	v := os.Getenv(urlEnvVar)
+	if v == "" {
+		return nil
+	}
+	_, warns, err := transport.ParseMQURL(v)
+	if err != nil {
+		return fmt.Errorf("%w: $%s: %s", ErrInvalidConfig, urlEnvVar, transport.Redact(err.Error()))
+	}
+	c.Global.MQURL = v
+	for _, w := range warns {
+		c.Warnings = append(c.Warnings, "$"+urlEnvVar+": "+w)
+	}
+	if c.origins == nil {
+		c.origins = map[string]string{}
+	}
+	c.origins[cfgOriginKey("Global", "MQURL")] = "$" + urlEnvVar
+	return nil
+}
+
 func resolveConfig() (*Config, error) {
 	if path := os.Getenv(cfgEnvVar); path != "" {
 		c, err := LoadConfig(path)
@@ -484,8 +510,12 @@ func (ld *cfgLoader) warn(sections []cfgSection) {
 				}
 			}
 			if !known && !ld.used[k] {
-				ld.warnings = append(ld.warnings, cfgWarning{k.Line, fmt.Sprintf("%s:%d: unknown key [%s] %s (ignored)",
-					ld.name, k.Line, secName, cfgClip(k.Name))})
+				hint := ""
+				if near := cfgClosestKey(k.Name, cs, sections); near != "" {
+					hint = "; did you mean " + near + "?"
+				}
+				ld.warnings = append(ld.warnings, cfgWarning{k.Line, fmt.Sprintf("%s:%d: unknown key [%s] %s (ignored)%s",
+					ld.name, k.Line, secName, cfgClip(k.Name), hint)})
 			}
 		}
 	}
@@ -504,6 +534,52 @@ func (cs *cfgSection) has(key string) bool {
 		}
 	}
 	return false
+}
+
+// cfgClosestKey returns the known key of cs (of every section when cs is
+// nil) closest to key in edit distance, when it is close enough to be a typo
+// of it (at most a third of its letters differ), or "".
+func cfgClosestKey(key string, cs *cfgSection, sections []cfgSection) string {
+	in := sections
+	if cs != nil {
+		in = []cfgSection{*cs}
+	}
+	key = strings.ToUpper(key)
+	best, bestD := "", len(key)/3+1
+	for _, sec := range in {
+		for _, fd := range sec.fields {
+			for _, name := range []string{fd.key, fd.alias} {
+				if name == "" {
+					continue
+				}
+				if d := editDistance(key, strings.ToUpper(name)); d < bestD {
+					best, bestD = name, d
+				}
+			}
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func cfgFindSection(sections []cfgSection, name string) *cfgSection {
@@ -1062,6 +1138,7 @@ func (c *Config) clone() *Config {
 		cc.Keys = cp(cc.Keys)
 	}
 	n.Warnings = cp(n.Warnings)
+	n.origins = maps.Clone(n.origins)
 	return &n
 }
 

@@ -117,7 +117,9 @@ const (
 
 // settings is what options build; constructors read it.
 type settings struct {
-	cfg *Config
+	cfgInCode bool // the Config came from WithConfig: $OMQS_MQURL does not apply
+	cfgFound  bool // resolveConfig found a file
+	cfg       *Config
 
 	name   string
 	logger *slog.Logger
@@ -195,6 +197,13 @@ func (r ctorRule) build(ctor string, opts []Option) (*settings, error) {
 				return nil, errorOf(ctor, err)
 			}
 			s.cfg = cfg.clone()
+			s.cfgFound = cfg.Source != ""
+		}
+		if pass && !s.cfgInCode {
+			// $OMQS_MQURL overrides the file's MQURL; WithURL overrides both.
+			if err := s.cfg.applyURLEnv(); err != nil {
+				return nil, errorOf(ctor, err)
+			}
 		}
 	}
 	if s.section == "" {
@@ -240,15 +249,30 @@ func checkQueue(ctor string, t topology) error {
 // there by default. It returns that LogManager (nil with WithLogger), which
 // the caller closes when it stops.
 func (s *settings) ownLogger(ctor, name string) (*LogManager, error) {
-	if s.logger != nil {
-		return nil, nil
+	if s.logger == nil {
+		lm, err := NewLogManager(name, "OMQS.log", WithLogConfig(s.cfg.Log))
+		if err != nil {
+			return nil, errorOf(ctor, err)
+		}
+		s.logger = lm.Logger()
+		defer s.logConfig(ctor)
+		return lm, nil
 	}
-	lm, err := NewLogManager(name, "OMQS.log", WithLogConfig(s.cfg.Log))
-	if err != nil {
-		return nil, errorOf(ctor, err)
+	s.logConfig(ctor)
+	return nil, nil
+}
+
+// logConfig logs, once for the constructor ctor, the configuration's
+// warnings (an unknown key, a pika parameter ignored, ...) and, when no
+// OMQS.cfg was found, which broker the built-in defaults name.
+func (s *settings) logConfig(ctor string) {
+	if !s.cfgInCode && !s.cfgFound {
+		s.logger.Info("omqs: no configuration file ($"+cfgEnvVar+" unset, no "+cfgFileName+" in the working directory): using the built-in defaults",
+			"constructor", ctor, "broker", transport.Redact(s.cfg.Global.MQURL))
 	}
-	s.logger = lm.Logger()
-	return lm, nil
+	for _, w := range s.cfg.Warnings {
+		s.logger.Warn("omqs: configuration warning", "warning", w, "constructor", ctor)
+	}
 }
 
 // opt makes an Option named name whose argument prints as arg.
@@ -276,6 +300,7 @@ func WithConfig(cfg *Config) Option {
 			return errors.New("nil *Config")
 		}
 		s.cfg = cfg.clone()
+		s.cfgInCode = true
 		return nil
 	}}
 }
