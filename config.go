@@ -88,6 +88,15 @@ type GlobalConfig struct {
 	// connection (an AsyncPublisher, a SyncPublisher, each built-in worker)
 	// may have waiting for the broker's confirm (MAX_IN_FLIGHT).
 	MaxInFlight int
+	// BufferBytes bounds the message bodies each of the Manager's two lanes
+	// holds, in bytes (BUFFER_BYTES): what Send* accepted and the broker has
+	// not yet confirmed, nor the spool taken. A body larger than it is
+	// refused with ErrInvalidMessage.
+	BufferBytes int
+	// MaxInFlightBytes bounds the bodies a publisher (or a Manager's worker)
+	// holds unconfirmed, in bytes (MAX_IN_FLIGHT_BYTES); one message larger
+	// than it is still published, alone.
+	MaxInFlightBytes int
 }
 
 // LogConfig is the [Log] section; see LogManager.
@@ -137,6 +146,7 @@ type ConsumerConfig struct {
 	Prefetch           int      // PREFETCH: unacknowledged deliveries at once
 	DeadLetterExchange string   // DEAD_LETTER_EXCHANGE: declared and set on the queue when not ""
 	MaxRedeliveries    int      // MAX_REDELIVERIES: requeues of one message before it is rejected
+	MaxBodySize        int      // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
 }
 
 // Built-in defaults that are not names.
@@ -149,10 +159,15 @@ const (
 	DefaultBufferSize = 16384
 	// DefaultMaxInFlight bounds the unconfirmed publishes of each
 	// publishing connection.
-	DefaultMaxInFlight     = 1024
-	DefaultPrefetch        = 32
-	DefaultMaxRedeliveries = 5
-	DefaultLogFormat       = "%(levelname) -5s %(asctime)s %(filename) -10s:%(lineno) -5d: %(message)s"
+	DefaultMaxInFlight = 1024
+	// DefaultBufferBytes bounds the message bodies of each Manager lane:
+	// 64 MiB, some 16,000 messages of 4 KiB, while a broker outage lasts.
+	DefaultBufferBytes = 64 << 20
+	// DefaultMaxInFlightBytes bounds the unconfirmed bodies a publisher holds.
+	DefaultMaxInFlightBytes = 64 << 20
+	DefaultPrefetch         = 32
+	DefaultMaxRedeliveries  = 5
+	DefaultLogFormat        = "%(levelname) -5s %(asctime)s %(filename) -10s:%(lineno) -5d: %(message)s"
 )
 
 // DefaultConfig returns the built-in defaults: the original OMQS.cfg's values,
@@ -178,6 +193,8 @@ func DefaultConfig() *Config {
 			ReconnectTimes:    DefaultReconnectTimes,
 			BufferSize:        DefaultBufferSize,
 			MaxInFlight:       DefaultMaxInFlight,
+			BufferBytes:       DefaultBufferBytes,
+			MaxInFlightBytes:  DefaultMaxInFlightBytes,
 		},
 		Log: LogConfig{
 			Folder:       "./log/",
@@ -222,6 +239,7 @@ func DefaultConfig() *Config {
 			Keys:            []string{DefaultLogKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
+			MaxBodySize:     MaxBodySize,
 		},
 		EventConsumer: ConsumerConfig{
 			Exchange:        EventExchange,
@@ -233,6 +251,7 @@ func DefaultConfig() *Config {
 			Keys:            []string{DefaultEventKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
+			MaxBodySize:     MaxBodySize,
 		},
 	}
 }
@@ -668,6 +687,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
 			cfgName("DEAD_LETTER_EXCHANGE", &k.DeadLetterExchange),
 			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
+			cfgInt("MAX_BODY_SIZE", &k.MaxBodySize, 1, cfgMaxBodySize),
 		}}
 	}
 	g := &c.Global
@@ -678,6 +698,8 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("RECONNECT_TIMES", &g.ReconnectTimes, 0, math.MaxInt),
 			cfgInt("BUFFER_SIZE", &g.BufferSize, 1, cfgMaxBufferSize),
 			cfgInt("MAX_IN_FLIGHT", &g.MaxInFlight, 1, cfgMaxInFlight),
+			cfgInt("BUFFER_BYTES", &g.BufferBytes, 1, math.MaxInt),
+			cfgInt("MAX_IN_FLIGHT_BYTES", &g.MaxInFlightBytes, 1, math.MaxInt),
 		}},
 		cfgLogSection(&c.Log),
 		pub("AsyncBroadcaster", &c.AsyncBroadcaster),
@@ -711,9 +733,10 @@ func cfgLogSection(l *LogConfig) cfgSection {
 
 // Upper bounds that keep a typing slip from exhausting memory.
 const (
-	cfgMaxBufferSize = 1 << 24 // messages per Manager buffer
-	cfgMaxInFlight   = 1 << 20 // unconfirmed publishes
-	cfgMaxLogSize    = 1 << 20 // megabytes: a 1 TiB log file
+	cfgMaxBufferSize = 1 << 24       // messages per Manager buffer
+	cfgMaxInFlight   = 1 << 20       // unconfirmed publishes
+	cfgMaxLogSize    = 1 << 20       // megabytes: a 1 TiB log file
+	cfgMaxBodySize   = math.MaxInt32 // bytes of one delivery; RabbitMQ's own cap is 512 MiB
 )
 
 var (
@@ -1099,8 +1122,8 @@ func (c *Config) LogValue() slog.Value {
 // String returns the [Global] settings with the password of MQURL replaced
 // by "xxxxx", so that printing a Config value does not reveal it either.
 func (g GlobalConfig) String() string {
-	return fmt.Sprintf("{MQURL:%s ReconnectInterval:%v ReconnectTimes:%d BufferSize:%d MaxInFlight:%d}",
-		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+	return fmt.Sprintf("{MQURL:%s ReconnectInterval:%v ReconnectTimes:%d BufferSize:%d MaxInFlight:%d BufferBytes:%d MaxInFlightBytes:%d}",
+		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight, g.BufferBytes, g.MaxInFlightBytes)
 }
 
 // LogValue makes GlobalConfig log with the password of MQURL replaced by
@@ -1112,6 +1135,8 @@ func (g GlobalConfig) LogValue() slog.Value {
 		slog.Int("RECONNECT_TIMES", g.ReconnectTimes),
 		slog.Int("BUFFER_SIZE", g.BufferSize),
 		slog.Int("MAX_IN_FLIGHT", g.MaxInFlight),
+		slog.Int("BUFFER_BYTES", g.BufferBytes),
+		slog.Int("MAX_IN_FLIGHT_BYTES", g.MaxInFlightBytes),
 	)
 }
 
@@ -1156,8 +1181,8 @@ func (c *Config) normalize() {
 
 // GoString keeps %#v from printing the password of MQURL.
 func (g GlobalConfig) GoString() string {
-	return fmt.Sprintf("omqs.GlobalConfig{MQURL:%q, ReconnectInterval:%d, ReconnectTimes:%d, BufferSize:%d, MaxInFlight:%d}",
-		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight)
+	return fmt.Sprintf("omqs.GlobalConfig{MQURL:%q, ReconnectInterval:%d, ReconnectTimes:%d, BufferSize:%d, MaxInFlight:%d, BufferBytes:%d, MaxInFlightBytes:%d}",
+		transport.Redact(g.MQURL), g.ReconnectInterval, g.ReconnectTimes, g.BufferSize, g.MaxInFlight, g.BufferBytes, g.MaxInFlightBytes)
 }
 
 // GoString keeps %#v from printing the password of MQURL: it prints the

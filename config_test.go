@@ -73,6 +73,10 @@ func cfgSettingCases() []cfgSettingCase {
 			func(c *Config) any { return c.Global.BufferSize }, 16384, 10},
 		{"Global", "MAX_IN_FLIGHT", "1",
 			func(c *Config) any { return c.Global.MaxInFlight }, 1024, 1},
+		{"Global", "BUFFER_BYTES", "1048576",
+			func(c *Config) any { return c.Global.BufferBytes }, 64 << 20, 1 << 20},
+		{"Global", "MAX_IN_FLIGHT_BYTES", "4096",
+			func(c *Config) any { return c.Global.MaxInFlightBytes }, 64 << 20, 4096},
 
 		{"Log", "FOLDER", "/var/log/omqs",
 			func(c *Config) any { return c.Log.Folder }, "./log/", "/var/log/omqs"},
@@ -200,6 +204,8 @@ func cfgSettingCases() []cfgSettingCase {
 				func(c *Config) any { return get(c).DeadLetterExchange }, "", k.wantDLX},
 			cfgSettingCase{k.section, "MAX_REDELIVERIES", k.newMaxRedel,
 				func(c *Config) any { return get(c).MaxRedeliveries }, DefaultMaxRedeliveries, k.wantMaxRedel},
+			cfgSettingCase{k.section, "MAX_BODY_SIZE", "1048576",
+				func(c *Config) any { return get(c).MaxBodySize }, MaxBodySize, 1 << 20},
 		)
 	}
 	return cases
@@ -395,6 +401,9 @@ func TestConfigErrors(t *testing.T) {
 		{"prefetch negative", "[LogConsumer]\nPREFETCH=-1", `test.cfg:2: PREFETCH: -1 must be at least 0`},
 		{"prefetch too large", "[LogConsumer]\nPREFETCH=65536", `test.cfg:2: PREFETCH: 65536 must be at most 65535`},
 		{"max redeliveries negative", "[EventConsumer]\nMAX_REDELIVERIES=-1", `test.cfg:2: MAX_REDELIVERIES: -1 must be at least 0`},
+		{"max body size 0", "[EventConsumer]\nMAX_BODY_SIZE=0", `test.cfg:2: MAX_BODY_SIZE: 0 must be at least 1`},
+		{"buffer bytes 0", "[Global]\nBUFFER_BYTES=0", `test.cfg:2: BUFFER_BYTES: 0 must be at least 1`},
+		{"max in flight bytes 0", "[Global]\nMAX_IN_FLIGHT_BYTES=0", `test.cfg:2: MAX_IN_FLIGHT_BYTES: 0 must be at least 1`},
 
 		{"bad bool", "[Log]\nROTATION=maybe", `test.cfg:2: ROTATION: "maybe" is not a boolean (want 1, yes, true, on, 0, no, false or off)`},
 		{"bool 2", "[AsyncPublisher]\nEXCHANGE_DURABLE=2", `test.cfg:2: EXCHANGE_DURABLE: "2" is not a boolean`},

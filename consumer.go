@@ -195,6 +195,7 @@ type consumer struct {
 	noAck       bool
 	prefetch    int
 	concurrency int
+	maxBody     int // MAX_BODY_SIZE: larger deliveries are refused
 	dialer      *reconnect.Dialer
 	log         *slog.Logger
 	ownLog      *LogManager
@@ -205,6 +206,7 @@ type consumer struct {
 	ready    atomic.Bool
 	inflight atomic.Int64 // callbacks running
 	lost     atomic.Int64 // auto-acknowledged deliveries whose callback gave up
+	tooBig   atomic.Int64 // deliveries refused for a body over maxBody
 
 	mu       sync.Mutex // guards what follows
 	state    consumerState
@@ -255,6 +257,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 			Exchange: DefaultExchange, ExchangeType: "topic",
 			Queue: DefaultQueue, Keys: []string{DefaultRoutingKey},
 			Prefetch: DefaultPrefetch, MaxRedeliveries: DefaultMaxRedeliveries,
+			MaxBodySize: MaxBodySize,
 		}
 	case "LogConsumer":
 		cc = s.cfg.LogConsumer
@@ -354,6 +357,11 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		return nil, invalid("MAX_REDELIVERIES %d is negative", maxRedeliveries)
 	}
 	c.redeliv.init(maxRedeliveries, redeliveryTableSize)
+
+	c.maxBody = cc.MaxBodySize
+	if s.maxBodySize != 0 {
+		c.maxBody = s.maxBodySize
+	}
 
 	c.deadLetter = cc.DeadLetterExchange
 	if s.deadLetter != nil {
@@ -733,6 +741,10 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 
 // deliver runs the callback on d and settles it.
 func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
+	if len(d.Body) > c.maxBody {
+		c.refuseTooBig(sess, d)
+		return
+	}
 	cbp := c.cb.Load()
 	if cbp == nil {
 		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "bytes", len(d.Body), "body_prefix", bodyPrefix(d.Body))
@@ -784,6 +796,24 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 	}
+}
+
+// refuseTooBig rejects without requeue (or, auto-acknowledged, drops) a
+// delivery whose body is over MAX_BODY_SIZE, without calling the callback,
+// and reports it. amqp091-go has read the whole body by now: what this
+// bounds is what the consumer keeps and hands on.
+func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
+	n := c.tooBig.Add(1)
+	fate := "dropped (auto-acknowledged)"
+	if !c.noAck {
+		c.redeliv.forget(d)
+		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+		fate = "rejected without requeue"
+	}
+	size := len(d.Body)
+	d.Body = nil
+	c.rep.report(errorOf(c.who, fmt.Errorf("%w: message %q (key %q) has a body of %d bytes, over MAX_BODY_SIZE (%d); %s, the callback did not see it (%d so far)",
+		ErrInvalidMessage, d.MessageId, d.RoutingKey, size, c.maxBody, fate, n)))
 }
 
 // settled logs an acknowledgement that could not be sent.

@@ -37,8 +37,10 @@ type engine struct {
 	onReturn   func(Returned)
 	interval   time.Duration
 	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
+	laneFree   func(int)    // gives a Manager lane's message bytes back, or nil
 
-	window int // MAX_IN_FLIGHT: unresolved messages at most
+	window      int   // MAX_IN_FLIGHT: unresolved messages at most
+	windowBytes int64 // MAX_IN_FLIGHT_BYTES: their bodies at most, but one message always goes (0: no bound)
 
 	pubMu sync.Mutex // serializes writes to the channel; never held while waiting
 	mu    sync.Mutex // guards what follows
@@ -50,6 +52,8 @@ type engine struct {
 	outstanding map[uint64]*outMsg // by delivery tag on sess
 	held        []*outMsg          // accepted while disconnected, in order
 	inflight    int                // len(outstanding)+len(held)
+	inflightLen int64              // their bodies' bytes
+	byteWait    bool               // a publish waits for inflightLen to go down
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
 	replayAgain bool            // spooled while a replay ran: replay again after it
@@ -134,8 +138,9 @@ func configuredEngine(s *settings, kind, name string, topo topology, mandatory b
 		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
-		window: s.cfg.Global.MaxInFlight, logger: s.logger, spool: d.spool, rep: d.rep,
-		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy,
+		window: s.cfg.Global.MaxInFlight, maxBytes: s.cfg.Global.MaxInFlightBytes,
+		logger: s.logger, spool: d.spool, rep: d.rep,
+		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy, laneFree: d.free,
 	})
 }
 
@@ -157,6 +162,7 @@ type engineConfig struct {
 	interval  time.Duration
 	times     int
 	window    int
+	maxBytes  int // MAX_IN_FLIGHT_BYTES
 	logger    *slog.Logger
 	spool     *spool.Spool
 	rep       *reporter // nil: own
@@ -167,6 +173,7 @@ type engineConfig struct {
 	// to hold a reconnect at a chosen moment. Constructors leave it nil.
 	wait     func(ctx context.Context, d time.Duration) error
 	laneBusy *atomic.Bool // cleared when a message from the lane is counted in flight
+	laneFree func(int)    // called with a lane message's body length once it is resolved
 }
 
 func newEngine(c engineConfig) *engine {
@@ -180,8 +187,9 @@ func newEngine(c engineConfig) *engine {
 			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
 		},
 		log: c.logger, st: &counters{}, sp: c.spool, rep: c.rep,
-		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy,
+		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy, laneFree: c.laneFree,
 		window:      c.window,
+		windowBytes: int64(c.maxBytes),
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
 		replayFiles: make(map[string]bool),

@@ -132,7 +132,7 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 		}
 		e.mu.Lock()
 		st, blocked, changed, sess := e.state, e.blocked, e.changed, e.sess
-		full := e.inflight >= e.window
+		full := e.inflight >= e.window || e.overBytes(m)
 		switch {
 		case st == stateStopped || (st == stateStopping && m.replay != nil):
 			e.mu.Unlock()
@@ -154,14 +154,14 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			// Wait for confirms (or the spool) to make room.
 		case st == stateDown || sess == nil:
 			e.held = append(e.held, m)
-			e.addInflight()
+			e.addInflight(m)
 			e.counted(m)
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			e.accept(m)
 			return nil
 		case !blocked:
-			e.addInflight()
+			e.addInflight(m)
 			e.counted(m)
 			e.outstanding[tag] = m
 			e.mu.Unlock()
@@ -170,6 +170,7 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			if err != nil {
 				// ctx ended before the broker took m: not accepted.
 				e.mu.Lock()
+				e.inflightLen -= int64(len(m.body))
 				e.doneInflight(1)
 				e.mu.Unlock()
 				return err
@@ -197,12 +198,25 @@ func (e *engine) accept(m *outMsg) {
 	}
 }
 
-// addInflight counts one more unresolved message. e.mu is held.
-func (e *engine) addInflight() {
+// addInflight counts m as unresolved. e.mu is held.
+func (e *engine) addInflight(m *outMsg) {
 	if e.inflight == 0 {
 		e.idle = make(chan struct{})
 	}
 	e.inflight++
+	e.inflightLen += int64(len(m.body))
+}
+
+// overBytes reports whether m must wait for MAX_IN_FLIGHT_BYTES: its body
+// does not fit beside the bodies in flight. A message alone always goes, so
+// that a body larger than the bound is published too. When it reports true
+// the next resolved message wakes the publishes waiting. e.mu is held.
+func (e *engine) overBytes(m *outMsg) bool {
+	if e.windowBytes <= 0 || e.inflight == 0 || e.inflightLen+int64(len(m.body)) <= e.windowBytes {
+		return false
+	}
+	e.byteWait = true
+	return true
 }
 
 // counted tells the Manager's lane that m, which it handed over, is now
@@ -213,14 +227,17 @@ func (e *engine) counted(m *outMsg) {
 	}
 }
 
-// doneInflight counts n messages resolved. e.mu is held.
+// doneInflight counts n messages resolved; the caller has taken their
+// bodies off inflightLen, unless it resolved them all. e.mu is held.
 func (e *engine) doneInflight(n int) {
 	wasFull := e.inflight >= e.window
 	e.inflight -= n
 	if e.inflight == 0 {
+		e.inflightLen = 0
 		close(e.idle)
 	}
-	if wasFull && e.inflight < e.window {
+	if (wasFull && e.inflight < e.window) || e.byteWait {
+		e.byteWait = false
 		e.signal() // room for a waiting publish
 	}
 }
@@ -234,6 +251,7 @@ func (e *engine) confirmAll(cs []amqp.Confirmation) {
 	for _, c := range cs {
 		if m, ok := e.outstanding[c.DeliveryTag]; ok {
 			delete(e.outstanding, c.DeliveryTag)
+			e.inflightLen -= int64(len(m.body))
 			msgs = append(msgs, settled{m, c.Ack})
 		}
 	}
@@ -265,6 +283,7 @@ func (e *engine) settle(m *outMsg, ack bool) {
 			m.replay.resolve()
 		} else {
 			e.st.confirmed.Add(1)
+			e.freeLane(m)
 		}
 		if m.done != nil {
 			m.done <- nil
@@ -296,9 +315,19 @@ func (e *engine) returned(r amqp.Return) {
 func (e *engine) release(m *outMsg, result error) {
 	if m.replay != nil {
 		m.replay.resolve()
+	} else {
+		e.freeLane(m)
 	}
 	if m.done != nil {
 		m.done <- result
+	}
+}
+
+// freeLane gives the bytes of m, a message a Manager's lane handed over, back
+// to the lane's budget (BUFFER_BYTES) once m is resolved.
+func (e *engine) freeLane(m *outMsg) {
+	if e.laneFree != nil {
+		e.laneFree(len(m.body))
 	}
 }
 

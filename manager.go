@@ -78,9 +78,21 @@ const (
 // lock-free queue, so that a sender never waits for the worker's goroutine;
 // the worker sleeps on wake when the buffer is empty, and senders waiting
 // for room (Send*Context, OverflowWait) sleep on room.
+//
+// Besides the buffer's capacity in messages, a lane has a budget in bytes
+// (BUFFER_BYTES): bytes counts the bodies Send* accepted that are not yet
+// resolved, wherever they are: in the buffer, with the worker, or in the
+// built-in worker's engine waiting for a confirm or a reconnect. Send* adds
+// a body's length (one atomic add); the lane gives it back (release) when
+// the message is confirmed, spooled or dropped, or, for a custom worker,
+// when MsgDidReceive returns. So the bodies a lane keeps alive never add up
+// to more than budget.
 type lane struct {
 	name     string // "log" or "event"
 	q        *ring.Queue[item]
+	bytes    atomic.Int64  // bodies accepted and not yet resolved
+	budget   int64         // BUFFER_BYTES
+	maxBody  int           // the largest body Send* takes: budget, at most MaxBodySize
 	sleeping atomic.Bool   // the worker sleeps on wake
 	wake     chan struct{} // cap 1
 	closed   atomic.Bool   // no more pushes: the worker ends once q is empty
@@ -145,9 +157,9 @@ func NewManager(opts ...Option) (*Manager, error) {
 	}
 	m.rep = newReporter(m.log, m.name, s.onError, 1024)
 	m.runCtx, m.cancel = context.WithCancel(context.Background())
-	size := s.cfg.Global.BufferSize
-	logs := newLane("log", size, s.logWorker, spool.New(spoolPath(dir, "backup.log")), errLogBufferFull)
-	events := newLane("event", size, s.eventWorker, spool.New(spoolPath(dir, "backup.evt")), errEventBufferFull)
+	size, budget := s.cfg.Global.BufferSize, s.cfg.Global.BufferBytes
+	logs := newLane("log", size, budget, s.logWorker, spool.New(spoolPath(dir, "backup.log")), errLogBufferFull)
+	events := newLane("event", size, budget, s.eventWorker, spool.New(spoolPath(dir, "backup.evt")), errEventBufferFull)
 	if logs.worker == nil {
 		logs.worker = NewLogMsgWorker()
 	}
@@ -158,7 +170,15 @@ func NewManager(opts ...Option) (*Manager, error) {
 	// Configure the built-in workers, and those embedded in custom ones.
 	for i, l := range m.lanes {
 		if b, ok := l.worker.(builtinBinder); ok {
-			if err := b.bindLane(i, s, m.name, builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy}); err != nil {
+			d := builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy}
+			if sharesBody(l.worker) {
+				// A bare built-in worker gives a message's bytes back once
+				// the message is resolved. One wrapped in a custom worker
+				// may change or drop the message: the lane takes its bytes
+				// back when MsgDidReceive returns, as for any custom worker.
+				d.free = l.release
+			}
+			if err := b.bindLane(i, s, m.name, d); err != nil {
 				m.release()
 				return nil, errorOf("NewManager", fmt.Errorf("%w: %s worker: %v", ErrInvalidConfig, l.name, err))
 			}
@@ -332,13 +352,19 @@ func (m *Manager) drain(l *lane) {
 		} else if !builtin {
 			l.st.confirmed.Add(1)
 		}
+		if err != nil || !share {
+			// A bare built-in worker that took the message gives its
+			// bytes back once it is confirmed, spooled or dropped.
+			l.release(len(it.body))
+		}
 		l.busy.Store(false)
 	}
 }
 
-func newLane(name string, size int, w MsgWorker, sp *spool.Spool, full error) *lane {
+func newLane(name string, size, budget int, w MsgWorker, sp *spool.Spool, full error) *lane {
 	return &lane{
 		name: name, q: ring.New[item](size), wake: make(chan struct{}, 1), room: make(chan struct{}, 1),
+		budget: int64(budget), maxBody: min(budget, MaxBodySize),
 		worker: w, spool: sp, full: full,
 	}
 }
@@ -350,9 +376,18 @@ func newLane(name string, size int, w MsgWorker, sp *spool.Spool, full error) *l
 const idleSpins = 64
 
 // push adds it to the buffer without waiting, and wakes the worker if it
-// sleeps.
+// sleeps. It fails when the buffer is full or it.body does not fit in what
+// is left of the byte budget.
 func (l *lane) push(it item) bool {
+	n := len(it.body)
+	if n > 0 && l.bytes.Add(int64(n)) > l.budget {
+		l.release(n)
+		return false
+	}
 	if !l.q.TryPush(it) {
+		if n > 0 {
+			l.release(n)
+		}
 		return false
 	}
 	if l.sleeping.Load() {
@@ -402,6 +437,13 @@ func (l *lane) take() (item, bool) {
 		l.freed()
 	}
 	return it, ok
+}
+
+// release gives back the budget of a body of n bytes that is resolved (or
+// was not pushed after all), and tells a sender waiting for room.
+func (l *lane) release(n int) {
+	l.bytes.Add(-int64(n))
+	l.freed()
 }
 
 // freed tells a sender waiting for room that there is some.
@@ -526,8 +568,8 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 	if err := m.stateErr(); err != nil {
 		return err
 	}
-	if len(key) > MaxKeyLen || !utf8.ValidString(key) || !utf8.ValidString(body) || len(body) > MaxBodySize {
-		return invalidSend(key, body)
+	if len(key) > MaxKeyLen || !utf8.ValidString(key) || !utf8.ValidString(body) || len(body) > l.maxBody {
+		return invalidSend(l, key, body)
 	}
 	l.senders.Add(1)
 	if err := m.stateErr(); err != nil {
@@ -582,12 +624,15 @@ func (m *Manager) stateErr() error {
 	return errManagerStopped
 }
 
-func invalidSend(key, body string) error {
+func invalidSend(l *lane, key, body string) error {
 	if err := checkKey(key); err != nil {
 		return errorOf("Manager", err)
 	}
 	if len(body) > MaxBodySize {
 		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize))
+	}
+	if len(body) > l.maxBody {
+		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than the %s lane's BUFFER_BYTES (%d): it could never fit", ErrInvalidMessage, len(body), l.name, l.budget))
 	}
 	return errorOf("Manager", fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage))
 }

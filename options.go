@@ -20,16 +20,17 @@ import (
 //
 //   - all of them: WithConfig, WithConfigFile, WithURL, WithName, WithLogger,
 //     WithTLSConfig, WithReconnect, WithErrorHandler;
-//   - NewManager: WithBufferSize, WithMaxInFlight, WithOverflow,
-//     WithLogWorker, WithEventWorker, WithRetryOnFailedConnect,
-//     WithReturnHandler, WithSpoolDir, WithAppID;
+//   - NewManager: WithBufferSize, WithBufferBytes, WithMaxInFlight,
+//     WithMaxInFlightBytes, WithOverflow, WithLogWorker, WithEventWorker,
+//     WithRetryOnFailedConnect, WithReturnHandler, WithSpoolDir, WithAppID;
 //   - publishers and consumers: WithSection, WithExchange, WithQueue,
 //     WithQueueDurable, WithQueueType, WithKeys;
 //   - NewSyncPublisher and NewAsyncPublisher: WithMaxInFlight,
-//     WithReturnHandler, WithSpoolDir, WithAppID, WithMandatory;
+//     WithMaxInFlightBytes, WithReturnHandler, WithSpoolDir, WithAppID,
+//     WithMandatory;
 //   - the four consumer constructors: WithNoAck, WithPrefetch,
 //     WithConcurrency, WithCallback, WithDeadLetterExchange,
-//     WithMaxRedeliveries.
+//     WithMaxRedeliveries, WithMaxBodySize.
 //
 // Options override the configuration file, which overrides the built-in
 // defaults. WithConfig and WithConfigFile choose the file (or Config) and are
@@ -68,15 +69,15 @@ var (
 		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithKeys",
 	}
 	managerOptions = concat(commonOptions, []string{
-		"WithBufferSize", "WithMaxInFlight", "WithOverflow", "WithLogWorker", "WithEventWorker",
+		"WithBufferSize", "WithBufferBytes", "WithMaxInFlight", "WithMaxInFlightBytes", "WithOverflow", "WithLogWorker", "WithEventWorker",
 		"WithRetryOnFailedConnect", "WithReturnHandler", "WithSpoolDir", "WithAppID",
 	})
 	publisherOptions = concat(commonOptions, topologyOptions, []string{
-		"WithMaxInFlight", "WithReturnHandler", "WithSpoolDir", "WithAppID", "WithMandatory",
+		"WithMaxInFlight", "WithMaxInFlightBytes", "WithReturnHandler", "WithSpoolDir", "WithAppID", "WithMandatory",
 	})
 	consumerOptions = concat(commonOptions, topologyOptions, []string{
 		"WithNoAck", "WithPrefetch", "WithConcurrency", "WithCallback",
-		"WithDeadLetterExchange", "WithMaxRedeliveries",
+		"WithDeadLetterExchange", "WithMaxRedeliveries", "WithMaxBodySize",
 	})
 	publisherSections = []string{
 		"AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
@@ -154,6 +155,7 @@ type settings struct {
 	callback        Callback
 	deadLetter      *string
 	maxRedeliveries *int
+	maxBodySize     int // 0: the section's MAX_BODY_SIZE
 }
 
 // buildSettings applies opts for the constructor ctor, refusing the options
@@ -409,6 +411,37 @@ func WithMaxInFlight(n int) Option {
 	})
 }
 
+// WithBufferBytes bounds the message bodies each of the Manager's two lanes
+// holds, in bytes (BUFFER_BYTES, default DefaultBufferBytes): those Send*
+// accepted that are not yet confirmed by the broker, written to the spool or
+// dropped, wherever they are (in the buffer, with the worker or waiting for
+// a confirm). A Send* that would go past it is refused with ErrBufferFull
+// (or waits, as when the buffer is full); a body larger than n could never
+// fit and is refused with ErrInvalidMessage.
+func WithBufferBytes(n int) Option {
+	return opt("WithBufferBytes", number(n), func(s *settings) error {
+		if n < 1 {
+			return fmt.Errorf("%d must be at least 1", n)
+		}
+		s.cfg.Global.BufferBytes = n
+		return nil
+	})
+}
+
+// WithMaxInFlightBytes bounds the bodies a publisher holds unconfirmed, in
+// bytes (MAX_IN_FLIGHT_BYTES, default DefaultMaxInFlightBytes): Publish
+// waits, as it does for MAX_IN_FLIGHT, while the next body would go past it.
+// A body larger than n is published alone, once nothing else is in flight.
+func WithMaxInFlightBytes(n int) Option {
+	return opt("WithMaxInFlightBytes", number(n), func(s *settings) error {
+		if n < 1 {
+			return fmt.Errorf("%d must be at least 1", n)
+		}
+		s.cfg.Global.MaxInFlightBytes = n
+		return nil
+	})
+}
+
 // WithOverflow sets what Send* does when its buffer is full.
 func WithOverflow(o Overflow) Option {
 	return opt("WithOverflow", number(int(o)), func(s *settings) error {
@@ -636,6 +669,23 @@ func WithMaxRedeliveries(n int) Option {
 			return fmt.Errorf("%d is negative", n)
 		}
 		s.maxRedeliveries = &n
+		return nil
+	})
+}
+
+// WithMaxBodySize sets the largest delivery body, in bytes, a consumer
+// hands to its callback (MAX_BODY_SIZE, default MaxBodySize). A larger
+// delivery is rejected without requeue (dead-lettered where the queue has a
+// dead-letter exchange), logged and passed to the error handler; with
+// WithNoAck(true) it is dropped. amqp091-go reads a delivery's whole body
+// before the consumer sees it, so this bounds what the consumer keeps and
+// hands on, not what one delivery costs while it is read.
+func WithMaxBodySize(n int) Option {
+	return opt("WithMaxBodySize", number(n), func(s *settings) error {
+		if n < 1 || n > cfgMaxBodySize {
+			return fmt.Errorf("%d must be between 1 and %d", n, cfgMaxBodySize)
+		}
+		s.maxBodySize = n
 		return nil
 	})
 }

@@ -23,6 +23,8 @@ RECONNECT_INTERVAL=7
 RECONNECT_TIMES=9
 BUFFER_SIZE=333
 MAX_IN_FLIGHT=44
+BUFFER_BYTES=5555
+MAX_IN_FLIGHT_BYTES=6666
 [Log]
 FOLDER=/tmp/from-file/
 [AsyncPublisher]
@@ -64,6 +66,10 @@ ROUTING_KEY=file.k1, file.k2
 			"16384", "333", "5"},
 		{"MAX_IN_FLIGHT", WithMaxInFlight(6), func(s *settings) string { return itoa(s.cfg.Global.MaxInFlight) },
 			"1024", "44", "6"},
+		{"BUFFER_BYTES", WithBufferBytes(7), func(s *settings) string { return itoa(s.cfg.Global.BufferBytes) },
+			"67108864", "5555", "7"},
+		{"MAX_IN_FLIGHT_BYTES", WithMaxInFlightBytes(8), func(s *settings) string { return itoa(s.cfg.Global.MaxInFlightBytes) },
+			"67108864", "6666", "8"},
 		{"spool folder (FOLDER)", WithSpoolDir("/tmp/opt"), func(s *settings) string {
 			if s.spoolDir != "" {
 				return s.spoolDir
@@ -297,6 +303,7 @@ func TestOptionTable(t *testing.T) {
 		WithQueue("q"), WithQueueDurable(true), WithQueueType("classic"), WithKeys("k"), WithMandatory(true),
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2),
+		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024),
 	}
 	names := map[string]bool{}
 	for _, o := range every {

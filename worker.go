@@ -198,6 +198,9 @@ type builtinDeps struct {
 	// engine clears it when it starts counting the message as its own, so
 	// that Pending counts the message once.
 	busy *atomic.Bool
+	// free gives a message's bytes back to the lane's budget once the
+	// engine has resolved it (confirmed, spooled or dropped).
+	free func(n int)
 }
 
 // MsgDidReceive hands msg to the log lane's publisher; it blocks only while
