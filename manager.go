@@ -583,6 +583,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 	}
 	if !wait && m.overflow == OverflowFail {
 		l.senders.Add(-1)
+		l.st.refused.Add(1)
 		return l.full
 	}
 	err := m.waitRoom(ctx, l, it)
@@ -607,6 +608,7 @@ func (m *Manager) waitRoom(ctx context.Context, l *lane, it item) error {
 		select {
 		case <-l.room:
 		case <-ctx.Done():
+			l.st.refused.Add(1)
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
 			return errorOf("Manager", fmt.Errorf("%w: Stop began while Send waited for room in the buffer", ErrStopped))
