@@ -262,7 +262,7 @@ func TestQuorumQueueMustBeDurable(t *testing.T) {
 	}
 	workers := func(durable bool) []Option {
 		cfg := DefaultConfig()
-		cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "quorum", durable
+		cfg.EventWorker.Queue, cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "q", "quorum", durable
 		return []Option{WithConfig(cfg)}
 	}
 	for _, c := range allConstructors {
