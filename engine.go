@@ -373,13 +373,20 @@ func (e *engine) flushOrDown(ctx context.Context) error {
 // hand it the rest of its buffer: while no connection is up, what the engine
 // holds and what it is handed from now on goes to the spool at once, in
 // order, instead of waiting for a connection until Stop's context ends.
+//
+// It never waits for e.pubMu: a publish that holds it may be stuck in the
+// transport (a stalled network, a blocked broker), and then a connection is
+// up anyway. The next publish that finds the engine down spools instead.
 func (e *engine) stopSoon() {
-	e.pubMu.Lock()
+	locked := e.pubMu.TryLock()
 	e.mu.Lock()
 	e.draining = true
-	if e.state != stateDown {
+	e.signal() // a publish waiting for room looks again
+	if !locked || e.state != stateDown {
 		e.mu.Unlock()
-		e.pubMu.Unlock()
+		if locked {
+			e.pubMu.Unlock()
+		}
 		return
 	}
 	e.spoolWhileDownLocked(nil)
@@ -388,13 +395,15 @@ func (e *engine) stopSoon() {
 // spoolWhileDownLocked spools what the engine holds, then m unless it is
 // nil, and moves it to stateSpooling: later publishes go to the spool too
 // until a connection is up again. It is for a draining engine that is
-// down. e.pubMu and e.mu are held; it releases them.
+// down. e.pubMu and e.mu are held; it releases them, e.pubMu once the
+// spool has the messages, so that a publish that spools next comes after
+// them in the file.
 func (e *engine) spoolWhileDownLocked(m *outMsg) {
 	e.state = stateSpooling
 	msgs := e.takeAllLocked()
 	e.signal()
 	e.mu.Unlock()
-	e.pubMu.Unlock()
+	defer e.pubMu.Unlock()
 	if m != nil {
 		e.accept(m)
 		msgs = append(msgs, m)

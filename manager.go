@@ -681,13 +681,6 @@ func (m *Manager) doStop(ctx context.Context) error {
 		}
 		l.close()
 	}
-	// A built-in worker with no connection up spools the rest of its lane
-	// at once instead of waiting for a connection until ctx ends.
-	for _, l := range m.lanes {
-		if w, ok := l.worker.(laneWorker); ok {
-			w.stopSoon()
-		}
-	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.
 	aborted := make(chan struct{})
@@ -700,6 +693,13 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 	})
+	// A built-in worker with no connection up spools the rest of its lane
+	// at once instead of waiting for a connection until ctx ends.
+	for _, l := range m.lanes {
+		if w, ok := l.worker.(laneWorker); ok {
+			w.stopSoon()
+		}
+	}
 	m.wg.Wait()
 	var errs []error
 	for _, l := range m.lanes {
