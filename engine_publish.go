@@ -150,6 +150,11 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			e.accept(m)
 			e.spoolOne(m, nil)
 			return nil
+		case st == stateDown && e.draining:
+			// The Manager is stopping and no connection is up: spool
+			// rather than wait for one (see stopSoon).
+			e.spoolWhileDownLocked(m)
+			return nil
 		case full:
 			// Wait for confirms (or the spool) to make room.
 		case st == stateDown || sess == nil:
