@@ -1,12 +1,17 @@
 package omqs
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/omqs-go/omqs/internal/membroker"
+	"github.com/omqs-go/omqs/internal/spool"
 )
 
 // killer closes every connection to the in-process broker name as soon as
@@ -73,6 +78,128 @@ func TestConsumerBacksOffAfterYoungSessions(t *testing.T) {
 	waitUntil(t, 10*time.Second, "the report of sessions dying young", func() bool {
 		return strings.Contains(buf.String(), "times in a row within 1s of opening")
 	})
+	k.end()
+	if got := k.closed.Load(); got > 8 {
+		t.Fatalf("%d sessions closed, want a handful", got)
+	}
+}
+
+// TestEngineQuarantinesRefusedPublish: a message the broker refuses by
+// closing the channel (here 404, for an exchange that does not exist) is
+// set aside in FILE.quarantine, counted and reported once; the messages
+// around it are all delivered, and it is not republished forever.
+func TestEngineQuarantinesRefusedPublish(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, url string) {
+		n := testNames(t, url)
+		missing := n.Exchange + ".missing"
+		cleanupOn(t, url, []string{n.Exchange}, nil)
+		c := engineConfigFor(t, url, 0, nil)
+		c.topo = topology{exchange: n.Exchange, kind: "topic"}
+		c.window = 256
+		var reports []error
+		var mu sync.Mutex
+		c.onError = func(err error) {
+			mu.Lock()
+			reports = append(reports, err)
+			mu.Unlock()
+		}
+		dir := t.TempDir()
+		sp := spool.New(filepath.Join(dir, "backup.evt"))
+		c.spool = sp
+		e := newEngine(c)
+		t.Cleanup(func() { _ = engineStop(t, e) })
+		ctx := testCtx(t, 30*time.Second)
+		if err := e.start(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		got := collect(t, url, n.Exchange, "#")
+
+		const before, after = 50, 50
+		send := func(i int, exchange string) *outMsg {
+			m, err := e.newMsg(n.Key, []byte("m"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.exchange = exchange
+			if err := e.publish(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		for i := range before {
+			send(i, n.Exchange)
+		}
+		poison := send(before, missing)
+		for i := range after {
+			send(before+1+i, n.Exchange)
+		}
+		if err := e.flush(ctx); err != nil {
+			st := e.st.snapshot()
+			t.Fatalf("flush: %v; stats %+v", err, st)
+		}
+		waitUntil(t, 10*time.Second, "the good messages", func() bool { return got.unique() == before+after })
+		st := e.st.snapshot()
+		if st.Quarantined != 1 || st.Confirmed != before+after || st.Spooled != 0 || st.Dropped != 0 {
+			t.Fatalf("stats %+v: want 1 quarantined and %d confirmed", st, before+after)
+		}
+		if st.Reconnects > 10 {
+			t.Fatalf("%d reconnects to find one refused message", st.Reconnects)
+		}
+		recs := spoolRecords(t, dir, "backup.evt.quarantine")
+		if len(recs) != 1 || recs[0].MessageID != poison.id || recs[0].Exchange != missing {
+			t.Fatalf("quarantine holds %+v, want the refused message", recs)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var said int
+		for _, err := range reports {
+			if strings.Contains(err.Error(), poison.id) {
+				said++
+				if !errors.Is(err, ErrInvalidMessage) || !strings.Contains(err.Error(), "quarantine") {
+					t.Errorf("report %v: want ErrInvalidMessage and where it went", err)
+				}
+			}
+		}
+		if said != 1 {
+			t.Fatalf("the refused message was reported %d times, want once: %v", said, reports)
+		}
+		// Stop spools nothing: the refused message is not retried.
+		if err := engineStop(t, e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "backup.evt")); !os.IsNotExist(err) {
+			t.Fatalf("spool file after Stop: %v, want none", err)
+		}
+	})
+}
+
+// TestEngineBacksOffAfterYoungSessions: a publisher whose connection is
+// closed as soon as it opens waits RECONNECT_INTERVAL, then twice as long
+// each time, instead of reconnecting at once, and says so after a few.
+func TestEngineBacksOffAfterYoungSessions(t *testing.T) {
+	url := memoryURL(t)
+	n := testNames(t, url)
+	c := engineConfigFor(t, url, 0, nil)
+	c.topo = topology{exchange: n.Exchange, kind: "topic"}
+	var reports atomic.Int64
+	c.onError = func(err error) {
+		if strings.Contains(err.Error(), "times in a row within 1s of opening") {
+			reports.Add(1)
+		}
+	}
+	e := newEngine(c)
+	t.Cleanup(func() { _ = engineStop(t, e) })
+	if err := e.start(testCtx(t, 10*time.Second), false); err != nil {
+		t.Fatal(err)
+	}
+	k := killConnections(t, strings.TrimPrefix(url, "memory://"))
+	start := time.Now()
+	waitUntil(t, 10*time.Second, "5 sessions closed", func() bool { return k.closed.Load() >= 5 })
+	// 20+40+80+160 ms between them at least; at once, it takes a few ms.
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("5 sessions closed within %v: the publisher reconnects without waiting", took)
+	}
+	waitUntil(t, 10*time.Second, "the report of sessions dying young", func() bool { return reports.Load() == 1 })
 	k.end()
 	if got := k.closed.Load(); got > 8 {
 		t.Fatalf("%d sessions closed, want a handful", got)
