@@ -136,6 +136,7 @@ type ConsumerConfig struct {
 	Prefetch           int      // PREFETCH: unacknowledged deliveries at once
 	DeadLetterExchange string   // DEAD_LETTER_EXCHANGE: declared and set on the queue when not ""
 	MaxRedeliveries    int      // MAX_REDELIVERIES: requeues of one message before it is rejected
+	DeliveryLimit      int      // DELIVERY_LIMIT: a quorum queue's x-delivery-limit (0: none); see WithDeliveryLimit
 }
 
 // Built-in defaults that are not names.
@@ -592,6 +593,7 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
 			cfgName("DEAD_LETTER_EXCHANGE", &k.DeadLetterExchange),
 			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
+			cfgInt("DELIVERY_LIMIT", &k.DeliveryLimit, 0, math.MaxInt32),
 		}}
 	}
 	g := &c.Global

@@ -200,6 +200,8 @@ func cfgSettingCases() []cfgSettingCase {
 				func(c *Config) any { return get(c).DeadLetterExchange }, "", k.wantDLX},
 			cfgSettingCase{k.section, "MAX_REDELIVERIES", k.newMaxRedel,
 				func(c *Config) any { return get(c).MaxRedeliveries }, DefaultMaxRedeliveries, k.wantMaxRedel},
+			cfgSettingCase{k.section, "DELIVERY_LIMIT", "3",
+				func(c *Config) any { return get(c).DeliveryLimit }, 0, 3},
 		)
 	}
 	return cases

@@ -367,6 +367,22 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	if c.deadLetter != "" {
 		c.topo.queueArgs = amqp.Table{"x-dead-letter-exchange": c.deadLetter}
 	}
+	limit := cc.DeliveryLimit
+	if s.deliveryLimit != nil {
+		limit = *s.deliveryLimit
+	}
+	if limit != 0 {
+		if limit < 0 {
+			return nil, invalid("DELIVERY_LIMIT %d is negative", limit)
+		}
+		if t.queueType != "quorum" {
+			return nil, invalid("DELIVERY_LIMIT %d needs QUEUE_TYPE = quorum (a %s queue has no delivery limit)", limit, t.queueType)
+		}
+		if c.topo.queueArgs == nil {
+			c.topo.queueArgs = amqp.Table{}
+		}
+		c.topo.queueArgs["x-delivery-limit"] = int64(limit)
+	}
 
 	if s.callback != nil {
 		cb := s.callback

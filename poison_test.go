@@ -2,6 +2,7 @@ package omqs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/brokertest"
 	"github.com/omqs-go/omqs/internal/membroker"
 	"github.com/omqs-go/omqs/internal/spool"
 )
@@ -203,5 +207,107 @@ func TestEngineBacksOffAfterYoungSessions(t *testing.T) {
 	k.end()
 	if got := k.closed.Load(); got > 8 {
 		t.Fatalf("%d sessions closed, want a handful", got)
+	}
+}
+
+// nestedTable returns a header table nested depth levels deep: RabbitMQ
+// takes it, amqp091-go's reader refuses tables nested deeper than 32.
+func nestedTable(depth int) amqp.Table {
+	t := amqp.Table{"leaf": "x"}
+	for range depth - 1 {
+		t = amqp.Table{"n": t}
+	}
+	return t
+}
+
+// TestConsumerPoisonDeliveryDeadLettered: a delivery this client cannot
+// parse drops the consumer's connection each time it comes. On a quorum
+// queue with DELIVERY_LIMIT and a dead-letter exchange the broker
+// dead-letters it after that many deliveries, and the messages behind it
+// are delivered.
+func TestConsumerPoisonDeliveryDeadLettered(t *testing.T) {
+	url := brokertest.URL(t)
+	n := brokertest.NewNames(t)
+	dlx, dlq := n.Exchange+".dlx", n.Queue+".dlq"
+	brokertest.Cleanup(t, []string{dlx}, []string{dlq})
+	l, buf := consumerLogger(t)
+	var rec recorder
+	const limit = 2
+	runConsumer(t, NewSyncConsumer, baseOpts(url, l,
+		WithReconnect(50*time.Millisecond, 0),
+		WithExchange(n.Exchange, "topic", false), WithQueue(n.Queue), WithKeys(n.Key),
+		WithQueueType("quorum"), WithQueueDurable(true), WithPrefetch(1),
+		WithDeadLetterExchange(dlx), WithDeliveryLimit(limit),
+		WithCallback(rec.callback))...)
+
+	ch := brokertest.Channel(t)
+	if _, err := ch.QueueDeclare(dlq, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(dlq, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	pub := func(body string, h amqp.Table) {
+		t.Helper()
+		if err := ch.PublishWithContext(ctx, n.Exchange, n.Key, false, false, amqp.Publishing{Body: []byte(body), Headers: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("poison", nestedTable(40))
+	const N = 5
+	for i := range N {
+		pub(fmt.Sprintf("normal %d", i), nil)
+	}
+
+	waitUntil(t, 30*time.Second, "the normal messages", func() bool { return rec.len() == N })
+	for _, d := range rec.all() {
+		if !strings.HasPrefix(string(d.Body), "normal") {
+			t.Fatalf("callback got %q", d.Body)
+		}
+	}
+	// amqp091 cannot read the poison message back either: count it.
+	waitUntil(t, 10*time.Second, "the poison message in the dead-letter queue", func() bool {
+		q, err := ch.QueueDeclarePassive(dlq, false, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Messages == 1
+	})
+	if !strings.Contains(buf.String(), "reconnecting") {
+		t.Fatalf("no reconnect logged; log:\n%s", buf.String())
+	}
+}
+
+// TestDeliveryLimitNeedsQuorum: DELIVERY_LIMIT becomes the queue's
+// x-delivery-limit, and is refused for a classic queue, which has none.
+func TestDeliveryLimitNeedsQuorum(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    []Option
+		want    any // x-delivery-limit, nil for none
+		wantErr bool
+	}{
+		{"none", nil, nil, false},
+		{"quorum", []Option{WithQueueType("quorum"), WithQueueDurable(true), WithDeliveryLimit(3)}, int64(3), false},
+		{"classic", []Option{WithDeliveryLimit(3)}, nil, true},
+		{"negative", []Option{WithQueueType("quorum"), WithDeliveryLimit(-1)}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := NewSyncConsumer(baseOpts("memory://delivery-limit", testLogger(t), tt.opts...)...)
+			if tt.wantErr {
+				if !errors.Is(err, ErrInvalidConfig) {
+					t.Fatalf("err = %v, want ErrInvalidConfig", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.topo.queueArgs["x-delivery-limit"]; got != tt.want {
+				t.Fatalf("x-delivery-limit = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
