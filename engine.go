@@ -63,6 +63,14 @@ type engine struct {
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
 	everUp      bool                // a session was installed before
+	// probing: a publish closed the channel and the culprit is among the
+	// messages then unconfirmed; they are written one at a time (see
+	// advanceProbe). probe is how many at the front of held are still to go.
+	probing bool
+	probe   int
+
+	backoff reconnect.Backoff // run's: spaces out reconnects after sessions that die young
+	quar    *spool.Spool      // the messages the broker refused: FILE.quarantine; nil without a spool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -204,6 +212,10 @@ func newEngine(c engineConfig) *engine {
 	}
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
+	}
+	e.backoff.Interval = c.interval
+	if c.spool != nil {
+		e.quar = spool.New(c.spool.Path() + ".quarantine")
 	}
 	if e.rep == nil {
 		e.rep = newReporter(c.logger, c.name, c.onError, 1024)
@@ -505,6 +517,9 @@ func (e *engine) doStop(ctx context.Context) error {
 	if e.sp != nil {
 		if err := e.sp.Close(); err != nil {
 			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close spool: %w", err)))
+		}
+		if err := e.quar.Close(); err != nil {
+			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close quarantine: %w", err)))
 		}
 	}
 	if e.ownRep {
