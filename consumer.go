@@ -191,7 +191,6 @@ type consumer struct {
 	name        string
 	who         string // the type and name, for messages
 	topo        topology
-	deadLetter  string // fanout exchange declared and set as the queue's DLX
 	noAck       bool
 	prefetch    int
 	concurrency int
@@ -255,7 +254,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	case "":
 		cc = ConsumerConfig{
 			Exchange: DefaultExchange, ExchangeType: "topic",
-			Queue: DefaultQueue, Keys: []string{DefaultRoutingKey},
+			QueueConfig: QueueConfig{Queue: DefaultQueue}, Keys: []string{DefaultRoutingKey},
 			Prefetch: DefaultPrefetch, MaxRedeliveries: DefaultMaxRedeliveries,
 			MaxBodySize: MaxBodySize,
 		}
@@ -268,8 +267,11 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	}
 	t := topology{
 		exchange: cc.Exchange, kind: cc.ExchangeType, durable: cc.ExchangeDurable,
-		queue: cc.Queue, queueDurable: cc.QueueDurable, queueType: cc.QueueType,
 		keys: append([]string(nil), cc.Keys...),
+	}
+	t.setQueue(cc.QueueConfig)
+	if s.deadLetter != nil {
+		t.deadLetter = *s.deadLetter
 	}
 	if t.kind == "" {
 		t.kind = "topic"
@@ -361,14 +363,6 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	c.maxBody = cc.MaxBodySize
 	if s.maxBodySize != 0 {
 		c.maxBody = s.maxBodySize
-	}
-
-	c.deadLetter = cc.DeadLetterExchange
-	if s.deadLetter != nil {
-		c.deadLetter = *s.deadLetter
-	}
-	if c.deadLetter != "" {
-		c.topo.queueArgs = amqp.Table{"x-dead-letter-exchange": c.deadLetter}
 	}
 
 	if s.callback != nil {
@@ -587,11 +581,6 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 // bindings, and returns the queue's name (chosen by the server when the
 // configured name is "").
 func (c *consumer) declare(ch transport.Channel) (string, error) {
-	if c.deadLetter != "" {
-		if err := ch.ExchangeDeclare(c.deadLetter, "fanout", true, false, false, false, nil); err != nil {
-			return "", fmt.Errorf("%w: declare dead-letter exchange %q (fanout, durable): %w", ErrInvalidChannel, c.deadLetter, err)
-		}
-	}
 	t := c.topo
 	if t.queue != "" {
 		return t.queue, t.declare(ch)
@@ -601,7 +590,7 @@ func (c *consumer) declare(ch transport.Channel) (string, error) {
 	if err := exchangeOnly.declare(ch); err != nil {
 		return "", err
 	}
-	q, err := ch.QueueDeclare("", false, true, true, false, t.queueArgs)
+	q, err := ch.QueueDeclare("", false, true, true, false, t.arguments())
 	if err != nil {
 		return "", fmt.Errorf("%w: declare a server-named queue: %w", ErrInvalidQueue, err)
 	}
