@@ -270,9 +270,6 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		keys: append([]string(nil), cc.Keys...),
 	}
 	t.setQueue(cc.QueueConfig)
-	if s.deadLetter != nil {
-		t.deadLetter = *s.deadLetter
-	}
 	if t.kind == "" {
 		t.kind = "topic"
 	}

@@ -180,6 +180,15 @@ func (s *settings) overrideTopology(t *topology) {
 	if s.queueType != nil {
 		t.queueType = *s.queueType
 	}
+	if s.deadLetter != nil {
+		t.deadLetter = *s.deadLetter
+	}
+	if s.messageTTL != nil {
+		t.messageTTL = *s.messageTTL
+	}
+	if s.maxLength != nil {
+		t.maxLength = *s.maxLength
+	}
 	if s.keysSet {
 		t.keys = s.keys
 	}

@@ -91,7 +91,12 @@ func TestConfigSharedQueueArguments(t *testing.T) {
 			}
 		})
 	}
-	_, err := parseConfig("shared.cfg", []byte("[EventConsumer]\nMAX_LENGTH = 10\n[EventWorker]\nMAX_LENGTH = 20\n"))
+	_, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL("memory://shared-args"),
+		WithQueueConfig(QueueConfig{Queue: "q", MessageTTL: 1500 * time.Microsecond}))
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "MESSAGE_TTL: 1.5ms is not a whole number of milliseconds") {
+		t.Errorf("WithQueueConfig: %v", err)
+	}
+	_, err = parseConfig("shared.cfg", []byte("[EventConsumer]\nMAX_LENGTH = 10\n[EventWorker]\nMAX_LENGTH = 20\n"))
 	if want := "shared.cfg: [EventWorker] declares the queue \"omqs.queue.event\" with QUEUE_TYPE=classic, MAX_LENGTH=20 and [EventConsumer] with QUEUE_TYPE=classic, MAX_LENGTH=10"; !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
 		t.Errorf("parseConfig: %v\nwant %q", err, want)
 	}
@@ -133,6 +138,20 @@ func TestManagerAndConsumerShareQueue(t *testing.T) {
 			}
 		case <-time.After(15 * time.Second):
 			t.Fatal("the consumer did not receive the event")
+		}
+
+		// A publisher given the section's QueueConfig declares the same
+		// (as the omqs command does).
+		p, err := NewSyncPublisher(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
+			WithExchange(cfg.EventWorker.Exchange, "topic", true), WithQueueConfig(cfg.EventWorker.QueueConfig), WithKeys(n.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(testCtx(t, 15*time.Second)); err != nil {
+			t.Fatalf("publisher Start: %v", err)
+		}
+		if err := p.Stop(testCtx(t, 15*time.Second)); err != nil {
+			t.Fatal(err)
 		}
 
 		// The queue now exists with a dead-letter exchange: a Manager
