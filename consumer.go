@@ -230,6 +230,7 @@ type consumerSession struct {
 	chClose    chan *amqp.Error
 	connClose  chan *amqp.Error
 	stopping   atomic.Bool // handlers take no new delivery
+	retry      *retrier    // publishes RetryAfter's copies
 }
 
 // callbackCtxKey marks the context handed to callbacks, so that Stop called
@@ -555,6 +556,7 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 		if s.queue, err = c.declare(ch); err != nil {
 			return err
 		}
+		s.retry = &retrier{conn: conn, queue: s.queue, durable: c.topo.queueDurable, exclusive: c.topo.queue == ""}
 		if !c.noAck {
 			if err := ch.Qos(c.prefetch, 0, false); err != nil {
 				return fmt.Errorf("%w: set prefetch %d: %w", ErrInvalidChannel, c.prefetch, err)
@@ -731,6 +733,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.refuseTooBig(sess, d)
 		return
 	}
+	restoreRetried(d)
 	cbp := c.cb.Load()
 	if cbp == nil {
 		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "bytes", len(d.Body), "body_prefix", bodyPrefix(d.Body))
@@ -768,6 +771,8 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		// The callback gave up because the consumer is stopping or the
 		// subscription ended.
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+	case retryOf(err) != nil:
+		c.retry(cbCtx, sess, d, retryOf(err))
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
 			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
