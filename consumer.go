@@ -31,7 +31,8 @@ const DefaultConcurrency = 8
 //
 // By default a delivery is acknowledged after the callback returns nil,
 // rejected (dead-lettered where the queue has a dead-letter exchange) when it
-// returns an error, and requeued when it returns an error made with Requeue. A
+// returns an error, requeued when it returns an error made with Requeue, and
+// retried later when it returns RetryAfter (see Delayed retries). A
 // panic in the callback is recovered, logged with its stack and treated as a
 // rejection; the consumer goes on with the next delivery. A message requeued
 // more than MAX_REDELIVERIES times is rejected instead. A callback that gives
@@ -44,6 +45,30 @@ const DefaultConcurrency = 8
 //
 // Without a callback each delivery is logged at INFO with its routing key and
 // body, and acknowledged.
+//
+// # Delayed retries
+//
+// A callback that returns RetryAfter(err, d) has its message handed to a
+// callback again after at least d (2d for the next retry, and so on). The
+// consumer publishes a copy of the delivery, with RetriesHeader counting
+// the retries, to a retry queue "<queue>.retry.<delay>" it declares (TTL of
+// that delay, dead-lettered back onto its queue through the default
+// exchange), on a second channel of its connection in confirm mode, and
+// acknowledges the delivery only once the broker confirmed the copy. The
+// copy comes back to the end of the queue: it is delivered after the
+// messages that arrived meanwhile, so retries change the order. Retries and
+// requeues together count against MAX_REDELIVERIES; past it the delivery is
+// rejected. If the copy cannot be published (the channel or connection
+// fails, the broker nacks it), the delivery is requeued at once instead. A
+// crash between the confirm and the acknowledgement leaves both the copy and
+// the delivery: the callback sees the message twice (at least once, as
+// below). The Delivery of a retried message has the exchange and routing key
+// it was first published with, and RetriesHeader in Headers. The retry
+// queues are durable when the queue is (exclusive, deleted with the
+// connection, for a server-named queue); they stay on the broker, empty,
+// after the consumer stops. Publishing a retry on the consumer's connection
+// means that while the broker blocks publishers (a memory or disk alarm)
+// that connection is blocked too, acknowledgements included.
 //
 // # Reconnects and duplicates
 //
