@@ -263,6 +263,7 @@ func TestQuorumQueueMustBeDurable(t *testing.T) {
 	workers := func(durable bool) []Option {
 		cfg := DefaultConfig()
 		cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "quorum", durable
+		cfg.EventConsumer.QueueType = "quorum" // the same queue: the types must agree
 		return []Option{WithConfig(cfg)}
 	}
 	for _, c := range allConstructors {
