@@ -126,3 +126,42 @@ func TestConsumerRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumerRetryFallsBackToRequeue: when the copy cannot go to a retry
+// queue (here its name would be too long), the delivery is requeued at once
+// rather than lost, and still counts against MAX_REDELIVERIES.
+func TestConsumerRetryFallsBackToRequeue(t *testing.T) {
+	url := memoryURL(t)
+	n := testNames(t, url)
+	n.Queue = strings.Repeat("q", MaxKeyLen-5)
+	dlx := n.Exchange + ".dlx"
+	var mu sync.Mutex
+	calls := 0
+	l, logs := consumerLogger(t)
+	runConsumer(t, NewSyncConsumer, namedOpts(url, l, n, WithDeadLetterExchange(dlx), WithMaxRedeliveries(1),
+		WithCallback(func(context.Context, Delivery) error {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			return RetryAfter(errors.New("busy"), time.Hour)
+		}))...)
+	ch := backendChannel(t, url)
+	dead, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(dead.Name, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	dl := consumeQueue(t, ch, dead.Name)
+	publishTo(t, url, n.Exchange, "topic", false, n.Key, "job")
+	dl.waitCount(t, 1, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 2 {
+		t.Errorf("the callback ran %d times, want 2 (once requeued, then past MAX_REDELIVERIES 1)", calls)
+	}
+	if !strings.Contains(logs.String(), "could not publish a retry; the delivery is requeued at once instead") {
+		t.Errorf("no warning about the failed retry:\n%s", logs.String())
+	}
+}
