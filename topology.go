@@ -37,11 +37,18 @@ func (t topology) arguments() amqp.Table {
 	return QueueConfig{QueueType: t.queueType, DeadLetterExchange: t.deadLetter, MessageTTL: t.messageTTL, MaxLength: t.maxLength}.arguments()
 }
 
-// arguments returns the arguments a queue described by q is declared with
-// (x-queue-type for a quorum queue, x-dead-letter-exchange, x-message-ttl in
-// milliseconds, x-max-length), or nil for none. The workers and the
-// consumers declare their queues with it, and Config's checks compare the
-// sections that name one queue with it.
+// Arguments returns the arguments the workers, publishers and consumers of
+// this package declare a queue described by q with: x-queue-type for a
+// quorum queue, x-dead-letter-exchange, x-message-ttl in milliseconds (an
+// int64) and x-max-length (an int64); nil for none. Config's checks compare
+// the sections that name one queue with it. A program that declares the
+// queue by other means must pass the same arguments (and declare the
+// dead-letter exchange as a durable fanout exchange) or the broker refuses
+// one of the two declarations.
+func (q QueueConfig) Arguments() map[string]any {
+	return q.arguments()
+}
+
 func (q QueueConfig) arguments() amqp.Table {
 	args := amqp.Table{}
 	if queueTypeOf(q.QueueType) == "quorum" {

@@ -36,6 +36,9 @@ func TestQueueConfigArguments(t *testing.T) {
 			}
 		}
 	}
+	if got := (QueueConfig{MaxLength: 1}).Arguments(); len(got) != 1 || got["x-max-length"] != int64(1) {
+		t.Errorf("Arguments: %v", got)
+	}
 	// A worker and a consumer of one section's queue declare the same.
 	cfg := DefaultConfig()
 	q := QueueConfig{Queue: "q", QueueDurable: true, QueueType: "quorum", DeadLetterExchange: "d", MessageTTL: time.Minute, MaxLength: 5}
