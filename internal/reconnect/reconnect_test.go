@@ -171,7 +171,7 @@ func TestConnectPrefersFirstAddress(t *testing.T) {
 		{name: "only the lost node answers: tried last, then taken", down: []string{"rc-n2", "rc-n3"},
 			tried: []string{"rc-n2", "rc-n3", "rc-n1"}, want: "rc-n1"},
 		{name: "every node down for one round: later rounds in MQURL order",
-			down: []string{"rc-n1", "rc-n2", "rc-n3"}, // for the first round only (see below)
+			down:  []string{"rc-n1", "rc-n2", "rc-n3"}, // for the first round only (see below)
 			tried: []string{"rc-n2", "rc-n3", "rc-n1", "rc-n1"}, want: "rc-n1"},
 	}
 	for _, st := range steps {
