@@ -57,15 +57,17 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 		queue           string
 		queueDurable    bool
 		key             string
+		queueArgs       amqp.Table
 	}{
 		{"SyncConsumer", func(o ...Option) (runner, error) { return NewSyncConsumer(o...) },
-			DefaultExchange, false, DefaultQueue, false, DefaultRoutingKey},
+			DefaultExchange, false, DefaultQueue, false, DefaultRoutingKey, nil},
 		{"AsyncConsumer", func(o ...Option) (runner, error) { return NewAsyncConsumer(o...) },
-			DefaultExchange, false, DefaultQueue, false, DefaultRoutingKey},
+			DefaultExchange, false, DefaultQueue, false, DefaultRoutingKey, nil},
+		// The log queue expires once unused ([LogConsumer] QUEUE_EXPIRES).
 		{"LogMsgConsumer", func(o ...Option) (runner, error) { return NewLogMsgConsumer(nil, o...) },
-			LogExchange, true, LogQueue, false, DefaultLogKey},
+			LogExchange, true, LogQueue, false, DefaultLogKey, amqp.Table{"x-expires": int64(DefaultQueueExpires / time.Millisecond)}},
 		{"EventMsgConsumer", func(o ...Option) (runner, error) { return NewEventMsgConsumer(o...) },
-			EventExchange, true, EventQueue, true, DefaultEventKey},
+			EventExchange, true, EventQueue, true, DefaultEventKey, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +137,7 @@ func testConsumerDefaultTopology(t *testing.T, url string) {
 				return ch.ExchangeDeclare(tc.exchange, "topic", durable, false, false, false, nil)
 			}
 			declQ := func(ch testChannel, durable bool) error {
-				_, err := ch.QueueDeclare(tc.queue, durable, false, false, false, nil)
+				_, err := ch.QueueDeclare(tc.queue, durable, false, false, false, tc.queueArgs)
 				return err
 			}
 			if err := equivalent(tc.exchangeDurable, declX); err != nil {
@@ -921,10 +923,10 @@ func unwrap(c interface{ core() *consumer }, err error) (*consumer, error) {
 func (c *consumer) core() *consumer { return c }
 
 // TestConsumerTypesMethodSet: the four consumer types share *consumer by
-// embedding it; the only methods it lends them are the public four, so no
+// embedding it; the only methods it lends them are the public five, so no
 // internal method becomes part of the API by promotion.
 func TestConsumerTypesMethodSet(t *testing.T) {
-	want := []string{"Ready", "Run", "SetCallback", "Stop"}
+	want := []string{"Ready", "Run", "SetCallback", "Stats", "Stop"}
 	for _, typ := range []reflect.Type{
 		reflect.TypeFor[*SyncConsumer](), reflect.TypeFor[*AsyncConsumer](),
 		reflect.TypeFor[*LogMsgConsumer](), reflect.TypeFor[*EventMsgConsumer](),
