@@ -163,14 +163,17 @@ type WorkerConfig struct {
 
 // ConsumerConfig is the [LogConsumer] or [EventConsumer] section.
 type ConsumerConfig struct {
-	Exchange        string   // EXCHANGE
-	ExchangeType    string   // EXCHANGE_TYPE
-	ExchangeDurable bool     // EXCHANGE_DURABLE
-	QueueConfig              // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
-	Keys            []string // KEYS: topic patterns the queue is bound to
-	Prefetch        int      // PREFETCH: unacknowledged deliveries at once
-	MaxRedeliveries int      // MAX_REDELIVERIES: requeues and retries of one message before it is rejected
-	MaxBodySize     int      // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
+	Exchange        string        // EXCHANGE
+	ExchangeType    string        // EXCHANGE_TYPE
+	ExchangeDurable bool          // EXCHANGE_DURABLE
+	QueueConfig                   // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
+	Keys            []string      // KEYS: topic patterns the queue is bound to
+	Prefetch        int           // PREFETCH: unacknowledged deliveries at once
+	MaxRedeliveries int           // MAX_REDELIVERIES: requeues and retries of one message before it is rejected
+	MaxBodySize     int           // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
+	QueueExpires    time.Duration // QUEUE_EXPIRES: a named, non-durable queue unused this long is deleted (x-expires); 0 for never
+	DedupSize       int           // DEDUP_SIZE: message ids remembered to drop duplicates; 0 turns de-duplication off
+	DedupWindow     time.Duration // DEDUP_WINDOW: how long an id is remembered; 0 for as long as DEDUP_SIZE allows
 }
 
 // Built-in defaults that are not names.
@@ -190,8 +193,11 @@ const (
 	// DefaultMaxInFlightBytes bounds the unconfirmed bodies a publisher holds.
 	DefaultMaxInFlightBytes = 64 << 20
 	DefaultPrefetch         = 32
-	DefaultMaxRedeliveries  = 5
-	DefaultLogFormat        = "%(levelname) -5s %(asctime)s %(filename) -10s:%(lineno) -5d: %(message)s"
+	// DefaultQueueExpires is how long a LogMsgConsumer's named, non-durable
+	// queue outlives its last consumer before the broker deletes it.
+	DefaultQueueExpires    = 30 * time.Minute
+	DefaultMaxRedeliveries = 5
+	DefaultLogFormat       = "%(levelname) -5s %(asctime)s %(filename) -10s:%(lineno) -5d: %(message)s"
 )
 
 // DefaultConfig returns the built-in defaults: the original OMQS.cfg's values,
@@ -259,6 +265,7 @@ func DefaultConfig() *Config {
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
 			MaxBodySize:     MaxBodySize,
+			QueueExpires:    DefaultQueueExpires,
 		},
 		EventConsumer: ConsumerConfig{
 			Exchange:        EventExchange,
@@ -705,6 +712,9 @@ func (c *Config) sections() []cfgSection {
 				cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
 				cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
 				cfgInt("MAX_BODY_SIZE", &k.MaxBodySize, 1, cfgMaxBodySize),
+				cfgDuration("QUEUE_EXPIRES", &k.QueueExpires),
+				cfgInt("DEDUP_SIZE", &k.DedupSize, 0, cfgMaxDedupSize),
+				cfgDuration("DEDUP_WINDOW", &k.DedupWindow),
 			},
 		)}
 	}
@@ -795,6 +805,7 @@ const (
 	cfgMaxInFlight   = 1 << 20       // unconfirmed publishes
 	cfgMaxLogSize    = 1 << 20       // megabytes: a 1 TiB log file
 	cfgMaxBodySize   = math.MaxInt32 // bytes of one delivery; RabbitMQ's own cap is 512 MiB
+	cfgMaxDedupSize  = 1 << 24       // message ids a consumer remembers
 )
 
 var (

@@ -178,9 +178,10 @@ func cfgSettingCases() []cfgSettingCase {
 		newMaxRedel            string
 		wantMaxRedel           int
 		newDeadLetter, wantDLX string
+		queueExpires           time.Duration
 	}{
-		{"LogConsumer", lc, LogExchange, LogQueue, DefaultLogKey, false, "yes", "#", []string{"#"}, "0", 0, "0", 0, "omqs.dlx", "omqs.dlx"},
-		{"EventConsumer", ec, EventExchange, EventQueue, DefaultEventKey, true, "no", "*.debug, kernel.*", []string{"*.debug", "kernel.*"}, "100", 100, "10", 10, "x", "x"},
+		{"LogConsumer", lc, LogExchange, LogQueue, DefaultLogKey, false, "yes", "#", []string{"#"}, "0", 0, "0", 0, "omqs.dlx", "omqs.dlx", DefaultQueueExpires},
+		{"EventConsumer", ec, EventExchange, EventQueue, DefaultEventKey, true, "no", "*.debug, kernel.*", []string{"*.debug", "kernel.*"}, "100", 100, "10", 10, "x", "x", 0},
 	}
 	for _, k := range consumers {
 		get := k.get
@@ -213,6 +214,12 @@ func cfgSettingCases() []cfgSettingCase {
 				func(c *Config) any { return get(c).MessageTTL }, time.Duration(0), 90 * time.Second},
 			cfgSettingCase{k.section, "MAX_LENGTH", "1000",
 				func(c *Config) any { return get(c).MaxLength }, 0, 1000},
+			cfgSettingCase{k.section, "QUEUE_EXPIRES", "600",
+				func(c *Config) any { return get(c).QueueExpires }, k.queueExpires, 10 * time.Minute},
+			cfgSettingCase{k.section, "DEDUP_SIZE", "1000",
+				func(c *Config) any { return get(c).DedupSize }, 0, 1000},
+			cfgSettingCase{k.section, "DEDUP_WINDOW", "2m",
+				func(c *Config) any { return get(c).DedupWindow }, time.Duration(0), 2 * time.Minute},
 		)
 	}
 	return cases

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -90,4 +91,14 @@ func isPreconditionOrAccess(err error) bool {
 		}
 	}
 	return false
+}
+
+// componentLogger returns l with the attributes that name a connection's
+// owner, such as consumer=NAME kind=LogMsgConsumer, for the log lines of
+// code (the Dialer) that does not know it. A nil l stays nil.
+func componentLogger(l *slog.Logger, component, name, kind string) *slog.Logger {
+	if l == nil {
+		return nil
+	}
+	return l.With(component, name, "kind", kind)
 }

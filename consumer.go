@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +45,19 @@ const DefaultConcurrency = 8
 // deliveries already received to the callback before it returns (they exist
 // nowhere else; see Run for a callback that gives up on its context).
 //
-// Without a callback each delivery is logged at INFO with its routing key and
-// body, and acknowledged.
+// # Without a callback
+//
+// A consumer does not consume until it has a callback. Run connects,
+// declares and binds the queue, and waits (Ready false) until WithCallback
+// or SetCallback gives it one; then it subscribes. Messages published in
+// the meantime wait in the queue (a server-named queue exists from then on,
+// so it holds them too) and reach the callback once it is set.
+// SetCallback(nil) while Run runs stops taking new deliveries: the
+// subscription is cancelled, the callbacks in flight finish and are
+// settled, the deliveries received but not handled go back to the queue,
+// and the consumer waits on a new connection, queue declared and Ready
+// false, until a callback is set again. (A server-named queue is deleted
+// with that connection: what it held is gone, as on a reconnect.)
 //
 // # Delayed retries
 //
@@ -219,6 +232,7 @@ const (
 type consumer struct {
 	name        string
 	who         string // the type and name, for messages
+	kind        string // the type, e.g. "LogMsgConsumer"
 	topo        topology
 	noAck       bool
 	prefetch    int
@@ -232,6 +246,9 @@ type consumer struct {
 	redeliv     redeliveryTable
 
 	cb       atomic.Pointer[Callback]
+	cbSet    chan struct{} // signalled (capacity 1) when SetCallback changes cb
+	dedup    *dedupWindow  // nil: no de-duplication
+	st       consumerCounters
 	ready    atomic.Bool
 	inflight atomic.Int64 // callbacks running
 	lost     atomic.Int64 // auto-acknowledged deliveries whose callback gave up
@@ -352,7 +369,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	if c.name == "" {
 		c.name = kind
 	}
-	c.who = kind
+	c.who, c.kind = kind, kind
 	if c.name != kind {
 		c.who = fmt.Sprintf("%s %q", kind, c.name)
 	}
@@ -393,6 +410,28 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		c.maxBody = s.maxBodySize
 	}
 
+	dedupSize, dedupWindow := cc.DedupSize, cc.DedupWindow
+	if s.dedupSet {
+		dedupSize, dedupWindow = s.dedupSize, s.dedupWindow
+	}
+	if dedupSize > 0 {
+		c.dedup = newDedupWindow(dedupSize, dedupWindow)
+	}
+
+	// A named, non-durable queue expires once unused (x-expires), so that
+	// one its reader left does not fill up.
+	expires := cc.QueueExpires
+	if s.queueExpires != nil {
+		expires = *s.queueExpires
+		if expires > 0 && (c.topo.queue == "" || c.topo.queueDurable) {
+			return nil, invalid("WithQueueExpires(%v): only a named, non-durable queue expires (queue %q, durable=%v)", expires, c.topo.queue, c.topo.queueDurable)
+		}
+	}
+	if expires > 0 && c.topo.queue != "" && !c.topo.queueDurable {
+		c.topo.expires = max(expires, time.Millisecond)
+	}
+
+	c.cbSet = make(chan struct{}, 1)
 	if s.callback != nil {
 		cb := s.callback
 		c.cb.Store(&cb)
@@ -407,6 +446,11 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	}
 	c.log = s.logger
 	c.rep = newReporter(c.log, c.name, s.onError, 64)
+	if t.queue == EventQueue && slices.ContainsFunc(t.keys, func(k string) bool { return k != DefaultEventKey }) {
+		c.log.Warn("omqs: consumer binds keys other than "+DefaultEventKey+" to the shared queue "+EventQueue+
+			": every consumer of that queue takes messages of all its keys, so consumers with different keys take each other's events; give this consumer a queue of its own with WithQueue",
+			"consumer", c.name, "keys", t.keys)
+	}
 	if p.durableQueue && !cc.QueueDurable && s.queueDurable == nil {
 		c.log.Warn(fmt.Sprintf("omqs: [%s] QUEUE_DURABLE is false; the event queue is declared durable anyway", sec), "consumer", c.name)
 	}
@@ -415,7 +459,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		Options:   transport.DialOptions{Name: c.name, TLS: s.tls},
 		Interval:  s.cfg.Global.ReconnectInterval,
 		Times:     s.cfg.Global.ReconnectTimes,
-		Logger:    c.log,
+		Logger:    componentLogger(c.log, "consumer", c.name, kind),
 	}
 	c.backoff = reconnect.Backoff{Interval: s.cfg.Global.ReconnectInterval}
 	c.quit, c.quitCancel = context.WithCancel(context.Background())
@@ -486,17 +530,23 @@ func (c *consumer) Ready() bool { return c != nil && c.ready.Load() }
 
 // SetCallback sets the callback for the deliveries that arrive from now on
 // (the ones running finish with the old callback). It is safe to call before
-// and during Run, from any goroutine. A nil cb restores the default: log each
-// delivery and acknowledge it.
+// and during Run, from any goroutine. A consumer without a callback does not
+// consume: Run waits for one with the queue declared and bound, and a nil cb
+// while Run consumes stops taking new deliveries until a callback is set
+// again (see "Without a callback" at SyncConsumer).
 func (c *consumer) SetCallback(cb Callback) {
 	if c == nil {
 		return
 	}
 	if cb == nil {
 		c.cb.Store(nil)
-		return
+	} else {
+		c.cb.Store(&cb)
 	}
-	c.cb.Store(&cb)
+	select {
+	case c.cbSet <- struct{}{}:
+	default: // a change is signalled already: the reader loads cb anew
+	}
 }
 
 // run is Run of every consumer type. It owns the session and the handlers.
@@ -548,12 +598,16 @@ func (c *consumer) run(ctx context.Context) (err error) {
 			return nil
 		}
 		began := time.Now()
-		cause := c.serve(lctx, cbCtx, sess)
+		cause := c.session(lctx, cbCtx, sess)
 		c.mu.Lock()
 		c.sess = nil
 		c.mu.Unlock()
 		if lctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(cause, errNoCallback) {
+			sess, err = c.connect(lctx, false)
+			continue
 		}
 		wait, streak := c.backoff.Ended(time.Since(began), true)
 		c.rep.report(errorOf(c.who, fmt.Errorf("%w; reconnecting every %v", cause, c.dialer.Interval)))
@@ -570,7 +624,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		}
 		sess, err = c.connect(lctx, false)
 		if err == nil {
-			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "queue", sess.queue)
+			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "kind", c.kind, "queue", sess.queue)
 		}
 	}
 }
@@ -606,11 +660,6 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 				return fmt.Errorf("%w: set prefetch %d: %w", ErrInvalidChannel, c.prefetch, err)
 			}
 		}
-		s.tag = consumerTag(c.name)
-		s.deliveries, err = ch.Consume(s.queue, s.tag, c.noAck, false, false, false, nil)
-		if err != nil {
-			return fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, s.queue, err)
-		}
 		sess = s
 		return nil
 	})
@@ -641,6 +690,47 @@ func (c *consumer) declare(ch transport.Channel) (string, error) {
 		return "", err
 	}
 	return q.Name, nil
+}
+
+// errNoCallback ends a session whose callback was removed (SetCallback(nil)).
+var errNoCallback = errors.New("no callback")
+
+// session waits for a callback, subscribes and serves sess. It returns
+// what serve returns, or why the session ended before it served.
+func (c *consumer) session(lctx, cbCtx context.Context, sess *consumerSession) error {
+	if cause := c.awaitCallback(lctx, sess); cause != nil || lctx.Err() != nil {
+		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+		return cause
+	}
+	sess.tag = consumerTag(c.name)
+	var err error
+	sess.deliveries, err = sess.ch.Consume(sess.queue, sess.tag, c.noAck, false, false, false, nil)
+	if err != nil {
+		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
+		return fmt.Errorf("%w: consume from queue %q: %w", ErrInvalidQueue, sess.queue, err)
+	}
+	return c.serve(lctx, cbCtx, sess)
+}
+
+// awaitCallback returns once the consumer has a callback, nil; or when lctx
+// ends, nil; or with the cause when sess closes first.
+func (c *consumer) awaitCallback(lctx context.Context, sess *consumerSession) error {
+	for logged := false; c.cb.Load() == nil; logged = true {
+		if !logged {
+			c.log.Info("omqs: queue declared and bound; not consuming until a callback is set (WithCallback or SetCallback)",
+				"consumer", c.name, "queue", sess.queue)
+		}
+		select {
+		case <-c.cbSet:
+		case <-lctx.Done():
+			return nil
+		case connErr := <-sess.connClose:
+			return closeCause(sess, connErr, nil)
+		case chErr := <-sess.chClose:
+			return closeCause(sess, nil, chErr)
+		}
+	}
+	return nil
 }
 
 // consumerTag is unique per subscription and at most 255 bytes.
@@ -680,19 +770,29 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 			endOnce.Do(func() { close(ended) })
 		}()
 	}
-	c.log.Info("omqs: consuming", "consumer", c.name, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
+	c.log.Info("omqs: consuming", "consumer", c.name, "kind", c.kind, "queue", sess.queue, "exchange", c.topo.exchange, "keys", c.topo.keys)
 
 	// The subscription is over when a handler finds the delivery channel
 	// closed, or (when every handler is in a callback) when the connection
 	// or the channel tells it closed.
+	// SetCallback(nil) ends it too, gracefully (paused).
 	var connErr, chErr *amqp.Error
-	select {
-	case <-ended:
-	case connErr = <-sess.connClose:
-	case chErr = <-sess.chClose:
-	case <-lctx.Done():
+	paused := false
+wait:
+	for {
+		select {
+		case <-ended:
+		case connErr = <-sess.connClose:
+		case chErr = <-sess.chClose:
+		case <-lctx.Done():
+		case <-c.cbSet:
+			if paused = c.cb.Load() == nil; !paused {
+				continue
+			}
+		}
+		break wait
 	}
-	if lctx.Err() == nil {
+	if lctx.Err() == nil && !paused {
 		// The connection or the channel closed, or the broker cancelled the
 		// subscription. The deliveries of the callbacks still running come
 		// back to the queue (a closed channel cannot acknowledge them), so
@@ -709,9 +809,9 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 		return cause
 	}
 
-	// Graceful stop: no new deliveries, finish the callbacks in flight,
-	// settle them, then close. With auto-ack the deliveries already received
-	// belong to this process, so they are handled too.
+	// Graceful stop (or pause): no new deliveries, finish the callbacks in
+	// flight, settle them, then close. With auto-ack the deliveries already
+	// received belong to this process, so they are handled too.
 	c.ready.Store(false)
 	if !c.noAck {
 		sess.stopping.Store(true)
@@ -724,6 +824,10 @@ func (c *consumer) serve(lctx, cbCtx context.Context, sess *consumerSession) err
 	}
 	<-handlersDone
 	_ = sess.conn.CloseDeadline(time.Now().Add(2 * time.Second))
+	if paused {
+		c.log.Info("omqs: callback removed; stopped consuming until a callback is set", "consumer", c.name, "queue", sess.queue)
+		return errNoCallback
+	}
 	return nil
 }
 
@@ -780,22 +884,35 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 
 // deliver runs the callback on d and settles it.
 func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
+	c.st.deliveries.Add(1)
 	if len(d.Body) > c.maxBody {
 		c.refuseTooBig(sess, d)
 		return
 	}
 	restoreRetried(d)
+	if c.dedup != nil && d.MessageId != "" && c.dedup.seen(d.MessageId) {
+		c.duplicate(sess, d)
+		return
+	}
 	cbp := c.cb.Load()
 	if cbp == nil {
-		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "bytes", len(d.Body), "body_prefix", bodyPrefix(d.Body))
-		if !c.noAck {
-			c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+		// SetCallback(nil) while this delivery was on its way: the
+		// subscription is being cancelled.
+		if c.noAck {
+			c.log.Error("omqs: auto-acknowledged delivery arrived after the callback was removed; the message is lost",
+				"consumer", c.name, "key", d.RoutingKey, "id", d.MessageId)
+			return
 		}
+		c.st.requeues.Add(1)
+		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 		return
 	}
 	c.inflight.Add(1)
 	panicked, err := c.call(cbCtx, *cbp, d)
 	c.inflight.Add(-1)
+	if err == nil && c.dedup != nil && d.MessageId != "" {
+		c.dedup.add(d.MessageId)
+	}
 	if c.noAck {
 		switch {
 		case err == nil:
@@ -814,13 +931,16 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 	switch {
 	case err == nil:
 		c.redeliv.forget(d)
+		c.st.acks.Add(1)
 		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
 	case panicked:
 		c.redeliv.forget(d)
+		c.st.rejects.Add(1)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 	case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
 		// The callback gave up because the consumer is stopping or the
 		// subscription ended.
+		c.st.requeues.Add(1)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case retryOf(err) != nil:
 		c.retry(cbCtx, sess, d, retryOf(err))
@@ -828,15 +948,32 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		if n, ok := c.redeliv.requeue(d); !ok {
 			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 				d.MessageId, d.RoutingKey, n, c.redeliv.max, err)))
+			c.st.rejects.Add(1)
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 			return
 		}
+		c.st.requeues.Add(1)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	default:
 		c.redeliv.forget(d)
 		c.log.Warn("omqs: callback rejected a delivery", "consumer", c.name,
 			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
+		c.st.rejects.Add(1)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+	}
+}
+
+// duplicate acknowledges (unless auto-acknowledged) a delivery whose
+// message id this consumer handled within its de-duplication window,
+// without calling the callback, and counts it.
+func (c *consumer) duplicate(sess *consumerSession, d *amqp.Delivery) {
+	n := c.st.duplicates.Add(1)
+	c.redeliv.forget(d)
+	c.log.Debug("omqs: duplicate delivery acknowledged without calling the callback", "consumer", c.name,
+		"key", d.RoutingKey, "id", d.MessageId, "redelivered", d.Redelivered, "duplicates", n)
+	if !c.noAck {
+		c.st.acks.Add(1)
+		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
 	}
 }
 
@@ -849,6 +986,7 @@ func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
 	fate := "dropped (auto-acknowledged)"
 	if !c.noAck {
 		c.redeliv.forget(d)
+		c.st.rejects.Add(1)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 		fate = "rejected without requeue"
 	}
@@ -870,15 +1008,46 @@ func (c *consumer) settled(err error, d *amqp.Delivery) {
 func (c *consumer) call(ctx context.Context, cb Callback, d *amqp.Delivery) (panicked bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			stack := debug.Stack()
+			stack := panicStack()
 			pv := transport.Redact(fmt.Sprint(r))
 			panicked, err = true, fmt.Errorf("callback panicked: %s", pv)
 			c.log.Error("omqs: callback panicked; delivery rejected", "consumer", c.name,
-				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", string(stack))
+				"key", d.RoutingKey, "id", d.MessageId, "panic", pv, "stack", stack)
 			c.rep.passOn(errorOf(c.who, fmt.Errorf("message %q (key %q): %w", d.MessageId, d.RoutingKey, err)))
 		}
 	}()
 	return false, cb(ctx, toDelivery(d))
+}
+
+// maxStackFrames bounds the frames of a panic's stack that are logged.
+const maxStackFrames = 32
+
+// panicStack returns the stack of the panicking goroutine, called from a
+// deferred function that recovered: one "function (file:line)" per frame,
+// innermost first, from the frame that panicked. It is logged as a list
+// rather than debug.Stack's text, which text handlers print as one line of
+// escaped newlines and tabs.
+func panicStack() []string {
+	pcs := make([]uintptr, 128)
+	pcs = pcs[:runtime.Callers(2, pcs)]
+	var all []string
+	start := 0
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		all = append(all, fmt.Sprintf("%s (%s:%d)", f.Function, f.File, f.Line))
+		if strings.HasPrefix(f.Function, "runtime.") && strings.Contains(f.Function, "panic") {
+			start = len(all) // the frames so far are the recovery's and the runtime's
+		}
+		if !more {
+			break
+		}
+	}
+	all = all[start:]
+	if len(all) > maxStackFrames {
+		all = append(all[:maxStackFrames], "…")
+	}
+	return all
 }
 
 // toDelivery converts an amqp091 delivery without copying the body.

@@ -193,7 +193,7 @@ func newEngine(c engineConfig) *engine {
 		kind: c.kind, name: c.name, topo: c.topo, mandatory: c.mandatory, appID: c.appID,
 		dialer: &reconnect.Dialer{
 			Endpoints: c.endpoints, Options: c.dialOpts,
-			Interval: c.interval, Times: c.times, Logger: c.logger, Wait: c.wait,
+			Interval: c.interval, Times: c.times, Logger: componentLogger(c.logger, "publisher", c.name, c.kind), Wait: c.wait,
 		},
 		log: c.logger, st: &counters{}, sp: c.spool, rep: c.rep,
 		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy, laneFree: c.laneFree,

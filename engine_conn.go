@@ -78,7 +78,7 @@ func (e *engine) run(sess *session) {
 			return // aborted: Stop spools what is left
 		}
 		if cause != nil {
-			e.log.Warn("omqs: connection lost, reconnecting", "publisher", e.name, "error", cause.Error())
+			e.log.Warn("omqs: connection lost, reconnecting", "publisher", e.name, "kind", e.kind, "error", cause.Error())
 		}
 		// A session that died young is followed by a wait, longer after
 		// each in a row, unless it ended by finding a message to set
@@ -215,7 +215,16 @@ func (e *engine) install(sess *session) {
 	if e.state == stateDown || e.state == stateSpooling {
 		e.state = stateUp
 	}
-	n := len(resend)
+	// resending counts what was written to the lost connection, as
+	// Stats().Republished will once they are written again; held counts what
+	// had not been written.
+	resending := 0
+	for _, m := range resend {
+		if m.wasOut {
+			resending++
+		}
+	}
+	held := len(resend) - resending
 	if e.probing {
 		// advanceProbe writes them.
 		e.held = resend
@@ -225,7 +234,7 @@ func (e *engine) install(sess *session) {
 	e.mu.Unlock()
 	if reconnected {
 		e.st.reconnects.Add(1)
-		e.log.Info("omqs: connected", "publisher", e.name, "resending", n)
+		e.log.Info("omqs: connected", "publisher", e.name, "kind", e.kind, "resending", resending, "held", held)
 	}
 	if e.writeAll(sess, resend) {
 		e.advanceProbe(sess)
@@ -412,10 +421,10 @@ func (e *engine) setBlocked(b amqp.Blocking) {
 	}
 	if b.Active {
 		e.st.blockedSince.Store(time.Now().UnixNano())
-		e.log.Warn("omqs: broker blocked the connection; publishing paused", "publisher", e.name, "reason", b.Reason)
+		e.log.Warn("omqs: broker blocked the connection; publishing paused", "publisher", e.name, "kind", e.kind, "reason", b.Reason)
 	} else {
 		e.unblockClock()
-		e.log.Info("omqs: broker unblocked the connection", "publisher", e.name)
+		e.log.Info("omqs: broker unblocked the connection", "publisher", e.name, "kind", e.kind)
 	}
 }
 

@@ -45,7 +45,8 @@
 // FOLDER/backup.evt) from which it is replayed when the broker is reachable
 // again. A message can be delivered more than once (after a reconnect the
 // publisher republishes everything the broker had not confirmed); consumers can
-// drop duplicates by Delivery.MessageID. An event that no queue is bound to is
+// drop duplicates by Delivery.MessageID, or let WithDedup drop the copies one
+// consumer sees within a bounded window of ids. An event that no queue is bound to is
 // returned by the broker: it is counted in Stats.Returned and reported to the
 // logger and to the WithReturnHandler callback.
 //
@@ -65,7 +66,8 @@
 // time unless given WithConcurrency. A callback's nil result acknowledges the delivery, an
 // error rejects it (dead-lettered if the queue has a dead-letter exchange), an
 // error made with Requeue puts it back on the queue, and a panic is recovered,
-// logged and rejected.
+// logged and rejected. A consumer without a callback does not consume: Run
+// declares and binds its queue and waits for SetCallback.
 //
 // # Configuration
 //

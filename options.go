@@ -31,7 +31,8 @@ import (
 //     WithMandatory;
 //   - the four consumer constructors: WithNoAck, WithPrefetch,
 //     WithConcurrency, WithCallback, WithDeadLetterExchange,
-//     WithMaxRedeliveries, WithMaxBodySize, WithDeliveryLimit.
+//     WithMaxRedeliveries, WithMaxBodySize, WithDeliveryLimit, WithDedup,
+//     WithQueueExpires.
 //
 // Options override the configuration file, which overrides the built-in
 // defaults. WithConfig and WithConfigFile choose the file (or Config) and are
@@ -78,7 +79,7 @@ var (
 	})
 	consumerOptions = concat(commonOptions, topologyOptions, []string{
 		"WithNoAck", "WithPrefetch", "WithConcurrency", "WithCallback",
-		"WithDeadLetterExchange", "WithMaxRedeliveries", "WithMaxBodySize", "WithDeliveryLimit",
+		"WithDeadLetterExchange", "WithMaxRedeliveries", "WithMaxBodySize", "WithDeliveryLimit", "WithDedup", "WithQueueExpires",
 	})
 	publisherSections = []string{
 		"AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
@@ -160,6 +161,10 @@ type settings struct {
 	maxRedeliveries *int
 	maxBodySize     int // 0: the section's MAX_BODY_SIZE
 	deliveryLimit   *int
+	dedupSet        bool
+	dedupSize       int
+	dedupWindow     time.Duration
+	queueExpires    *time.Duration
 }
 
 // buildSettings applies opts for the constructor ctor, refusing the options
@@ -610,6 +615,15 @@ func WithQueueConfig(q QueueConfig) Option {
 // WithKeys sets the routing keys: for a consumer the topic patterns its queue
 // is bound to; for a publisher the keys its queue is bound to, the first being
 // the key of a Publish with key "".
+//
+// Consumers of one queue share its messages, whatever keys each of them
+// bound: a binding adds the messages of its key to the queue, and any
+// consumer of the queue may take them. So EventMsgConsumers left on the
+// shared default queue "omqs.queue.event" with different keys take each
+// other's events. A consumer that binds keys other than DefaultEventKey to
+// that queue logs a warning saying so; give it a queue of its own with
+// WithQueue (a name, or "" for a server-named queue that lives as long as
+// its connection).
 func WithKeys(keys ...string) Option {
 	return opt("WithKeys", quotedList(keys), func(s *settings) error {
 		for _, k := range keys {
@@ -731,6 +745,53 @@ func WithMaxBodySize(n int) Option {
 			return fmt.Errorf("%d must be between 1 and %d", n, cfgMaxBodySize)
 		}
 		s.maxBodySize = n
+		return nil
+	})
+}
+
+// WithDedup makes a consumer acknowledge, without calling its callback, a
+// delivery whose message id it handled (its callback returned nil) among the
+// last size ids and, when window > 0, no longer than window ago: the
+// duplicates that a publisher's republish after a reconnect, or a redelivery
+// after the consumer's own reconnect, would hand it again (DEDUP_SIZE,
+// DEDUP_WINDOW). Each is counted in Stats().Duplicates. size 0 turns it off
+// (the default); memory is bounded by size.
+//
+// What it cannot cover: a duplicate handled by another consumer of the same
+// queue, or by this one before a restart (the ids are in memory only); a
+// duplicate arriving after the window or after size newer ids; a copy that
+// arrives while the first is still in a callback (AsyncConsumer, or
+// WithConcurrency above 1); and messages without a message id, such as the
+// Python original's, which are never de-duplicated. The callback must stay
+// idempotent where a duplicate matters.
+func WithDedup(size int, window time.Duration) Option {
+	return opt("WithDedup", fmt.Sprintf("%d, %v", size, window), func(s *settings) error {
+		if size < 0 || size > cfgMaxDedupSize {
+			return fmt.Errorf("size %d must be between 0 and %d", size, cfgMaxDedupSize)
+		}
+		if window < 0 {
+			return fmt.Errorf("window %v is negative", window)
+		}
+		s.dedupSet, s.dedupSize, s.dedupWindow = true, size, window
+		return nil
+	})
+}
+
+// WithQueueExpires sets how long a consumer's named, non-durable queue lives
+// unused (no consumer, no declaration) before the broker deletes it, with
+// the messages it holds (the x-expires argument; QUEUE_EXPIRES, by default
+// DefaultQueueExpires for [LogConsumer] and 0 for the others). 0 declares the
+// queue without it. It is refused for a durable or server-named queue (the
+// latter is deleted with its connection anyway). The broker refuses (406
+// PRECONDITION_FAILED, inequivalent arg 'x-expires') to declare an existing
+// queue with another expiry, or none where it has one: delete the queue or
+// keep the setting it was declared with.
+func WithQueueExpires(d time.Duration) Option {
+	return opt("WithQueueExpires", d.String(), func(s *settings) error {
+		if d < 0 || (d > 0 && d < time.Millisecond) {
+			return fmt.Errorf("%v must be 0 or at least 1ms", d)
+		}
+		s.queueExpires = &d
 		return nil
 	})
 }

@@ -305,6 +305,7 @@ func TestOptionTable(t *testing.T) {
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2), WithDeliveryLimit(0),
 		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024),
+		WithDedup(16, time.Minute), WithQueueExpires(time.Minute),
 	}
 	names := map[string]bool{}
 	for _, o := range every {

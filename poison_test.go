@@ -69,7 +69,7 @@ func TestConsumerBacksOffAfterYoungSessions(t *testing.T) {
 	url := memoryURL(t)
 	n := testNames(t, url)
 	l, buf := consumerLogger(t)
-	opts := namedOpts(url, l, n, WithReconnect(20*time.Millisecond, 0))
+	opts := namedOpts(url, l, n, WithReconnect(20*time.Millisecond, 0), WithCallback((&recorder{}).callback))
 	runConsumer(t, NewSyncConsumer, opts...)
 
 	k := killConnections(t, strings.TrimPrefix(url, "memory://"))

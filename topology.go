@@ -24,6 +24,7 @@ type topology struct {
 	messageTTL    time.Duration // x-message-ttl, 0 for none
 	maxLength     int           // x-max-length, 0 for none
 	deliveryLimit int           // x-delivery-limit (quorum), 0 for none
+	expires       time.Duration // x-expires (a consumer's named, non-durable queue), 0 for none
 	keys          []string
 }
 
@@ -36,8 +37,15 @@ func (t *topology) setQueue(q QueueConfig) {
 
 // arguments returns the arguments t's queue is declared with.
 func (t topology) arguments() amqp.Table {
-	return QueueConfig{QueueType: t.queueType, DeadLetterExchange: t.deadLetter, MessageTTL: t.messageTTL,
+	args := QueueConfig{QueueType: t.queueType, DeadLetterExchange: t.deadLetter, MessageTTL: t.messageTTL,
 		MaxLength: t.maxLength, DeliveryLimit: t.deliveryLimit}.arguments()
+	if t.expires > 0 {
+		if args == nil {
+			args = amqp.Table{}
+		}
+		args["x-expires"] = int64(t.expires / time.Millisecond)
+	}
+	return args
 }
 
 // Arguments returns the arguments the workers, publishers and consumers of
