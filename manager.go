@@ -743,9 +743,18 @@ func (m *Manager) doStop(ctx context.Context) error {
 	for _, l := range m.lanes {
 		if err := l.worker.WorkerWillStop(ctx); err != nil {
 			// A built-in worker's ErrNotConfirmed is summed up below; a
-			// custom worker's is its own report.
-			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
-				errs = append(errs, errorOf("Manager", fmt.Errorf("stop %s worker: %w", l.name, err)))
+			// custom worker's is its own report. The rest of a built-in
+			// worker's errors (such as what a replay left in its file) are
+			// passed on.
+			_, builtin := l.worker.(laneWorker)
+			parts := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok && builtin {
+				parts = j.Unwrap()
+			}
+			for _, err := range parts {
+				if !builtin || !errors.Is(err, ErrNotConfirmed) {
+					errs = append(errs, errorOf("Manager", fmt.Errorf("stop %s worker: %w", l.name, err)))
+				}
 			}
 		}
 	}
