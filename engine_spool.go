@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/omqs-go/omqs/internal/spool"
 )
 
@@ -230,6 +232,7 @@ func (e *engine) spooledLeftError() error {
 // them resolved. e.mu is held.
 func (e *engine) takeAllLocked() []*outMsg {
 	msgs := e.unresolvedLocked()
+	e.probe = 0 // none left to probe
 	if len(msgs) > 0 {
 		e.doneInflight(len(msgs))
 	}
@@ -255,19 +258,20 @@ func (e *engine) unresolvedLocked() []*outMsg {
 }
 
 // spoolOne writes one message that cannot be delivered now to the spool.
-func (e *engine) spoolOne(m *outMsg, why error) { e.spoolMany([]*outMsg{m}, why) }
+func (e *engine) spoolOne(m *outMsg, why error) { _ = e.spoolMany([]*outMsg{m}, why) }
 
-// spoolMany writes msgs to the spool, or fails them when there is none. Each
-// message's slot is released.
-func (e *engine) spoolMany(msgs []*outMsg, why error) {
+// spoolMany writes msgs to the spool, or fails them when there is none or
+// the write fails (they are then dropped and reported). Each message's slot
+// is released. It returns the error of a failed write.
+func (e *engine) spoolMany(msgs []*outMsg, why error) error {
 	if len(msgs) == 0 {
-		return
+		return nil
 	}
 	if e.sp == nil {
 		for _, m := range msgs {
 			e.resolveFailed(m, why)
 		}
-		return
+		return nil
 	}
 	// Record by record: the spool encodes each when it writes it, in
 	// bounded chunks, so that spooling everything held never copies it all
@@ -289,7 +293,35 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 		for _, m := range msgs[n:] {
 			e.resolveFailed(m, err)
 		}
+		return err
 	}
+	return nil
+}
+
+// quarantine sets aside m, whose publish the broker refused with cause
+// (closing the channel): publishing it again would only be refused again.
+// It goes to the spool's FILE.quarantine, which is never replayed, or is
+// dropped when there is no spool; either way it is counted as Quarantined
+// and reported once, and its waiter gets an error wrapping
+// ErrInvalidMessage and cause.
+func (e *engine) quarantine(m *outMsg, cause *amqp.Error) {
+	e.st.quarantined.Add(1)
+	why := fmt.Errorf("%w: the broker refused it and closed the channel: %w", ErrInvalidMessage, cause)
+	where := "dropped (no spool)"
+	if e.quar != nil {
+		rec := spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
+		if err := e.quar.Append(rec); err != nil {
+			where = fmt.Sprintf("dropped: %v", err)
+		} else {
+			where = "set aside in " + e.quar.Path()
+		}
+	}
+	e.rep.report(errorOf(e.who, fmt.Errorf("message %s (key %q, %d bytes) %s; it is not published again: %w",
+		m.id, m.key, len(m.body), where, why)))
+	e.release(m, why)
+	e.mu.Lock()
+	e.doneInflight(1)
+	e.mu.Unlock()
 }
 
 // resolveFailed reports a message that is neither delivered nor spooled.

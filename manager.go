@@ -224,7 +224,7 @@ func (m *Manager) start(ctx context.Context) error {
 		if err := l.spool.CheckFolder(); err != nil {
 			m.state.Store(int32(mgrStopped))
 			m.release()
-			return fmt.Errorf("%w: Manager.Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err)
+			return errorOf("Manager", fmt.Errorf("%w: Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err))
 		}
 	}
 	for i, l := range m.lanes {
@@ -583,6 +583,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 	}
 	if !wait && m.overflow == OverflowFail {
 		l.senders.Add(-1)
+		l.st.refused.Add(1)
 		return l.full
 	}
 	err := m.waitRoom(ctx, l, it)
@@ -607,6 +608,7 @@ func (m *Manager) waitRoom(ctx context.Context, l *lane, it item) error {
 		select {
 		case <-l.room:
 		case <-ctx.Done():
+			l.st.refused.Add(1)
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
 			return errorOf("Manager", fmt.Errorf("%w: Stop began while Send waited for room in the buffer", ErrStopped))
@@ -679,9 +681,12 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // each worker's WorkerWillStop once, and closes the connections and the log
 // files the Manager opened.
 //
-// Messages the broker could not take while stopping (it stayed
-// unreachable for RECONNECT_TIMES attempts) are written to the spool files,
-// and Stop returns an error wrapping ErrSpooled that says how many.
+// Messages the broker could not take while stopping are written to the
+// spool files, and Stop returns an error wrapping ErrSpooled that says how
+// many. A built-in worker with no connection up (the broker is unreachable,
+// the worker is reconnecting) does not wait for one: it spools what it holds
+// and the rest of its buffer at once, so that Stop returns in about the time
+// the writes take, whatever ctx allows.
 //
 // If ctx ends first, the built-in workers stop writing at once (closing
 // their connections, even under a publish stuck on a stalled network or a
@@ -718,10 +723,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 			return nil // Start failed and released everything
 		}
 	}
-	var before, droppedBefore [2]uint64
+	var before [2]uint64
 	for i, l := range m.lanes {
-		st := m.laneStats(l)
-		before[i], droppedBefore[i] = st.Spooled, st.Dropped
+		before[i] = m.laneStats(l).Spooled
 	}
 	// No Send* call is between its state check and its buffer write once
 	// senders is zero; then the buffers can be closed.
@@ -747,6 +751,13 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 	})
+	// A built-in worker with no connection up spools the rest of its lane
+	// at once instead of waiting for a connection until ctx ends.
+	for _, l := range m.lanes {
+		if w, ok := l.worker.(laneWorker); ok {
+			w.stopSoon()
+		}
+	}
 	m.wg.Wait()
 	var errs []error
 	for _, l := range m.lanes {
@@ -773,10 +784,12 @@ func (m *Manager) doStop(ctx context.Context) error {
 	var kept, lost [2]uint64
 	for i, l := range m.lanes {
 		st := m.laneStats(l)
-		kept[i], lost[i] = st.Spooled-before[i], st.Dropped-droppedBefore[i]
+		// Every message dropped since Start counts (each was reported
+		// when dropped): Stop's error is the last word on what was lost.
+		kept[i], lost[i] = st.Spooled-before[i], st.Dropped
 	}
 	if lost[0]+lost[1] > 0 {
-		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool (logs %d, events %d); see the log",
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool since Start (logs %d, events %d); see the log",
 			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1]))}, errs...)
 	}
 	switch {
