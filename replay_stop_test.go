@@ -93,6 +93,7 @@ func TestStopDuringReplayResumesAfterConfirmed(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		err := m.Stop(ctx)
+		replayed = m.Stats().Events.Replayed // some in flight may be confirmed while stopping
 		left := replayFilesLeft(t, evt)
 		spooled, err2 := sp.Count() // in flight at Stop: spooled again
 		if err2 != nil {
@@ -115,7 +116,10 @@ func TestStopDuringReplayResumesAfterConfirmed(t *testing.T) {
 		// The next Manager sends the rest: every id arrives, and only those
 		// that were in flight at Stop may come twice.
 		m2 := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)))
-		waitUntil(t, 60*time.Second, "every record", func() bool { return got.unique() == N })
+		waitUntil(t, 60*time.Second, "every record, and the replay done", func() bool {
+			_, pending := m2.Pending()
+			return got.unique() == N && pending == 0
+		})
 		if err := m2.Stop(testCtx(t, 20*time.Second)); err != nil {
 			t.Fatalf("second Stop: %v", err)
 		}
