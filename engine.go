@@ -59,6 +59,8 @@ type engine struct {
 	draining    bool            // the Manager is stopping: spool at once while no connection is up
 	replayAgain bool            // spooled while a replay ran: replay again after it
 	replayFiles map[string]bool // spool files whose replayed messages are unresolved
+	spoolLeft   map[string]int  // lines of replay files not read back yet, by file
+	spoolLeftN  int             // their sum, which Pending counts
 	started     bool
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
@@ -99,9 +101,9 @@ type outMsg struct {
 	id       string
 	ts       time.Time
 	headers  amqp.Table
-	replay   *replayBatch // set when read back from the spool
-	done     chan error   // SyncPublisher's waiter (buffered), or nil
-	wasOut   bool         // was published once (a resend counts as republished)
+	replay   *replayRec // set when read back from the spool
+	done     chan error // SyncPublisher's waiter (buffered), or nil
+	wasOut   bool       // was published once (a resend counts as republished)
 }
 
 // newEngineFromSettings builds the engine of a SyncPublisher or an
@@ -202,6 +204,7 @@ func newEngine(c engineConfig) *engine {
 		changed:     make(chan struct{}),
 		outstanding: make(map[uint64]*outMsg),
 		replayFiles: make(map[string]bool),
+		spoolLeft:   make(map[string]int),
 		batch:       make([]amqp.Confirmation, 0, 256),
 		idle:        closedChan(),
 		done:        make(chan struct{}),
@@ -242,6 +245,9 @@ func (e *engine) start(ctx context.Context, background bool) error {
 	if e.sp != nil {
 		if err := e.sp.CheckFolder(); err != nil {
 			return fmt.Errorf("%w: %s %s: spool %w", ErrInvalidConfig, e.kind, e.name, err)
+		}
+		if files, err := e.sp.Pending(); err == nil {
+			e.countSpooled(files) // left by an earlier run: Pending counts them
 		}
 	}
 	e.mu.Lock()
@@ -342,10 +348,12 @@ func (e *engine) giveUp(cause error) {
 	}
 }
 
+// pending counts the messages not confirmed yet: those in flight, and those
+// the spool's replay files hold that a replay has not read back yet.
 func (e *engine) pending() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.inflight
+	return e.inflight + e.spoolLeftN
 }
 
 func (e *engine) flush(ctx context.Context) error {
@@ -521,6 +529,12 @@ func (e *engine) doStop(ctx context.Context) error {
 	if serr := e.spoolMany(late, ErrStopped); serr != nil {
 		result = errors.Join(result, errorOf(e.who, fmt.Errorf("%w: %d message(s) that came in while stopping could not be written to %s and are lost: %w",
 			ErrNotConfirmed, len(late), e.sp.Path(), serr)))
+	}
+	if wasStarted {
+		// What a replay had not sent stays in its file, after its mark.
+		if err := e.spooledLeftError(); err != nil {
+			result = errors.Join(result, err)
+		}
 	}
 	if e.sp != nil {
 		if err := e.sp.Close(); err != nil {

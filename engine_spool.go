@@ -5,9 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,23 +16,216 @@ import (
 	"github.com/omqs-go/omqs/internal/spool"
 )
 
+// How often a replay records its progress beside the file it reads
+// (spool.SaveMark): when this many more records were resolved since the
+// last mark, or this long after it. Each mark is one small synced write.
+const (
+	markEvery    = 1024
+	markInterval = 250 * time.Millisecond
+)
+
 // replayBatch tracks the messages of one spool file being replayed; the file
 // is removed once every message in it is resolved.
+//
+// Records resolve (confirmed, spooled again) mostly in the order they were
+// read: confirms come in order on a channel, a nack spools its message at
+// once, and after a reconnect the unconfirmed ones are published again in
+// order. The batch follows the end of the longest prefix of the file whose
+// records are all resolved and records it beside the file from time to
+// time, and once more when the file's replay ends unfinished, so that the
+// next replay starts there. A record that is neither delivered nor spooled
+// (or that Stop kept from being published) stops the prefix for good.
 type replayBatch struct {
 	path      string
 	remaining atomic.Int64 // unresolved messages, plus one while the file is read
-	failed    atomic.Bool  // a message was neither delivered nor spooled: keep the file
-	done      func()       // called once every message is resolved
+	failed    atomic.Bool  // the file stays: not read to its end, or a message neither delivered nor spooled
+	done      func(kept bool)
+	report    func(error) // a mark that could not be saved
+
+	mu      sync.Mutex
+	next    int64        // the sequence number of the next record read
+	base    int64        // the sequence number of queue[0]
+	queue   []replayLine // the records from base on, until stuck
+	stuck   int64        // the first record that never resolves, or -1
+	handled int64        // the end of the resolved prefix
+	saved   int64        // the mark on disk (0: none written by this batch)
+	savedAt time.Time
+	savedN  int64 // base when the mark was saved
+	warned  bool  // a failed mark was reported
 }
 
+type replayLine struct {
+	end      int64 // the offset just after the record's line
+	resolved bool
+}
+
+// replayRec is one record of a replayBatch: an outMsg's replay field.
+type replayRec struct {
+	*replayBatch
+	seq int64
+}
+
+func newReplayBatch(path string, done func(kept bool), report func(error)) *replayBatch {
+	return &replayBatch{path: path, done: done, report: report, stuck: -1, savedAt: time.Now()}
+}
+
+// add counts the record whose line ends at end as read.
+func (b *replayBatch) add(end int64) *replayRec {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := &replayRec{replayBatch: b, seq: b.next}
+	b.next++
+	if b.stuck < 0 {
+		b.queue = append(b.queue, replayLine{end: end})
+	}
+	return r
+}
+
+// resolve counts the record resolved: delivered, or written elsewhere.
+func (r *replayRec) resolve() {
+	b := r.replayBatch
+	b.mu.Lock()
+	if i := r.seq - b.base; i >= 0 && i < int64(len(b.queue)) {
+		b.queue[i].resolved = true
+		for len(b.queue) > 0 && b.queue[0].resolved {
+			b.handled = b.queue[0].end
+			b.queue = b.queue[1:]
+			b.base++
+		}
+	}
+	b.mu.Unlock()
+	b.resolve()
+}
+
+// fail marks the record as one that stays in the file: the file is kept,
+// and its mark never goes past the record.
+func (r *replayRec) fail() {
+	b := r.replayBatch
+	b.failed.Store(true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stuck >= 0 && b.stuck <= r.seq {
+		return
+	}
+	b.stuck = r.seq
+	if i := r.seq - b.base; i >= 0 && i < int64(len(b.queue)) {
+		b.queue = b.queue[:i]
+	}
+}
+
+// resolve counts one unresolved message, or the file's reading, done. The
+// last one removes the file, or saves its mark when the file stays.
 func (b *replayBatch) resolve() {
 	if b.remaining.Add(-1) != 0 {
 		return
 	}
-	if !b.failed.Load() {
-		os.Remove(b.path)
+	if b.failed.Load() {
+		b.saveMark(true)
+		b.done(true)
+		return
 	}
-	b.done()
+	if err := spool.Discard(b.path); err != nil {
+		b.report(fmt.Errorf("replay: %w", err))
+	}
+	b.done(false)
+}
+
+// saveMark records the resolved prefix beside the file when it grew: now
+// (final), or when markEvery records or markInterval passed since the last
+// mark. The reader calls it between records and the last resolve at the
+// end, never both at once.
+func (b *replayBatch) saveMark(final bool) {
+	b.mu.Lock()
+	h := b.handled
+	due := h > b.saved && (final || b.base-b.savedN >= markEvery || time.Since(b.savedAt) >= markInterval)
+	n := b.base
+	b.mu.Unlock()
+	if !due {
+		return
+	}
+	err := spool.SaveMark(b.path, h)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		if !b.warned {
+			b.warned = true
+			b.report(fmt.Errorf("replay: %w (a later replay of the file sends again what was confirmed since its last mark)", err))
+		}
+		return
+	}
+	b.saved, b.savedAt, b.savedN = h, time.Now(), n
+}
+
+// countSpooled counts the lines of the replay files (of the spool) it has
+// not counted yet: Pending includes them until the replay reads them.
+func (e *engine) countSpooled(files []string) {
+	for _, p := range files {
+		e.mu.Lock()
+		_, known := e.spoolLeft[p]
+		e.mu.Unlock()
+		if known {
+			continue
+		}
+		n, err := spool.Remaining(p)
+		if err != nil {
+			continue // the replay reports it
+		}
+		e.mu.Lock()
+		if _, known := e.spoolLeft[p]; !known {
+			e.spoolLeft[p] = n
+			e.spoolLeftN += n
+		}
+		e.mu.Unlock()
+	}
+}
+
+// readSpooled counts one line of the replay file at path read: published,
+// or set aside.
+func (e *engine) readSpooled(path string) {
+	e.mu.Lock()
+	if e.spoolLeft[path] > 0 {
+		e.spoolLeft[path]--
+		e.spoolLeftN--
+	}
+	e.mu.Unlock()
+}
+
+// forgetSpooled stops counting the replay file at path (removed, or refused).
+func (e *engine) forgetSpooled(path string) {
+	e.mu.Lock()
+	e.spoolLeftN -= e.spoolLeft[path]
+	delete(e.spoolLeft, path)
+	e.mu.Unlock()
+}
+
+// spooledLeftError returns, when the replay files still hold messages after
+// their marks (a replay that Stop ended, files the broker was not there
+// for), an error wrapping ErrSpooled that says how many and where.
+func (e *engine) spooledLeftError() error {
+	if e.sp == nil {
+		return nil
+	}
+	files, err := e.sp.Pending()
+	if err != nil {
+		return errorOf(e.who, fmt.Errorf("%w: %w", ErrSpooled, err))
+	}
+	total := 0
+	var where []string
+	for _, p := range files {
+		n, err := spool.Remaining(p)
+		if err != nil {
+			return errorOf(e.who, fmt.Errorf("%w: %s: %w", ErrSpooled, p, err))
+		}
+		if n > 0 {
+			total += n
+			where = append(where, fmt.Sprintf("%s (%d)", p, n))
+		}
+	}
+	if total == 0 {
+		return nil
+	}
+	return errorOf(e.who, fmt.Errorf("%w: %d message(s) read back from the spool were not sent before Stop; they remain in %s and are sent, after what the broker already confirmed, when a publisher of this spool next starts",
+		ErrSpooled, total, strings.Join(where, ", ")))
 }
 
 // takeAllLocked removes every unresolved message, oldest first, and counts
@@ -80,24 +273,27 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) error {
 		}
 		return nil
 	}
-	recs := make([]spool.Record, len(msgs))
-	for i, m := range msgs {
-		recs[i] = spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
-	}
-	if err := e.sp.Append(recs...); err != nil {
-		e.rep.report(errorOf(e.who, err))
-		for _, m := range msgs {
-			e.resolveFailed(m, err)
-		}
-		return err
-	}
-	e.st.spooled.Add(uint64(len(msgs)))
+	// Record by record: the spool encodes each when it writes it, in
+	// bounded chunks, so that spooling everything held never copies it all
+	// at once.
+	n, err := e.sp.AppendEach(len(msgs), func(i int) spool.Record {
+		m := msgs[i]
+		return spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
+	})
+	e.st.spooled.Add(uint64(n))
 	result := ErrSpooled
 	if why != nil {
 		result = fmt.Errorf("%w: %w", ErrSpooled, why)
 	}
-	for _, m := range msgs {
+	for _, m := range msgs[:n] {
 		e.release(m, result)
+	}
+	if err != nil {
+		e.rep.report(errorOf(e.who, err))
+		for _, m := range msgs[n:] {
+			e.resolveFailed(m, err)
+		}
+		return err
 	}
 	return nil
 }
@@ -136,7 +332,7 @@ func (e *engine) resolveFailed(m *outMsg, why error) {
 	e.st.dropped.Add(1)
 	e.rep.report(errorOf(e.who, fmt.Errorf("message %s (key %q) not delivered: %w", m.id, m.key, why)))
 	if m.replay != nil {
-		m.replay.failed.Store(true) // keep its spool file
+		m.replay.fail() // keep it in its spool file
 	}
 	e.release(m, why)
 }
@@ -235,6 +431,7 @@ func (e *engine) replayOnce(delay time.Duration) {
 		e.rep.report(errorOf(e.who, fmt.Errorf("replay: %w", err)))
 		return
 	}
+	e.countSpooled(files)
 	for _, path := range files {
 		e.mu.Lock()
 		busy := e.replayFiles[path]
@@ -245,18 +442,25 @@ func (e *engine) replayOnce(delay time.Duration) {
 			// them): the file goes once they are.
 			continue
 		}
-		b := &replayBatch{path: path, done: func() {
+		b := newReplayBatch(path, func(kept bool) {
+			if !kept {
+				e.forgetSpooled(path)
+			}
 			e.mu.Lock()
 			delete(e.replayFiles, path)
 			e.mu.Unlock()
-		}}
+		}, func(err error) { e.rep.report(errorOf(e.who, err)) })
 		b.remaining.Add(1) // held until the file is read
-		res, err := spool.Replay(path, e.replayOptions(), func(r spool.Record) error {
+		opts := e.replayOptions()
+		opts.OnSetAside = func() { e.readSpooled(path) }
+		res, err := spool.Replay(path, opts, func(r spool.Record) error {
 			body, err := r.Bytes()
 			if err != nil {
 				return err
 			}
-			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: b}
+			b.saveMark(false)
+			rec := b.add(r.End())
+			m := &outMsg{exchange: r.Exchange, key: r.Key, body: body, id: r.MessageID, ts: r.Timestamp, replay: rec}
 			if m.id == "" {
 				m.id = newMessageID() // a line of the original library
 			}
@@ -268,19 +472,25 @@ func (e *engine) replayOnce(delay time.Duration) {
 			}
 			b.remaining.Add(1)
 			if err := e.publish(e.runCtx, m); err != nil {
+				// Not published (Stop began): it stays in the file, and
+				// the file's mark stops before it.
+				rec.fail()
 				b.remaining.Add(-1)
 				return err
 			}
+			e.readSpooled(path)
 			return nil
 		})
 		if errors.Is(err, spool.ErrRefused) {
 			b.failed.Store(true)
 			b.resolve()
+			e.forgetSpooled(path)
 			e.rep.report(errorOf(e.who, fmt.Errorf("replay: %w", err)))
 			continue
 		}
 		if err != nil {
-			// The file stays for a later replay.
+			// The file stays for a later replay, which starts after the
+			// records resolved by then.
 			b.failed.Store(true)
 			b.resolve()
 			if !errors.Is(err, ErrStopped) && e.runCtx.Err() == nil {

@@ -295,7 +295,9 @@ func TestEngineSpooledNackKeepsErrNacked(t *testing.T) {
 	if err := p.Publish(ctx, "", []byte("second")); !errors.Is(err, ErrSpooled) || !errors.Is(err, ErrNacked) {
 		t.Fatalf("second publish: %v, want ErrSpooled and ErrNacked", err)
 	}
-	if err := p.Stop(ctx); err != nil {
+	// The replay that start began may take the spooled message before Stop
+	// refuses to publish it: then Stop says it stays in the replay file.
+	if err := p.Stop(ctx); err != nil && !(errors.Is(err, ErrSpooled) && strings.Contains(err.Error(), "1 message(s) read back")) {
 		t.Fatal(err)
 	}
 }

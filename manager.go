@@ -640,7 +640,10 @@ func invalidSend(l *lane, key, body string) error {
 }
 
 // Pending returns how many accepted messages of each lane are not yet
-// confirmed by the broker (nor spooled).
+// confirmed by the broker (nor spooled): in the lane, in its worker, and, for
+// a built-in worker, those a replay took from the spool (the lane's
+// FILE.replay.* files) and has not sent yet, before and after Stop. It is
+// safe for concurrent use and does not block on I/O.
 func (m *Manager) Pending() (logs, events int) {
 	return m.lanePending(m.lanes[logLane]), m.lanePending(m.lanes[eventLane])
 }
@@ -689,7 +692,13 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // their connections, even under a publish stuck on a stalled network or a
 // blocked broker), what is not yet confirmed is written to the spool files
 // and Stop returns an error wrapping ErrNotConfirmed that says how many
-// messages that was. No goroutine of the Manager outlives Stop. Stop is
+// messages that was.
+//
+// Stop does not start or continue a replay of the spool files: when a
+// replay had not sent all of a file, the broker's confirms so far are
+// recorded beside it (the next start resumes after them) and Stop returns an
+// error wrapping ErrSpooled that says how many messages remain in which
+// files. No goroutine of the Manager outlives Stop. Stop is
 // idempotent: later calls return the first call's result.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() { m.stopErr = m.doStop(ctx) })
@@ -754,9 +763,18 @@ func (m *Manager) doStop(ctx context.Context) error {
 	for _, l := range m.lanes {
 		if err := l.worker.WorkerWillStop(ctx); err != nil {
 			// A built-in worker's ErrNotConfirmed is summed up below; a
-			// custom worker's is its own report.
-			if _, builtin := l.worker.(laneWorker); !builtin || !errors.Is(err, ErrNotConfirmed) {
-				errs = append(errs, errorOf("Manager", fmt.Errorf("stop %s worker: %w", l.name, err)))
+			// custom worker's is its own report. The rest of a built-in
+			// worker's errors (such as what a replay left in its file) are
+			// passed on.
+			_, builtin := l.worker.(laneWorker)
+			parts := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok && builtin {
+				parts = j.Unwrap()
+			}
+			for _, err := range parts {
+				if !builtin || !errors.Is(err, ErrNotConfirmed) {
+					errs = append(errs, errorOf("Manager", fmt.Errorf("stop %s worker: %w", l.name, err)))
+				}
 			}
 		}
 	}

@@ -91,5 +91,6 @@ func (p *AsyncPublisher) Stop(ctx context.Context) error { return p.e.stop(ctx) 
 func (p *AsyncPublisher) Stats() LaneStats { return p.e.st.snapshot() }
 
 // Pending returns how many messages were handed to Publish and are not yet
-// confirmed, spooled or failed.
+// confirmed, spooled or failed, plus those a replay took from the spool
+// (FILE.replay.* files, left by this or an earlier run) and has not sent yet.
 func (p *AsyncPublisher) Pending() int { return p.e.pending() }

@@ -1,10 +1,13 @@
 // Package spool keeps messages that could not be delivered in a local file,
 // one JSON object per line, and hands them back for replay.
 //
-// A spool file is appended with one write per batch and never rewritten in
-// place. To replay, Take renames it to PATH.replay.<n>; the replayed file is
-// removed only once everything in it was delivered, so a crash during replay
-// delivers its messages again rather than losing them.
+// A spool file is appended with whole lines, in writes of at most
+// ChunkSize bytes, and never rewritten in place. To replay, Take renames it
+// to PATH.replay.<n>; the replayed file is removed only once everything in
+// it was delivered, so a crash during replay delivers its messages again
+// rather than losing them. Meanwhile the replaying process records in
+// PATH.replay.<n>.done how far the file was delivered (SaveMark), so that
+// the next replay starts there instead of at the beginning.
 //
 // Replay also reads the lines of the original Python library, which spooled
 // each message as "key:body". A line that cannot be replayed is never
@@ -68,7 +71,14 @@ type Record struct {
 	raw []byte
 	// legacy: read from a "key:body" line of the original library.
 	legacy bool
+	// end is the offset just after the record's line in the file read.
+	end int64
 }
+
+// End returns the offset just after the record's line in the file it was
+// read from (0 for a record not read from a file): what SaveMark takes once
+// the record and every line before it were handled.
+func (r Record) End() int64 { return r.end }
 
 // NewRecord builds a Record. The body is kept as text when it is valid
 // UTF-8 and JSON escapes it into no more bytes than base64 would take;
@@ -128,6 +138,9 @@ type Spool struct {
 	// earlier process died while writing); the next write starts a new line
 	// so that its first record is not glued to it.
 	torn bool
+
+	chunk   int       // ChunkSize, unless a test set another
+	onWrite func(int) // a test's observer of writes
 }
 
 // New returns a Spool writing to path. The file and its folder are created on
@@ -163,59 +176,126 @@ func (s *Spool) CheckFolder() error {
 	return os.Remove(name)
 }
 
-// Append writes recs to the end of the file with a single write. A record
-// whose body is larger than MaxBody is refused (nothing is written), so that
-// every line written can be read back.
+// ChunkSize is the most bytes of encoded lines Append builds before it
+// writes them: a spool of many large records is written chunk by chunk, so
+// that the memory it takes stays bounded. A record whose line is longer is
+// written alone.
+const ChunkSize = 4 << 20
+
+// SetChunkSize replaces ChunkSize for s (n <= 0: ChunkSize again), and
+// calls onWrite, when not nil, with the length of every write. It is meant
+// for tests; call it before s is used.
+func (s *Spool) SetChunkSize(n int, onWrite func(n int)) {
+	s.chunk, s.onWrite = n, onWrite
+}
+
+// Append writes recs to the end of the file, whole lines in writes of at
+// most ChunkSize bytes (or one line). A record whose body is larger than
+// MaxBody is refused, so that every line written can be read back; the
+// records before it are written, the ones after it are not.
 func (s *Spool) Append(recs ...Record) error {
-	if len(recs) == 0 {
-		return nil
+	_, err := s.AppendEach(len(recs), func(i int) Record { return recs[i] })
+	return err
+}
+
+// AppendEach is Append for n records, the i-th of which rec builds when it
+// is its turn to be encoded, so that a caller need not hold them all at
+// once. It returns how many of them (the first ones) were written. After
+// Close, the file is synced once when they are.
+func (s *Spool) AppendEach(n int, rec func(i int) Record) (written int, err error) {
+	if n == 0 {
+		return 0, nil
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	limit := LineLimit(MaxBody)
-	for _, r := range recs {
-		start := buf.Len()
-		if err := enc.Encode(r); err != nil || buf.Len()-start > limit {
-			// Headers that JSON cannot carry (or that would make the line
-			// too long to read back) are dropped rather than the message.
-			buf.Truncate(start)
-			r.Headers = nil
-			if err := enc.Encode(r); err != nil {
-				return fmt.Errorf("spool %s: encode: %w", s.path, err)
-			}
-			if n := buf.Len() - start; n > limit {
-				return fmt.Errorf("spool %s: a record of %d bytes is larger than the %d the spool reads back", s.path, n, limit)
-			}
-		}
+	chunk := s.chunk
+	if chunk <= 0 {
+		chunk = ChunkSize
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		f, torn, err := openForAppend(s.path)
 		if err != nil {
-			return fmt.Errorf("spool: %w", err)
+			return 0, fmt.Errorf("spool: %w", err)
 		}
 		s.f, s.torn = f, s.torn || torn
 	}
-	data := buf.Bytes()
-	if s.torn {
-		data = append([]byte{'\n'}, data...)
-	}
-	_, err := s.f.Write(data)
-	s.torn = err != nil
-	if s.closed {
-		// After Close: write through and keep no file open.
-		if serr := s.f.Sync(); err == nil {
-			err = serr
+	defer func() {
+		if s.closed {
+			// After Close: write through and keep no file open.
+			if serr := s.f.Sync(); err == nil && serr != nil {
+				err = fmt.Errorf("spool %s: %w", s.path, serr)
+			}
+			s.f.Close()
+			s.f = nil
 		}
-		s.f.Close()
-		s.f = nil
+	}()
+	var buf, line bytes.Buffer // lines to write; the line of the record being encoded
+	enc := json.NewEncoder(&line)
+	enc.SetEscapeHTML(false)
+	limit := LineLimit(MaxBody)
+	inBuf := 0 // records in buf
+	write := func(data []byte, recs int) error {
+		if s.torn {
+			// End the partial line the file ends with first.
+			if _, err := s.f.Write([]byte{'\n'}); err != nil {
+				return fmt.Errorf("spool %s: %w", s.path, err)
+			}
+			s.torn = false
+		}
+		if s.onWrite != nil {
+			s.onWrite(len(data))
+		}
+		_, err := s.f.Write(data)
+		s.torn = err != nil
+		if err != nil {
+			return fmt.Errorf("spool %s: %w", s.path, err)
+		}
+		written += recs
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("spool %s: %w", s.path, err)
+	flush := func() error {
+		if inBuf == 0 {
+			return nil
+		}
+		err := write(buf.Bytes(), inBuf)
+		buf.Reset()
+		inBuf = 0
+		return err
 	}
-	return nil
+	for i := range n {
+		r := rec(i)
+		line.Reset()
+		if err := enc.Encode(r); err != nil || line.Len() > limit {
+			// Headers that JSON cannot carry (or that would make the line
+			// too long to read back) are dropped rather than the message.
+			line.Reset()
+			r.Headers = nil
+			err := enc.Encode(r)
+			if err == nil && line.Len() > limit {
+				err = fmt.Errorf("a record of %d bytes is larger than the %d the spool reads back", line.Len(), limit)
+			}
+			if err != nil {
+				if ferr := flush(); ferr != nil {
+					return written, ferr
+				}
+				return written, fmt.Errorf("spool %s: encode: %w", s.path, err)
+			}
+		}
+		if buf.Len()+line.Len() > chunk {
+			if err := flush(); err != nil {
+				return written, err
+			}
+		}
+		if line.Len() >= chunk {
+			if err := write(line.Bytes(), 1); err != nil {
+				return written, err
+			}
+			continue
+		}
+		buf.Write(line.Bytes())
+		inBuf++
+	}
+	return written, flush()
 }
 
 // openForAppend opens (creating it, and its folder) the file at path for
@@ -273,6 +353,7 @@ func (s *Spool) Take() ([]string, error) {
 			os.Remove(s.path) // empty
 		}
 	}
+	s.removeStaleMarks()
 	return s.pending()
 }
 
@@ -339,8 +420,9 @@ func (s *Spool) Close() error {
 	return err
 }
 
-// Read calls fn for every record of the file at path, in order, the lines of
-// the original library included (with an empty exchange). Lines that are not
+// Read calls fn for every record of the file at path after its mark (see
+// SaveMark), in order, the lines of the original library included (with an
+// empty exchange). Lines that are not
 // records are skipped and counted in bad. It stops at fn's first error. The
 // file must be a regular file owned by the process's user.
 func Read(path string, fn func(Record) error) (bad int, err error) {
@@ -382,8 +464,12 @@ type ReplayOptions struct {
 	MaxBody int
 	// Aside is the file the lines set aside are appended to, as they were
 	// (a partial line gets a newline). "" keeps them nowhere: they are
-	// only counted.
+	// only counted. What was set aside is synced to Aside before the next
+	// record is handed over, so that a mark past that record (SaveMark)
+	// never covers a line that is not safely in Aside.
 	Aside string
+	// OnSetAside, when not nil, is called after each line set aside.
+	OnSetAside func()
 
 	lineLimit int // the longest line read; 0 means from MaxBody (tests lower it)
 }
@@ -515,6 +601,12 @@ func read(path string, opts ReplayOptions, check bool, fn func(Record) error) (r
 		return res, err
 	}
 	defer f.Close()
+	pos := markOf(path, f) // the offset read up to; what is before the mark was handled
+	if pos > 0 {
+		if _, err := f.Seek(pos, io.SeekStart); err != nil {
+			return res, fmt.Errorf("spool %s: %w", path, err)
+		}
+	}
 	aside := &asideFile{path: opts.Aside}
 	defer func() {
 		if cerr := aside.close(); err == nil && cerr != nil {
@@ -533,6 +625,7 @@ func read(path string, opts ReplayOptions, check bool, fn func(Record) error) (r
 		if rerr != nil && rerr != bufio.ErrBufferFull && rerr != io.EOF {
 			return res, fmt.Errorf("spool %s: %w", path, rerr)
 		}
+		pos += int64(len(chunk))
 		switch {
 		case over:
 			if err := aside.write(chunk); err != nil {
@@ -558,8 +651,11 @@ func read(path string, opts ReplayOptions, check bool, fn func(Record) error) (r
 			if err := aside.endLine(); err != nil {
 				return res, err
 			}
+			if opts.OnSetAside != nil {
+				opts.OnSetAside()
+			}
 			over = false
-		} else if err := handle(line, opts, check, &res, aside, fn); err != nil {
+		} else if err := handle(line, pos, opts, check, &res, aside, fn); err != nil {
 			return res, err
 		}
 		line = line[:0]
@@ -571,7 +667,7 @@ func read(path string, opts ReplayOptions, check bool, fn func(Record) error) (r
 
 // handle parses one line (with its newline, if it has one) and hands its
 // record to fn, or sets it aside.
-func handle(line []byte, opts ReplayOptions, check bool, res *Result, aside *asideFile, fn func(Record) error) error {
+func handle(line []byte, end int64, opts ReplayOptions, check bool, res *Result, aside *asideFile, fn func(Record) error) error {
 	text := bytes.TrimSuffix(line, []byte{'\n'})
 	if len(bytes.TrimSpace(text)) == 0 {
 		return nil
@@ -597,21 +693,32 @@ func handle(line []byte, opts ReplayOptions, check bool, res *Result, aside *asi
 		if err := aside.write(line); err != nil {
 			return err
 		}
-		return aside.endLine()
+		if err := aside.endLine(); err != nil {
+			return err
+		}
+		if opts.OnSetAside != nil {
+			opts.OnSetAside()
+		}
+		return nil
+	}
+	if err := aside.sync(); err != nil {
+		return err
 	}
 	res.Records++
 	if r.legacy {
 		res.Legacy++
 	}
+	r.end = end
 	return fn(r)
 }
 
 // asideFile appends the lines set aside to a file opened at the first one.
 type asideFile struct {
-	path string
-	f    *os.File
-	bw   *bufio.Writer
-	last byte // the last byte written
+	path  string
+	f     *os.File
+	bw    *bufio.Writer
+	last  byte // the last byte written
+	dirty bool // written since the last sync
 }
 
 func (a *asideFile) write(p []byte) error {
@@ -629,6 +736,7 @@ func (a *asideFile) write(p []byte) error {
 		}
 	}
 	a.last = p[len(p)-1]
+	a.dirty = true
 	if _, err := a.bw.Write(p); err != nil {
 		return fmt.Errorf("spool: set aside in %s: %w", a.path, err)
 	}
@@ -641,6 +749,22 @@ func (a *asideFile) endLine() error {
 		return nil
 	}
 	return a.write([]byte{'\n'})
+}
+
+// sync writes the lines set aside so far to the disk.
+func (a *asideFile) sync() error {
+	if !a.dirty {
+		return nil
+	}
+	a.dirty = false
+	err := a.bw.Flush()
+	if err == nil {
+		err = a.f.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("spool: set aside in %s: %w", a.path, err)
+	}
+	return nil
 }
 
 // close flushes the lines and syncs the file: the replayed file is removed
