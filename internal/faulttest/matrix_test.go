@@ -66,9 +66,10 @@ func matrixTable(n int, rows []result) string {
 	b.WriteString(".\n\n")
 	b.WriteString("- sent: Send*Context calls; accepted: those that returned nil.\n")
 	b.WriteString("- delivered: distinct message ids that reached the queue's consumer; duplicates: deliveries beyond the first; lost: accepted − delivered.\n")
+	b.WriteString("- seen by callbacks: on the consumer path (WithDedup on), the duplicates that reached the callback; the rest were dropped by the de-duplication window.\n")
 	b.WriteString("- recover: from the fault's start to the first confirm (for the consumer path, delivery) after it, one figure per injection: on a new connection for kills, restart, cut and stall; once the alarm cleared for the memory alarm; through the slowed link for the slow link.\n\n")
-	b.WriteString("| path | fault | sent | accepted | delivered (unique) | duplicates | lost | recover | notes |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---|\n")
+	b.WriteString("| path | fault | sent | accepted | delivered (unique) | duplicates | duplicates seen by callbacks (de-dup on) | lost | recover | notes |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, r := range rows {
 		b.WriteString(row(r))
 		b.WriteByte('\n')
@@ -85,6 +86,10 @@ func row(r result) string {
 	if r.refused > 0 {
 		acc += fmt.Sprintf(" (%d refused)", r.refused)
 	}
-	return fmt.Sprintf("| %s | %s | %d | %s | %d | %d | %d | %s | %s, %.0fs |",
-		r.path, r.fault, r.sent, acc, r.delivered, r.duplicates, r.lost, strings.Join(recs, ", "), r.notes, r.elapsed.Seconds())
+	cb := "–"
+	if r.cbDup >= 0 {
+		cb = fmt.Sprint(r.cbDup)
+	}
+	return fmt.Sprintf("| %s | %s | %d | %s | %d | %d | %s | %d | %s | %s, %.0fs |",
+		r.path, r.fault, r.sent, acc, r.delivered, r.duplicates, cb, r.lost, strings.Join(recs, ", "), r.notes, r.elapsed.Seconds())
 }

@@ -166,7 +166,8 @@ type result struct {
 	accepted    int
 	refused     int
 	delivered   int // unique message ids
-	duplicates  int
+	duplicates  int // deliveries beyond the first, whether the callback saw them or not
+	cbDup       int // duplicates that reached the callback (consumer path, de-duplication on); -1 for other paths
 	redelivered int
 	lost        int
 	recover     []time.Duration
@@ -247,7 +248,13 @@ func runStream(t *testing.T, o streamOpts) (res result) {
 	}
 	res.sent, res.accepted, res.refused = int(s.sent.Load()), int(s.accepted.Load()), int(s.refused.Load())
 	total, unique := s.got.counts()
-	res.delivered, res.duplicates = unique, total-unique
+	res.delivered, res.duplicates, res.cbDup = unique, total-unique, -1
+	if s.cons != nil {
+		// The callback saw total-unique duplicates; the de-duplication
+		// window dropped the others.
+		res.cbDup = total - unique
+		res.duplicates = res.cbDup + int(s.cons.Stats().Duplicates)
+	}
 	s.got.mu.Lock()
 	res.redelivered = s.got.redelivered
 	s.got.mu.Unlock()
@@ -311,6 +318,7 @@ func (s *stream) setup() {
 			omqs.WithName(s.name+" consumer"), omqs.WithReconnect(200*time.Millisecond, 0),
 			omqs.WithExchange(cfg.EventWorker.Exchange, "topic", true), omqs.WithQueue(queue),
 			omqs.WithKeys(names.Key), omqs.WithConcurrency(4), omqs.WithPrefetch(256),
+			omqs.WithDedup(1<<16, 0), // duplicates counted both as seen by the callback and as dropped
 			omqs.WithErrorHandler(func(error) { s.consLosses.Add(1) }),
 			omqs.WithCallback(func(_ context.Context, d omqs.Delivery) error {
 				s.got.add(d.MessageID, d.Body, d.Redelivered)
