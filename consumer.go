@@ -597,7 +597,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 			return nil
 		}
-		began := time.Now()
+		began, settledBefore := time.Now(), c.settledCount()
 		cause := c.session(lctx, cbCtx, sess)
 		c.mu.Lock()
 		c.sess = nil
@@ -608,6 +608,11 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		if errors.Is(cause, errNoCallback) {
 			sess, err = c.connect(lctx, false)
 			continue
+		}
+		if c.settledCount() != settledBefore {
+			// The session settled deliveries: whatever ended it is not
+			// one message coming back at each reconnect.
+			c.backoff.Reset()
 		}
 		wait, streak := c.backoff.Ended(time.Since(began), true)
 		c.rep.report(errorOf(c.who, fmt.Errorf("%w; reconnecting every %v", cause, c.dialer.Interval)))

@@ -31,3 +31,9 @@ func (c *consumer) Stats() ConsumerStats {
 		Duplicates: c.st.duplicates.Load(),
 	}
 }
+
+// settledCount is how many deliveries the consumer acknowledged, rejected
+// or requeued so far.
+func (c *consumer) settledCount() uint64 {
+	return c.st.acks.Load() + c.st.rejects.Load() + c.st.requeues.Load()
+}
