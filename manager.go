@@ -104,6 +104,7 @@ type lane struct {
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
+	jr       *laneJournal // the lane's journal (WithJournal), or nil: Send* pushes to q
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -227,6 +228,11 @@ func (m *Manager) start(ctx context.Context) error {
 			return fmt.Errorf("%w: Manager.Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err)
 		}
 	}
+	if err := m.openJournals(); err != nil {
+		m.state.Store(int32(mgrStopped))
+		m.release()
+		return err
+	}
 	for i, l := range m.lanes {
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
 			// Every worker that WorkerWillRun was called on, the failing one
@@ -246,6 +252,10 @@ func (m *Manager) start(ctx context.Context) error {
 	go m.tick()
 	for _, l := range m.lanes {
 		m.wg.Add(1)
+		if l.jr != nil {
+			go m.drainJournal(l)
+			continue
+		}
 		go m.drain(l)
 	}
 	m.lanesRunning = true
@@ -467,7 +477,12 @@ func (l *lane) close() {
 }
 
 // size returns how many messages wait in the buffer.
-func (l *lane) size() int { return l.q.Len() }
+func (l *lane) size() int {
+	if l.jr != nil {
+		return l.jr.unread()
+	}
+	return l.q.Len()
+}
 
 // keep writes a message its worker did not take to the lane's spool file.
 func (m *Manager) keep(l *lane, msg Message, cause error) {
@@ -576,6 +591,11 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return err
 	}
+	if l.jr != nil {
+		err := m.sendJournal(ctx, wait, l, key, body)
+		l.senders.Add(-1)
+		return err
+	}
 	it := item{key: key, body: body, ts: m.clock()}
 	if l.push(it) {
 		l.senders.Add(-1)
@@ -644,6 +664,9 @@ func (m *Manager) Pending() (logs, events int) {
 }
 
 func (m *Manager) lanePending(l *lane) int {
+	if l.jr != nil {
+		return l.jr.pending()
+	}
 	n := l.size()
 	if l.busy.Load() {
 		n++
@@ -667,6 +690,9 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 		ws := w.laneStats()
 		ws.Accepted = 0
 		s = s.add(ws)
+	}
+	if l.jr != nil {
+		s.Recovered = l.jr.recovered.Load()
 	}
 	return s
 }
@@ -725,6 +751,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 		l.close()
+		l.sealJournal()
 	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.
@@ -780,6 +807,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 func (m *Manager) release() {
 	m.releaseOnce.Do(func() {
 		m.cancel()
+		m.closeJournals()
 		for _, l := range m.lanes {
 			if err := l.spool.Close(); err != nil {
 				m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())

@@ -19,6 +19,7 @@ type LaneStats struct {
 	SetAside    uint64        // spool lines not replayed (unreadable, for another exchange, too large): moved to FILE.unreadable and reported
 	Reconnects  uint64        // successful reconnections
 	Blocked     time.Duration // time the broker kept the connection blocked
+	Recovered   uint64        // unconfirmed messages a Manager's journal kept from an earlier run, published again (counted in Accepted too)
 }
 
 func (a LaneStats) add(b LaneStats) LaneStats {
@@ -28,7 +29,7 @@ func (a LaneStats) add(b LaneStats) LaneStats {
 		Returned: a.Returned + b.Returned, Republished: a.Republished + b.Republished,
 		Spooled: a.Spooled + b.Spooled, Replayed: a.Replayed + b.Replayed,
 		Dropped: a.Dropped + b.Dropped, SetAside: a.SetAside + b.SetAside, Reconnects: a.Reconnects + b.Reconnects,
-		Blocked: a.Blocked + b.Blocked,
+		Blocked: a.Blocked + b.Blocked, Recovered: a.Recovered + b.Recovered,
 	}
 }
 
