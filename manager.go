@@ -104,7 +104,8 @@ type lane struct {
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
-	jr       *laneJournal // the lane's journal (WithJournal), or nil: Send* pushes to q
+
+	jr *laneJournal // the lane's journal (WithJournal), or nil: Send* pushes to q
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
