@@ -209,6 +209,7 @@ func DefaultConfig() *Config {
 			MaxInFlight:       DefaultMaxInFlight,
 			BufferBytes:       DefaultBufferBytes,
 			MaxInFlightBytes:  DefaultMaxInFlightBytes,
+			JournalSync:       "none",
 		},
 		Log: LogConfig{
 			Folder:       "./log/",
