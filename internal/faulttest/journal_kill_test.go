@@ -209,7 +209,9 @@ func (r *killReceiver) duplicates() (dups int) {
 // during or after a burst; every tenth run while the broker is stopped), and
 // the next child runs on the same folder. At the end a Manager in this
 // process drains the folder, and every accepted number must have reached the
-// queue. OMQS_JOURNAL_KILL_RUNS sets the number of kills (default 50).
+// queue. OMQS_JOURNAL_KILL_RUNS sets the number of kills (default 50);
+// OMQS_JOURNAL_KILL_BROKER_DOWN=0 leaves the broker up in every run (for a
+// broker other tests share).
 func TestJournalSurvivesKill(t *testing.T) {
 	faulttest.Require(t)
 	faulttest.Restore(t)
@@ -226,7 +228,7 @@ func TestJournalSurvivesKill(t *testing.T) {
 
 	start := time.Now()
 	for run := range runs {
-		down := run%10 == 5
+		down := run%10 == 5 && os.Getenv("OMQS_JOURNAL_KILL_BROKER_DOWN") != "0"
 		var startApp func()
 		if down {
 			startApp = faulttest.StopApp(t)
