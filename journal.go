@@ -168,7 +168,7 @@ func (m *Manager) openJournals() error {
 				"messages", rec.Entries, "corrupt", rec.Corrupt, "torn", rec.Torn)
 		}
 		l.maxBody = min(l.maxBody, int(seg)-journalEntryOverhead)
-		l.jr = jr
+		l.jr.Store(jr)
 		if w, ok := l.worker.(interface{ builtinEngine() *engine }); ok {
 			if e := w.builtinEngine(); e != nil {
 				e.laneDone = jr.resolve
@@ -185,11 +185,12 @@ func (w *builtinWorker) builtinEngine() *engine { return w.e }
 // closeJournals closes the lanes' journals; the drains have ended.
 func (m *Manager) closeJournals() {
 	for _, l := range m.lanes {
-		if l.jr == nil {
+		jr := l.jr.Load()
+		if jr == nil {
 			continue
 		}
-		if err := l.jr.j.Close(); err != nil {
-			m.log.Error("omqs: close journal", "dir", l.jr.j.Dir(), "error", err.Error())
+		if err := jr.j.Close(); err != nil {
+			m.log.Error("omqs: close journal", "dir", jr.j.Dir(), "error", err.Error())
 		}
 	}
 }
@@ -197,20 +198,19 @@ func (m *Manager) closeJournals() {
 // sealJournal makes the lane's journal take no more messages; its drain
 // ends once it has read every message. No Send* may be under way.
 func (l *lane) sealJournal() {
-	if l.jr != nil {
-		l.jr.j.Seal()
+	if jr := l.jr.Load(); jr != nil {
+		jr.j.Seal()
 	}
 }
 
 // sendJournal writes one message to the lane's journal. When the journal is
 // full it fails at once, unless wait makes it wait for room until ctx ends
 // or Stop begins. It does not allocate.
-func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, key, body string) error {
+func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJournal, key, body string) error {
 	var buf [40]byte
 	idb := appendMessageID(buf[:0])
 	id := unsafe.String(unsafe.SliceData(idb), len(idb))
 	ts := m.clock()
-	jr := l.jr
 	waiting := false
 	for {
 		_, err := jr.j.Append(key, body, id, ts, jr.lane)
@@ -262,7 +262,7 @@ func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, key, body
 // not take, when MsgDidReceive returns.
 func (m *Manager) drainJournal(l *lane) {
 	defer m.wg.Done()
-	jr := l.jr
+	jr := l.jr.Load()
 	_, builtin := l.worker.(laneWorker)
 	share := sharesBody(l.worker)
 	r := jr.j.Reader()

@@ -105,7 +105,7 @@ type lane struct {
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
 
-	jr *laneJournal // the lane's journal (WithJournal), or nil: Send* pushes to q
+	jr atomic.Pointer[laneJournal] // the lane's journal (WithJournal, set by Start), or nil: Send* pushes to q
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -253,7 +253,7 @@ func (m *Manager) start(ctx context.Context) error {
 	go m.tick()
 	for _, l := range m.lanes {
 		m.wg.Add(1)
-		if l.jr != nil {
+		if l.jr.Load() != nil {
 			go m.drainJournal(l)
 			continue
 		}
@@ -479,8 +479,8 @@ func (l *lane) close() {
 
 // size returns how many messages wait in the buffer.
 func (l *lane) size() int {
-	if l.jr != nil {
-		return l.jr.unread()
+	if jr := l.jr.Load(); jr != nil {
+		return jr.unread()
 	}
 	return l.q.Len()
 }
@@ -592,8 +592,8 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return err
 	}
-	if l.jr != nil {
-		err := m.sendJournal(ctx, wait, l, key, body)
+	if jr := l.jr.Load(); jr != nil {
+		err := m.sendJournal(ctx, wait, l, jr, key, body)
 		l.senders.Add(-1)
 		return err
 	}
@@ -667,8 +667,8 @@ func (m *Manager) Pending() (logs, events int) {
 }
 
 func (m *Manager) lanePending(l *lane) int {
-	if l.jr != nil {
-		return l.jr.pending()
+	if jr := l.jr.Load(); jr != nil {
+		return jr.pending()
 	}
 	n := l.size()
 	if l.busy.Load() {
@@ -694,8 +694,8 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 		ws.Accepted = 0
 		s = s.add(ws)
 	}
-	if l.jr != nil {
-		s.Recovered = l.jr.recovered.Load()
+	if jr := l.jr.Load(); jr != nil {
+		s.Recovered = jr.recovered.Load()
 	}
 	return s
 }
