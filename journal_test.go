@@ -233,3 +233,43 @@ func TestAppendMessageID(t *testing.T) {
 		t.Errorf("appendMessageID %q, newMessageID %q", a, b)
 	}
 }
+
+// A custom worker that wraps the built-in one (and changes each message)
+// works with the journal: every entry is confirmed once the broker confirmed
+// its message.
+func TestManagerJournalWrappedBuiltinWorker(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	cfg, dir, _ := journalConfig(t, url)
+	w := &stampingWorker{EventMsgWorker: NewEventMsgWorker()}
+	m, err := NewManager(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)), WithEventWorker(w))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, url, cfg.EventWorker.Exchange, "#")
+	const N = 500
+	for i := range N {
+		if err := m.SendEvent(fmt.Sprintf("event %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got.waitCount(t, N, 10*time.Second)
+	waitUntil(t, 10*time.Second, "the journal confirmed", func() bool { _, e := m.Pending(); return e == 0 })
+	if err := m.Stop(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if b := string(got.all()[N-1].Body); b != fmt.Sprintf("EVENT %d", N-1) {
+		t.Errorf("last body %q: the wrapper's change is lost", b)
+	}
+	j, err := journal.Open(filepath.Join(dir, "event"), journal.Options{SegmentSize: journalSegment(journalQuota), MaxBytes: journalQuota})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if r := j.Recovery(); r.Entries != 0 {
+		t.Errorf("%d entries left unconfirmed", r.Entries)
+	}
+}
