@@ -97,6 +97,20 @@ type GlobalConfig struct {
 	// holds unconfirmed, in bytes (MAX_IN_FLIGHT_BYTES); one message larger
 	// than it is still published, alone.
 	MaxInFlightBytes int
+	// Journal is the folder of the Manager's crash-safe journal (JOURNAL):
+	// when set, Send* writes each message to a memory-mapped file under
+	// Journal/log or Journal/event before it returns, so that a crash of the
+	// process loses nothing Send* accepted. "" (the default) keeps messages
+	// in memory only. See WithJournal.
+	Journal string
+	// JournalSync is when the journal is written to the disk, that is what
+	// a power loss can lose (JOURNAL_SYNC): "none" (the default: the
+	// kernel's write-back), "interval:<ms>" or "every" (each message).
+	JournalSync string
+	// JournalMaxBytes is each lane journal's quota of unconfirmed bytes
+	// (JOURNAL_MAX_BYTES; 0 means 1 GiB): past it Send* returns
+	// ErrBufferFull.
+	JournalMaxBytes int
 }
 
 // LogConfig is the [Log] section; see LogManager.
@@ -225,6 +239,7 @@ func DefaultConfig() *Config {
 			MaxInFlight:       DefaultMaxInFlight,
 			BufferBytes:       DefaultBufferBytes,
 			MaxInFlightBytes:  DefaultMaxInFlightBytes,
+			JournalSync:       "none",
 		},
 		Log: LogConfig{
 			Folder:       "./log/",
@@ -728,6 +743,9 @@ func (c *Config) sections() []cfgSection {
 			cfgInt("MAX_IN_FLIGHT", &g.MaxInFlight, 1, cfgMaxInFlight),
 			cfgInt("BUFFER_BYTES", &g.BufferBytes, 1, math.MaxInt),
 			cfgInt("MAX_IN_FLIGHT_BYTES", &g.MaxInFlightBytes, 1, math.MaxInt),
+			cfgText("JOURNAL", &g.Journal, nil),
+			cfgJournalSync("JOURNAL_SYNC", &g.JournalSync),
+			cfgInt("JOURNAL_MAX_BYTES", &g.JournalMaxBytes, 0, math.MaxInt),
 		}},
 		cfgLogSection(&c.Log),
 		pub("AsyncBroadcaster", &c.AsyncBroadcaster),

@@ -77,6 +77,12 @@ func cfgSettingCases() []cfgSettingCase {
 			func(c *Config) any { return c.Global.BufferBytes }, 64 << 20, 1 << 20},
 		{"Global", "MAX_IN_FLIGHT_BYTES", "4096",
 			func(c *Config) any { return c.Global.MaxInFlightBytes }, 64 << 20, 4096},
+		{"Global", "JOURNAL", "/var/lib/omqs/journal",
+			func(c *Config) any { return c.Global.Journal }, "", "/var/lib/omqs/journal"},
+		{"Global", "JOURNAL_SYNC", "interval:10",
+			func(c *Config) any { return c.Global.JournalSync }, "none", "interval:10"},
+		{"Global", "JOURNAL_MAX_BYTES", "8388608",
+			func(c *Config) any { return c.Global.JournalMaxBytes }, 0, 8 << 20},
 
 		{"Log", "FOLDER", "/var/log/omqs",
 			func(c *Config) any { return c.Log.Folder }, "./log/", "/var/log/omqs"},

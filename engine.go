@@ -38,6 +38,7 @@ type engine struct {
 	interval   time.Duration
 	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
 	laneFree   func(int)    // gives a Manager lane's message bytes back, or nil
+	laneDone   func(uint64) // resolves a Manager journal's entry (outMsg.jseq), or nil
 
 	window      int   // MAX_IN_FLIGHT: unresolved messages at most
 	windowBytes int64 // MAX_IN_FLIGHT_BYTES: their bodies at most, but one message always goes (0: no bound)
@@ -104,6 +105,7 @@ type outMsg struct {
 	replay   *replayRec // set when read back from the spool
 	done     chan error // SyncPublisher's waiter (buffered), or nil
 	wasOut   bool       // was published once (a resend counts as republished)
+	jseq     uint64     // the Manager journal's entry (Message.jseq), or 0
 }
 
 // newEngineFromSettings builds the engine of a SyncPublisher or an

@@ -46,6 +46,7 @@ func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.jseq = msg.jseq
 	if len(msg.Headers) > 0 {
 		h := toTable(msg.Headers)
 		if err := h.Validate(); err != nil {
@@ -335,6 +336,9 @@ func (e *engine) release(m *outMsg, result error) {
 func (e *engine) freeLane(m *outMsg) {
 	if e.laneFree != nil {
 		e.laneFree(len(m.body))
+	}
+	if m.jseq != 0 && e.laneDone != nil {
+		e.laneDone(m.jseq)
 	}
 }
 

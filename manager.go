@@ -104,6 +104,8 @@ type lane struct {
 	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
+
+	jr atomic.Pointer[laneJournal] // the lane's journal (WithJournal, set by Start), or nil: Send* pushes to q
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -227,6 +229,11 @@ func (m *Manager) start(ctx context.Context) error {
 			return errorOf("Manager", fmt.Errorf("%w: Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err))
 		}
 	}
+	if err := m.openJournals(); err != nil {
+		m.state.Store(int32(mgrStopped))
+		m.release()
+		return err
+	}
 	for i, l := range m.lanes {
 		if err := l.worker.WorkerWillRun(ctx); err != nil {
 			// Every worker that WorkerWillRun was called on, the failing one
@@ -246,6 +253,10 @@ func (m *Manager) start(ctx context.Context) error {
 	go m.tick()
 	for _, l := range m.lanes {
 		m.wg.Add(1)
+		if l.jr.Load() != nil {
+			go m.drainJournal(l)
+			continue
+		}
 		go m.drain(l)
 	}
 	m.lanesRunning = true
@@ -467,7 +478,12 @@ func (l *lane) close() {
 }
 
 // size returns how many messages wait in the buffer.
-func (l *lane) size() int { return l.q.Len() }
+func (l *lane) size() int {
+	if jr := l.jr.Load(); jr != nil {
+		return jr.unread()
+	}
+	return l.q.Len()
+}
 
 // keep writes a message its worker did not take to the lane's spool file.
 func (m *Manager) keep(l *lane, msg Message, cause error) {
@@ -576,6 +592,11 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return err
 	}
+	if jr := l.jr.Load(); jr != nil {
+		err := m.sendJournal(ctx, wait, l, jr, key, body)
+		l.senders.Add(-1)
+		return err
+	}
 	it := item{key: key, body: body, ts: m.clock()}
 	if l.push(it) {
 		l.senders.Add(-1)
@@ -649,6 +670,9 @@ func (m *Manager) Pending() (logs, events int) {
 }
 
 func (m *Manager) lanePending(l *lane) int {
+	if jr := l.jr.Load(); jr != nil {
+		return jr.pending()
+	}
 	n := l.size()
 	if l.busy.Load() {
 		n++
@@ -672,6 +696,9 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 		ws := w.laneStats()
 		ws.Accepted = 0
 		s = s.add(ws)
+	}
+	if jr := l.jr.Load(); jr != nil {
+		s.Recovered = jr.recovered.Load()
 	}
 	return s
 }
@@ -738,6 +765,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 		l.close()
+		l.sealJournal()
 	}
 	// When ctx ends, workers must hand back what they hold; the built-in
 	// ones stop writing at once, even a publish stuck in the transport.
@@ -811,6 +839,7 @@ func (m *Manager) doStop(ctx context.Context) error {
 func (m *Manager) release() {
 	m.releaseOnce.Do(func() {
 		m.cancel()
+		m.closeJournals()
 		for _, l := range m.lanes {
 			if err := l.spool.Close(); err != nil {
 				m.log.Error("omqs: close spool", "file", l.spool.Path(), "error", err.Error())

@@ -179,6 +179,8 @@ type Message struct {
 	Timestamp time.Time
 	// Headers are AMQP headers to send with the message (may be nil).
 	Headers map[string]any
+
+	jseq uint64 // the Manager's journal entry it came from (see WithJournal), or 0
 }
 
 // Delivery is a message received by a consumer.

@@ -72,7 +72,7 @@ var (
 	}
 	managerOptions = concat(commonOptions, []string{
 		"WithBufferSize", "WithBufferBytes", "WithMaxInFlight", "WithMaxInFlightBytes", "WithOverflow", "WithLogWorker", "WithEventWorker",
-		"WithRetryOnFailedConnect", "WithReturnHandler", "WithSpoolDir", "WithAppID",
+		"WithRetryOnFailedConnect", "WithReturnHandler", "WithSpoolDir", "WithAppID", "WithJournal",
 	})
 	publisherOptions = concat(commonOptions, topologyOptions, []string{
 		"WithMaxInFlight", "WithMaxInFlightBytes", "WithReturnHandler", "WithSpoolDir", "WithAppID", "WithMandatory",

@@ -25,6 +25,7 @@ BUFFER_SIZE=333
 MAX_IN_FLIGHT=44
 BUFFER_BYTES=5555
 MAX_IN_FLIGHT_BYTES=6666
+JOURNAL=/tmp/journal-from-file
 [Log]
 FOLDER=/tmp/from-file/
 [AsyncPublisher]
@@ -70,6 +71,8 @@ ROUTING_KEY=file.k1, file.k2
 			"67108864", "5555", "7"},
 		{"MAX_IN_FLIGHT_BYTES", WithMaxInFlightBytes(8), func(s *settings) string { return itoa(s.cfg.Global.MaxInFlightBytes) },
 			"67108864", "6666", "8"},
+		{"JOURNAL", WithJournal("/tmp/journal-opt"), func(s *settings) string { return s.cfg.Global.Journal },
+			"", "/tmp/journal-from-file", "/tmp/journal-opt"},
 		{"spool folder (FOLDER)", WithSpoolDir("/tmp/opt"), func(s *settings) string {
 			if s.spoolDir != "" {
 				return s.spoolDir
@@ -306,6 +309,7 @@ func TestOptionTable(t *testing.T) {
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2), WithDeliveryLimit(0),
 		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024),
 		WithDedup(16, time.Minute), WithQueueExpires(time.Minute),
+		WithJournal(t.TempDir()),
 	}
 	names := map[string]bool{}
 	for _, o := range every {

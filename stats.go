@@ -21,6 +21,7 @@ type LaneStats struct {
 	Quarantined uint64        // refused by the broker, which closed the channel (404, 406, 403): moved to FILE.quarantine (dropped without a spool), reported, not retried
 	Reconnects  uint64        // successful reconnections
 	Blocked     time.Duration // time the broker kept the connection blocked
+	Recovered   uint64        // unconfirmed messages a Manager's journal kept from an earlier run, published again (counted in Accepted too)
 }
 
 func (a LaneStats) add(b LaneStats) LaneStats {
@@ -30,7 +31,7 @@ func (a LaneStats) add(b LaneStats) LaneStats {
 		Returned: a.Returned + b.Returned, Republished: a.Republished + b.Republished,
 		Spooled: a.Spooled + b.Spooled, Replayed: a.Replayed + b.Replayed,
 		Dropped: a.Dropped + b.Dropped, SetAside: a.SetAside + b.SetAside, Quarantined: a.Quarantined + b.Quarantined, Reconnects: a.Reconnects + b.Reconnects,
-		Blocked: a.Blocked + b.Blocked,
+		Blocked: a.Blocked + b.Blocked, Recovered: a.Recovered + b.Recovered,
 	}
 }
 
