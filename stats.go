@@ -8,6 +8,7 @@ import (
 // LaneStats counts what happened to the messages of one path.
 type LaneStats struct {
 	Accepted    uint64        // taken in by Send* or Publish
+	Refused     uint64        // refused by Send* because the buffer was full
 	Published   uint64        // written to a connection (republishes included)
 	Confirmed   uint64        // acknowledged by the broker
 	Nacked      uint64        // refused by the broker (then spooled or failed)
@@ -23,7 +24,7 @@ type LaneStats struct {
 
 func (a LaneStats) add(b LaneStats) LaneStats {
 	return LaneStats{
-		Accepted: a.Accepted + b.Accepted, Published: a.Published + b.Published,
+		Accepted: a.Accepted + b.Accepted, Refused: a.Refused + b.Refused, Published: a.Published + b.Published,
 		Confirmed: a.Confirmed + b.Confirmed, Nacked: a.Nacked + b.Nacked,
 		Returned: a.Returned + b.Returned, Republished: a.Republished + b.Republished,
 		Spooled: a.Spooled + b.Spooled, Replayed: a.Replayed + b.Replayed,
@@ -34,7 +35,7 @@ func (a LaneStats) add(b LaneStats) LaneStats {
 
 // counters are the live, atomically updated LaneStats.
 type counters struct {
-	accepted, published, confirmed, nacked, returned, republished,
+	accepted, refused, published, confirmed, nacked, returned, republished,
 	spooled, replayed, dropped, setAside, reconnects atomic.Uint64
 	blockedNanos atomic.Int64
 	blockedSince atomic.Int64 // unix nanos, 0 when not blocked
@@ -46,7 +47,7 @@ func (c *counters) snapshot() LaneStats {
 		blocked += time.Since(time.Unix(0, since))
 	}
 	return LaneStats{
-		Accepted: c.accepted.Load(), Published: c.published.Load(),
+		Accepted: c.accepted.Load(), Refused: c.refused.Load(), Published: c.published.Load(),
 		Confirmed: c.confirmed.Load(), Nacked: c.nacked.Load(),
 		Returned: c.returned.Load(), Republished: c.republished.Load(),
 		Spooled: c.spooled.Load(), Replayed: c.replayed.Load(),
