@@ -101,9 +101,10 @@ type lane struct {
 	senders  atomic.Int64  // Send* calls between their state check and their buffer write
 	worker   MsgWorker
 	spool    *spool.Spool
-	st       counters    // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
-	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
-	full     error       // returned when the buffer is full
+	st       counters          // accepted (taken by the worker), confirmed (custom workers), spooled, dropped
+	busy     atomic.Bool       // the worker holds a message (a built-in worker's engine clears it once it counts the message)
+	full     error             // returned when the buffer is full
+	obs      ComponentObserver // nil: no WithObserver
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -111,6 +112,7 @@ type item struct {
 	key  string
 	body string
 	ts   int64
+	tc   *traceCtx // the caller's trace context (Send*Context with a span), or nil
 }
 
 var (
@@ -167,10 +169,11 @@ func NewManager(opts ...Option) (*Manager, error) {
 		events.worker = NewEventMsgWorker()
 	}
 	m.lanes[logLane], m.lanes[eventLane] = logs, events
+	m.observeLanes()
 	// Configure the built-in workers, and those embedded in custom ones.
 	for i, l := range m.lanes {
 		if b, ok := l.worker.(builtinBinder); ok {
-			d := builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy}
+			d := builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy, obs: l.obs}
 			if sharesBody(l.worker) {
 				// A bare built-in worker gives a message's bytes back once
 				// the message is resolved. One wrapped in a custom worker
@@ -346,6 +349,9 @@ func (m *Manager) drain(l *lane) {
 			body = []byte(it.body)
 		}
 		msg := Message{Key: it.key, Body: body, MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
+		if it.tc != nil {
+			msg.Headers = it.tc.headers()
+		}
 		err := l.worker.MsgDidReceive(m.runCtx, msg)
 		if err != nil {
 			m.keep(l, msg, err)
@@ -577,12 +583,16 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		return err
 	}
 	it := item{key: key, body: body, ts: m.clock()}
+	if wait {
+		it.tc = l.inject(ctx, key)
+	}
 	if l.push(it) {
 		l.senders.Add(-1)
 		return nil
 	}
 	if !wait && m.overflow == OverflowFail {
 		l.senders.Add(-1)
+		l.st.refused.Add(1)
 		return l.full
 	}
 	err := m.waitRoom(ctx, l, it)
@@ -607,6 +617,7 @@ func (m *Manager) waitRoom(ctx context.Context, l *lane, it item) error {
 		select {
 		case <-l.room:
 		case <-ctx.Done():
+			l.st.refused.Add(1)
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
 			return errorOf("Manager", fmt.Errorf("%w: Stop began while Send waited for room in the buffer", ErrStopped))
@@ -786,6 +797,7 @@ func (m *Manager) release() {
 			}
 		}
 		m.rep.close()
+		m.unobserveLanes()
 		if m.ownLog != nil {
 			m.ownLog.Close()
 		}

@@ -19,7 +19,7 @@ import (
 // The constructors take:
 //
 //   - all of them: WithConfig, WithConfigFile, WithURL, WithName, WithLogger,
-//     WithTLSConfig, WithReconnect, WithErrorHandler;
+//     WithTLSConfig, WithReconnect, WithErrorHandler, WithObserver;
 //   - NewManager: WithBufferSize, WithBufferBytes, WithMaxInFlight,
 //     WithMaxInFlightBytes, WithOverflow, WithLogWorker, WithEventWorker,
 //     WithRetryOnFailedConnect, WithReturnHandler, WithSpoolDir, WithAppID;
@@ -63,7 +63,7 @@ type ctorRule struct {
 var (
 	commonOptions = []string{
 		"WithConfig", "WithConfigFile", "WithURL", "WithName", "WithLogger",
-		"WithTLSConfig", "WithReconnect", "WithErrorHandler",
+		"WithTLSConfig", "WithReconnect", "WithErrorHandler", "WithObserver",
 	}
 	topologyOptions = []string{
 		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithKeys",
@@ -122,9 +122,10 @@ type settings struct {
 	cfgFound  bool // resolveConfig found a file
 	cfg       *Config
 
-	name   string
-	logger *slog.Logger
-	tls    *tls.Config
+	name     string
+	logger   *slog.Logger
+	tls      *tls.Config
+	observer Observer
 
 	// Manager
 	overflow    Overflow

@@ -303,7 +303,7 @@ func TestOptionTable(t *testing.T) {
 		WithQueue("q"), WithQueueDurable(true), WithQueueType("classic"), WithKeys("k"), WithMandatory(true),
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2),
-		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024),
+		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024), WithObserver(nil),
 	}
 	names := map[string]bool{}
 	for _, o := range every {
