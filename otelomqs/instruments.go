@@ -73,10 +73,10 @@ func (in *instruments) create(m metric.Meter) error {
 	in.inFlight, err = m.Int64ObservableGauge("omqs.messages.in_flight", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages published and not yet confirmed; for a consumer, callbacks running."))
 	keep(err)
-	in.up, err = m.Int64ObservableGauge("omqs.connection.up", metric.WithUnit("1"),
+	in.up, err = m.Int64ObservableGauge("omqs.connection.up",
 		metric.WithDescription("1 while connected (a consumer: subscribed), else 0."))
 	keep(err)
-	in.blocked, err = m.Int64ObservableGauge("omqs.connection.blocked", metric.WithUnit("1"),
+	in.blocked, err = m.Int64ObservableGauge("omqs.connection.blocked",
 		metric.WithDescription("1 while the broker blocks the connection, else 0."))
 	keep(err)
 	in.confirm, err = m.Float64Histogram("messaging.client.operation.duration", metric.WithUnit("s"),
