@@ -941,10 +941,10 @@ func unwrap(c interface{ core() *consumer }, err error) (*consumer, error) {
 func (c *consumer) core() *consumer { return c }
 
 // TestConsumerTypesMethodSet: the four consumer types share *consumer by
-// embedding it; the only methods it lends them are the public four, so no
+// embedding it; the only methods it lends them are the public five, so no
 // internal method becomes part of the API by promotion.
 func TestConsumerTypesMethodSet(t *testing.T) {
-	want := []string{"Ready", "Run", "SetCallback", "Stop"}
+	want := []string{"Health", "Ready", "Run", "SetCallback", "Stop"}
 	for _, typ := range []reflect.Type{
 		reflect.TypeFor[*SyncConsumer](), reflect.TypeFor[*AsyncConsumer](),
 		reflect.TypeFor[*LogMsgConsumer](), reflect.TypeFor[*EventMsgConsumer](),

@@ -198,7 +198,7 @@ func (m *Manager) laneSnapshot(l *lane) Snapshot {
 
 func (w *builtinWorker) engineOf() *engine { return w.e }
 
-// observeEngine registers a publisher's engine with the observer.
+// observe registers a publisher's engine with the observer.
 func (e *engine) observe(s *settings) {
 	c := &Component{Kind: e.kind, Name: e.name, Exchange: e.topo.exchange, snapshot: e.snapshot}
 	if e.obs = s.observe(c); e.obs != nil {
