@@ -147,6 +147,7 @@ type ConsumerConfig struct {
 	DeadLetterExchange string   // DEAD_LETTER_EXCHANGE: declared and set on the queue when not ""
 	MaxRedeliveries    int      // MAX_REDELIVERIES: requeues of one message before it is rejected
 	MaxBodySize        int      // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
+	DeliveryLimit      int      // DELIVERY_LIMIT: a quorum queue's x-delivery-limit (0: none); see WithDeliveryLimit
 }
 
 // Built-in defaults that are not names.
@@ -688,6 +689,7 @@ func (c *Config) sections() []cfgSection {
 			cfgName("DEAD_LETTER_EXCHANGE", &k.DeadLetterExchange),
 			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
 			cfgInt("MAX_BODY_SIZE", &k.MaxBodySize, 1, cfgMaxBodySize),
+			cfgInt("DELIVERY_LIMIT", &k.DeliveryLimit, 0, math.MaxInt32),
 		}}
 	}
 	g := &c.Global

@@ -206,6 +206,8 @@ func cfgSettingCases() []cfgSettingCase {
 				func(c *Config) any { return get(c).MaxRedeliveries }, DefaultMaxRedeliveries, k.wantMaxRedel},
 			cfgSettingCase{k.section, "MAX_BODY_SIZE", "1048576",
 				func(c *Config) any { return get(c).MaxBodySize }, MaxBodySize, 1 << 20},
+			cfgSettingCase{k.section, "DELIVERY_LIMIT", "3",
+				func(c *Config) any { return get(c).DeliveryLimit }, 0, 3},
 		)
 	}
 	return cases

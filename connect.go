@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -22,14 +23,34 @@ import (
 // Map its error with connectError, unless the caller's own context ending
 // is a normal end for it.
 func connectChannel(ctx context.Context, d *reconnect.Dialer, failFast bool, setup func(conn transport.Conn, ch transport.Channel) error) error {
-	_, err := d.Connect(ctx, func(_ context.Context, conn transport.Conn) error {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
+	_, err := d.Connect(ctx, func(ctx context.Context, conn transport.Conn) error {
+		// Opening the channel and setting it up wait for the broker's
+		// answers, and amqp091's calls take no context: when ctx ends, close
+		// the connection, so that a call the broker never answers returns.
+		stopWatch := context.AfterFunc(ctx, func() { _ = conn.CloseDeadline(time.Now()) })
+		err := setupChannel(conn, setup)
+		if !stopWatch() {
+			// The connection was closed under the setup: say so rather than
+			// report the closed channel or connection that follows from it.
+			return fmt.Errorf("%w (%v)", errSetupInterrupted, err)
 		}
-		return permanentIfRefused(setup(conn, ch))
+		return err
 	}, failFast)
 	return err
+}
+
+// errSetupInterrupted: the context ended while the broker had not answered
+// the opening of the channel or a setup step (declarations, confirm mode or
+// prefetch, the subscription).
+var errSetupInterrupted = errors.New("channel setup: no answer from the broker before the context ended")
+
+// setupChannel opens a channel on conn and runs setup on it.
+func setupChannel(conn transport.Conn, setup func(conn transport.Conn, ch transport.Channel) error) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("%w: open channel: %w", ErrInvalidChannel, err)
+	}
+	return permanentIfRefused(setup(conn, ch))
 }
 
 // connectError maps an error of connectChannel for who (the type and name

@@ -117,6 +117,19 @@ func TestConnectContextEnded(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Manager", func(t *testing.T) {
+		// Issue 11, item 12: Start with the broker down says why.
+		m, err := NewManager(append(opts, WithSpoolDir(t.TempDir()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		check(t, m.Start(ctx))
+		if err := m.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
 	t.Run("consumer", func(t *testing.T) {
 		// Run's own context ending is a normal end (Run returns nil), so
 		// the consumer's connect path is checked below Run.

@@ -54,7 +54,11 @@ const DefaultConcurrency = 8
 // live, since those deliveries exist nowhere else. Once the callbacks have
 // returned, the consumer reconnects (at once, then every RECONNECT_INTERVAL),
 // declares and binds its queue again and resumes consuming; a callback that
-// ignores its context delays the reconnect. (When the broker cancels the
+// ignores its context delays the reconnect. After a session that lasted less
+// than a second it first waits RECONNECT_INTERVAL, twice as long after each
+// further such session in a row, up to 30 s (or RECONNECT_INTERVAL when
+// longer); after five in a row it reports that a delivery the client cannot
+// parse may be at the head of the queue (see the README's poison messages). (When the broker cancels the
 // subscription while every handler is in a callback, the consumer learns it
 // when one of them returns.) Deliveries that were not acknowledged when the
 // connection dropped go back to the queue, so delivery is at least once: a
@@ -197,6 +201,7 @@ type consumer struct {
 	concurrency int
 	maxBody     int // MAX_BODY_SIZE: larger deliveries are refused
 	dialer      *reconnect.Dialer
+	backoff     reconnect.Backoff // spaces out reconnects after sessions that die young; used by Run
 	log         *slog.Logger
 	ownLog      *LogManager
 	rep         *reporter // Run closes it before it returns
@@ -371,6 +376,22 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	if c.deadLetter != "" {
 		c.topo.queueArgs = amqp.Table{"x-dead-letter-exchange": c.deadLetter}
 	}
+	limit := cc.DeliveryLimit
+	if s.deliveryLimit != nil {
+		limit = *s.deliveryLimit
+	}
+	if limit != 0 {
+		if limit < 0 {
+			return nil, invalid("DELIVERY_LIMIT %d is negative", limit)
+		}
+		if t.queueType != "quorum" {
+			return nil, invalid("DELIVERY_LIMIT %d needs QUEUE_TYPE = quorum (a %s queue has no delivery limit)", limit, t.queueType)
+		}
+		if c.topo.queueArgs == nil {
+			c.topo.queueArgs = amqp.Table{}
+		}
+		c.topo.queueArgs["x-delivery-limit"] = int64(limit)
+	}
 
 	if s.callback != nil {
 		cb := s.callback
@@ -396,6 +417,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		Times:     s.cfg.Global.ReconnectTimes,
 		Logger:    c.log,
 	}
+	c.backoff = reconnect.Backoff{Interval: s.cfg.Global.ReconnectInterval}
 	c.quit, c.quitCancel = context.WithCancel(context.Background())
 	c.runDone = make(chan struct{})
 	c.observe(s, kind)
@@ -526,6 +548,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 			_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 			return nil
 		}
+		began := time.Now()
 		cause := c.serve(lctx, cbCtx, sess)
 		c.mu.Lock()
 		c.sess = nil
@@ -533,7 +556,19 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		if lctx.Err() != nil {
 			return nil
 		}
+		wait, streak := c.backoff.Ended(time.Since(began), true)
 		c.rep.report(errorOf(c.who, fmt.Errorf("%w; reconnecting every %v", cause, c.dialer.Interval)))
+		if streak == reconnect.Streak {
+			c.rep.report(errorOf(c.who, fmt.Errorf("%w: the connection closed %d times in a row within %v of opening (last: %v); "+
+				"a delivery this client cannot parse (headers nested deeper than 32 levels or with more than 8192 entries) "+
+				"may be at the head of queue %q, and it comes back at each reconnect: reconnects now back off up to %v; "+
+				"a dead-letter exchange and a quorum queue's delivery limit (QUEUE_TYPE = quorum, DELIVERY_LIMIT) "+
+				"make the broker dead-letter it after that many attempts",
+				ErrConnection, streak, reconnect.Young, cause, sess.queue, max(reconnect.MaxBackoff, c.dialer.Interval))))
+		}
+		if wait > 0 && !reconnect.Sleep(lctx, wait) {
+			return nil
+		}
 		sess, err = c.connect(lctx, false)
 		if err == nil {
 			c.obs.reconnects.Add(1)

@@ -58,12 +58,21 @@ type engine struct {
 	byteWait    bool               // a publish waits for inflightLen to go down
 	idle        chan struct{}      // closed while inflight == 0
 	replaying   bool
+	draining    bool            // the Manager is stopping: spool at once while no connection is up
 	replayAgain bool            // spooled while a replay ran: replay again after it
 	replayFiles map[string]bool // spool files whose replayed messages are unresolved
 	started     bool
 	batch       []amqp.Confirmation // serve's confirm batch, reused
 	settled     []settled           // confirmAll's scratch, reused
 	everUp      bool                // a session was installed before
+	// probing: a publish closed the channel and the culprit is among the
+	// messages then unconfirmed; they are written one at a time (see
+	// advanceProbe). probe is how many at the front of held are still to go.
+	probing bool
+	probe   int
+
+	backoff reconnect.Backoff // run's: spaces out reconnects after sessions that die young
+	quar    *spool.Spool      // the messages the broker refused: FILE.quarantine; nil without a spool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -209,6 +218,10 @@ func newEngine(c engineConfig) *engine {
 	if len(c.topo.keys) > 0 {
 		e.defaultKey = c.topo.keys[0]
 	}
+	e.backoff.Interval = c.interval
+	if c.spool != nil {
+		e.quar = spool.New(c.spool.Path() + ".quarantine")
+	}
 	if e.rep == nil {
 		e.rep = newReporter(c.logger, c.name, c.onError, 1024)
 		e.ownRep = true
@@ -353,6 +366,76 @@ func (e *engine) flush(ctx context.Context) error {
 	}
 }
 
+// errNoConnection: Stop found no connection up, so it spooled what the
+// engine held instead of waiting for a connection and the confirms.
+var errNoConnection = errors.New("no connection to the broker")
+
+// flushOrDown waits until every message is resolved (nil), no connection is
+// up (errNoConnection) or ctx ends (ctx's error).
+func (e *engine) flushOrDown(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		if e.inflight == 0 {
+			e.mu.Unlock()
+			return nil
+		}
+		if e.sess == nil {
+			e.mu.Unlock()
+			return errNoConnection
+		}
+		idle, changed := e.idle, e.changed
+		e.mu.Unlock()
+		select {
+		case <-idle:
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// stopSoon tells the engine that its Manager is stopping and is about to
+// hand it the rest of its buffer: while no connection is up, what the engine
+// holds and what it is handed from now on goes to the spool at once, in
+// order, instead of waiting for a connection until Stop's context ends.
+//
+// It never waits for e.pubMu: a publish that holds it may be stuck in the
+// transport (a stalled network, a blocked broker), and then a connection is
+// up anyway. The next publish that finds the engine down spools instead.
+func (e *engine) stopSoon() {
+	locked := e.pubMu.TryLock()
+	e.mu.Lock()
+	e.draining = true
+	e.signal() // a publish waiting for room looks again
+	if !locked || e.state != stateDown {
+		e.mu.Unlock()
+		if locked {
+			e.pubMu.Unlock()
+		}
+		return
+	}
+	e.spoolWhileDownLocked(nil)
+}
+
+// spoolWhileDownLocked spools what the engine holds, then m unless it is
+// nil, and moves it to stateSpooling: later publishes go to the spool too
+// until a connection is up again. It is for a draining engine that is
+// down. e.pubMu and e.mu are held; it releases them, e.pubMu once the
+// spool has the messages, so that a publish that spools next comes after
+// them in the file.
+func (e *engine) spoolWhileDownLocked(m *outMsg) {
+	e.state = stateSpooling
+	msgs := e.takeAllLocked()
+	e.signal()
+	e.mu.Unlock()
+	defer e.pubMu.Unlock()
+	if m != nil {
+		e.accept(m)
+		msgs = append(msgs, m)
+	}
+	e.spoolMany(msgs, nil)
+}
+
 // abort makes the engine stop writing: background work (reconnects,
 // resends, the spool's replay) ends, and the current connection is closed at
 // once, so that a publish stuck in the transport (a stalled network, a
@@ -383,10 +466,10 @@ func (e *engine) doStop(ctx context.Context) error {
 
 	var result error
 	if wasStarted {
-		if err := e.flush(ctx); err != nil {
-			// Out of time: keep what is unconfirmed in the spool. A
-			// publish that holds the write lock may be stuck in the
-			// transport: abort first.
+		if err := e.flushOrDown(ctx); err != nil {
+			// Out of time, or no connection to wait on: keep what is
+			// unconfirmed in the spool. A publish that holds the write
+			// lock may be stuck in the transport: abort first.
 			e.abort()
 			e.pubMu.Lock()
 			e.mu.Lock()
@@ -394,13 +477,23 @@ func (e *engine) doStop(ctx context.Context) error {
 			e.mu.Unlock()
 			e.pubMu.Unlock()
 			if len(msgs) > 0 {
-				e.spoolMany(msgs, ErrNotConfirmed)
+				down := errors.Is(err, errNoConnection)
+				why := ErrNotConfirmed
+				if down {
+					why = ErrConnection
+				}
+				e.spoolMany(msgs, why)
 				where := "they are lost"
 				if e.sp != nil {
 					where = "they were written to " + e.sp.Path()
 				}
-				result = errorOf(e.who, fmt.Errorf("%w: %d message(s) not confirmed when the context ended (%v); %s",
-					ErrNotConfirmed, len(msgs), err, where))
+				if down {
+					result = errorOf(e.who, fmt.Errorf("%w: %d message(s) not confirmed, with no connection to the broker when Stop ran (%w); %s",
+						ErrNotConfirmed, len(msgs), ErrConnection, where))
+				} else {
+					result = errorOf(e.who, fmt.Errorf("%w: %d message(s) not confirmed when the context ended (%v); %s",
+						ErrNotConfirmed, len(msgs), err, where))
+				}
 			}
 		}
 	}
@@ -429,6 +522,9 @@ func (e *engine) doStop(ctx context.Context) error {
 	if e.sp != nil {
 		if err := e.sp.Close(); err != nil {
 			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close spool: %w", err)))
+		}
+		if err := e.quar.Close(); err != nil {
+			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close quarantine: %w", err)))
 		}
 	}
 	if e.ownRep {

@@ -8,6 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/omqs-go/omqs/internal/reconnect"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -63,7 +64,9 @@ func (e *engine) run(sess *session) {
 				return // stopping
 			}
 		}
+		began := time.Now()
 		cause := e.serve(sess)
+		setAside := e.refused(cause)
 		e.teardown(sess)
 		sess = nil
 		select {
@@ -77,7 +80,77 @@ func (e *engine) run(sess *session) {
 		if cause != nil {
 			e.log.Warn("omqs: connection lost, reconnecting", "publisher", e.name, "error", cause.Error())
 		}
+		// A session that died young is followed by a wait, longer after
+		// each in a row, unless it ended by finding a message to set
+		// aside: that is progress, and the next one waits the interval.
+		wait, streak := e.backoff.Ended(time.Since(began), !setAside)
+		if streak == reconnect.Streak {
+			e.rep.report(errorOf(e.who, fmt.Errorf("%w: the connection closed %d times in a row within %v of opening (last: %v); reconnects now back off up to %v",
+				ErrConnection, streak, reconnect.Young, cause, max(reconnect.MaxBackoff, e.interval))))
+		}
+		if wait > 0 && !e.pauseFor(wait) {
+			return
+		}
 	}
+}
+
+// publishRefused reports whether err closed the channel because the broker
+// refused a publish on it: 404 (no such exchange), 406 (a body over
+// max_message_size, a bad header) or 403 (an internal exchange). After its
+// setup a publisher's channel does nothing else that the broker can refuse.
+func publishRefused(err error) (*amqp.Error, bool) {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return nil, false
+	}
+	switch ae.Code {
+	case amqp.NotFound, amqp.PreconditionFailed, amqp.AccessRefused:
+		return ae, true
+	}
+	return nil, false
+}
+
+// refused finds the message whose publish made the broker close the
+// channel with cause, and sets it aside; it reports whether it did.
+//
+// The broker handles a channel's publishes in order and closes it at the
+// first one it refuses; it ignores those that follow. The refused message is
+// never confirmed, so it is among the outstanding ones (a message whose
+// Publish failed is held, never outstanding). With one outstanding, that is
+// the one. With more, the culprit cannot be told from the messages that the
+// broker took but had not confirmed yet, or that came after it: the next
+// sessions write them one at a time (probing) until the culprit is alone
+// when the channel closes again.
+func (e *engine) refused(cause error) bool {
+	ae, ok := publishRefused(cause)
+	if !ok {
+		return false
+	}
+	// No write is in progress on the dead session while pubMu is held.
+	e.pubMu.Lock()
+	e.mu.Lock()
+	var culprit *outMsg
+	switch len(e.outstanding) {
+	case 0:
+	case 1:
+		for tag, m := range e.outstanding {
+			culprit = m
+			delete(e.outstanding, tag)
+		}
+	default:
+		if !e.probing {
+			e.log.Info("omqs: the broker refused one of the messages in flight; resending them one at a time to find it",
+				"publisher", e.name, "messages", len(e.outstanding))
+		}
+		e.probing = true
+	}
+	e.mu.Unlock()
+	e.pubMu.Unlock()
+	if culprit == nil {
+		return false
+	}
+	e.quarantine(culprit, ae)
+	return true
 }
 
 // reconnectLoop connects until it succeeds or the engine stops. After
@@ -105,17 +178,19 @@ func (e *engine) reconnectLoop() *session {
 // pause waits RECONNECT_INTERVAL (at least 10ms, as the Dialer does) and
 // reports whether the engine is still running.
 func (e *engine) pause() bool {
+	if e.dialer.Wait != nil {
+		return e.pauseFor(e.interval)
+	}
+	return e.pauseFor(max(e.interval, 10*time.Millisecond))
+}
+
+// pauseFor waits d (through the Dialer's Wait when set) and reports whether
+// the engine is still running.
+func (e *engine) pauseFor(d time.Duration) bool {
 	if w := e.dialer.Wait; w != nil {
-		return w(e.runCtx, e.interval) == nil
+		return w(e.runCtx, d) == nil
 	}
-	t := time.NewTimer(max(e.interval, 10*time.Millisecond))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-e.runCtx.Done():
-		return false
-	}
+	return reconnect.Sleep(e.runCtx, d)
 }
 
 // install makes sess current and publishes what waited for it.
@@ -128,6 +203,10 @@ func (e *engine) install(sess *session) {
 		_ = sess.conn.CloseDeadline(time.Now())
 		return
 	}
+	if e.probing {
+		// The unconfirmed messages go first, and are still to probe.
+		e.probe += len(e.outstanding)
+	}
 	resend := e.unresolvedLocked()
 	e.sess = sess
 	e.blocked = false
@@ -136,26 +215,88 @@ func (e *engine) install(sess *session) {
 	if e.state == stateDown || e.state == stateSpooling {
 		e.state = stateUp
 	}
+	n := len(resend)
+	if e.probing {
+		// advanceProbe writes them.
+		e.held = resend
+		resend = nil
+	}
 	e.signal()
 	e.mu.Unlock()
 	if reconnected {
 		e.st.reconnects.Add(1)
-		e.log.Info("omqs: connected", "publisher", e.name, "resending", len(resend))
+		e.log.Info("omqs: connected", "publisher", e.name, "resending", n)
 	}
-	for i, m := range resend {
+	if e.writeAll(sess, resend) {
+		e.advanceProbe(sess)
+	}
+	e.maybeReplay(0)
+}
+
+// writeAll writes msgs on sess in order and reports whether all were
+// written. When the engine aborts, what is left is held again, for Stop to
+// spool. e.pubMu is held.
+func (e *engine) writeAll(sess *session, msgs []*outMsg) bool {
+	for i, m := range msgs {
 		wasOut := m.wasOut
 		if err := e.write(e.runCtx, sess, m); err != nil {
-			// Aborted: what is left waits for Stop, which spools it.
 			e.mu.Lock()
-			e.held = append(e.held, resend[i:]...)
+			e.held = append(msgs[i:len(msgs):len(msgs)], e.held...)
 			e.mu.Unlock()
-			return
+			return false
 		}
 		if wasOut {
 			e.st.republished.Add(1)
 		}
 	}
-	e.maybeReplay(0)
+	return true
+}
+
+// advanceProbe, while probing, writes the next message to probe once the
+// previous one is resolved, and once none is left to probe ends probing and
+// writes what was held meanwhile. e.pubMu is held.
+func (e *engine) advanceProbe(sess *session) {
+	e.mu.Lock()
+	if !e.probing || e.sess != sess || len(e.outstanding) > 0 {
+		e.mu.Unlock()
+		return
+	}
+	if e.probe > 0 && len(e.held) > 0 {
+		m := e.held[0]
+		e.held = e.held[1:]
+		e.probe--
+		e.mu.Unlock()
+		e.writeAll(sess, []*outMsg{m})
+		e.mu.Lock()
+		if n := len(e.held); n > 0 && e.held[n-1] == m {
+			// Its Publish failed (the session is going): it stays first
+			// to probe on the next one.
+			e.held = append([]*outMsg{m}, e.held[:n-1]...)
+			e.probe++
+		}
+		e.mu.Unlock()
+		return
+	}
+	e.probing = false
+	e.probe = 0
+	rest := e.held
+	e.held = nil
+	e.signal()
+	e.mu.Unlock()
+	e.log.Info("omqs: every message in flight when the broker refused one is resolved; publishing as usual", "publisher", e.name)
+	e.writeAll(sess, rest)
+}
+
+// probeStep calls advanceProbe after confirms, when probing.
+func (e *engine) probeStep(sess *session) {
+	e.mu.Lock()
+	probing := e.probing
+	e.mu.Unlock()
+	if probing {
+		e.pubMu.Lock()
+		e.advanceProbe(sess)
+		e.pubMu.Unlock()
+	}
 }
 
 // serve handles one session's notifications until it closes or the engine
@@ -165,7 +306,7 @@ func (e *engine) serve(s *session) error {
 		select {
 		case c, ok := <-s.confirms:
 			if !ok {
-				return errors.New("channel closed")
+				return e.closeCause(s)
 			}
 			// Take what else arrived with it and settle them together.
 			batch := append(e.batch[:0], c)
@@ -183,6 +324,7 @@ func (e *engine) serve(s *session) error {
 			}
 			e.confirmAll(batch)
 			e.batch = batch
+			e.probeStep(s)
 		case r, ok := <-s.returns:
 			if !ok {
 				s.returns = nil
@@ -212,6 +354,27 @@ func (e *engine) serve(s *session) error {
 			return nil
 		}
 	}
+}
+
+// closeCause returns why s closed once its confirms channel has closed: the
+// error that closed the channel or the connection, which the transport
+// sends before it closes the confirms channel (refused needs its code), or a
+// plain error if none comes within a second.
+func (e *engine) closeCause(s *session) error {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	var err *amqp.Error
+	select {
+	case err = <-s.chClose:
+	case err = <-s.connClose:
+	case <-e.done:
+	case <-t.C:
+	}
+	e.drain(s)
+	if err == nil {
+		return errors.New("channel closed")
+	}
+	return err
 }
 
 // drain handles confirms and returns already received on a closing session.

@@ -154,9 +154,16 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 			e.accept(m)
 			e.spoolOne(m, nil)
 			return nil
+		case st == stateDown && e.draining:
+			// The Manager is stopping and no connection is up: spool
+			// rather than wait for one (see stopSoon).
+			e.spoolWhileDownLocked(m)
+			return nil
 		case full:
 			// Wait for confirms (or the spool) to make room.
-		case st == stateDown || sess == nil:
+		case st == stateDown || sess == nil || e.probing:
+			// While probing, the messages in flight when the broker
+			// refused one go one at a time, and new ones wait after them.
 			e.held = append(e.held, m)
 			e.addInflight(m)
 			e.counted(m)

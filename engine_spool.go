@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/omqs-go/omqs/internal/spool"
 )
 
@@ -37,6 +39,7 @@ func (b *replayBatch) resolve() {
 // them resolved. e.mu is held.
 func (e *engine) takeAllLocked() []*outMsg {
 	msgs := e.unresolvedLocked()
+	e.probe = 0 // none left to probe
 	if len(msgs) > 0 {
 		e.doneInflight(len(msgs))
 	}
@@ -95,6 +98,32 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 	for _, m := range msgs {
 		e.release(m, result)
 	}
+}
+
+// quarantine sets aside m, whose publish the broker refused with cause
+// (closing the channel): publishing it again would only be refused again.
+// It goes to the spool's FILE.quarantine, which is never replayed, or is
+// dropped when there is no spool; either way it is counted as Quarantined
+// and reported once, and its waiter gets an error wrapping
+// ErrInvalidMessage and cause.
+func (e *engine) quarantine(m *outMsg, cause *amqp.Error) {
+	e.st.quarantined.Add(1)
+	why := fmt.Errorf("%w: the broker refused it and closed the channel: %w", ErrInvalidMessage, cause)
+	where := "dropped (no spool)"
+	if e.quar != nil {
+		rec := spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
+		if err := e.quar.Append(rec); err != nil {
+			where = fmt.Sprintf("dropped: %v", err)
+		} else {
+			where = "set aside in " + e.quar.Path()
+		}
+	}
+	e.rep.report(errorOf(e.who, fmt.Errorf("message %s (key %q, %d bytes) %s; it is not published again: %w",
+		m.id, m.key, len(m.body), where, why)))
+	e.release(m, why)
+	e.mu.Lock()
+	e.doneInflight(1)
+	e.mu.Unlock()
 }
 
 // resolveFailed reports a message that is neither delivered nor spooled.

@@ -687,9 +687,12 @@ func (m *Manager) laneStats(l *lane) LaneStats {
 // each worker's WorkerWillStop once, and closes the connections and the log
 // files the Manager opened.
 //
-// Messages the broker could not take while stopping (it stayed
-// unreachable for RECONNECT_TIMES attempts) are written to the spool files,
-// and Stop returns an error wrapping ErrSpooled that says how many.
+// Messages the broker could not take while stopping are written to the
+// spool files, and Stop returns an error wrapping ErrSpooled that says how
+// many. A built-in worker with no connection up (the broker is unreachable,
+// the worker is reconnecting) does not wait for one: it spools what it holds
+// and the rest of its buffer at once, so that Stop returns in about the time
+// the writes take, whatever ctx allows.
 //
 // If ctx ends first, the built-in workers stop writing at once (closing
 // their connections, even under a publish stuck on a stalled network or a
@@ -749,6 +752,13 @@ func (m *Manager) doStop(ctx context.Context) error {
 			}
 		}
 	})
+	// A built-in worker with no connection up spools the rest of its lane
+	// at once instead of waiting for a connection until ctx ends.
+	for _, l := range m.lanes {
+		if w, ok := l.worker.(laneWorker); ok {
+			w.stopSoon()
+		}
+	}
 	m.wg.Wait()
 	var errs []error
 	for _, l := range m.lanes {

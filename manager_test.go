@@ -167,6 +167,10 @@ func TestManagerSendErrors(t *testing.T) {
 	if err := m.SendEventContext(ctx, "e", "k"); !errors.Is(err, ErrBufferFull) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("SendEventContext on a full buffer: %v", err)
 	}
+	// Both refusals are counted, in the event lane only.
+	if st := m.Stats(); st.Events.Refused != 2 || st.Logs.Refused != 0 || st.Refused != 2 {
+		t.Errorf("refused: events %d, logs %d, total %d; want 2, 0, 2", st.Events.Refused, st.Logs.Refused, st.Refused)
+	}
 	// The log lane is independent of the full event lane.
 	if err := m.SendInfo("still fine"); err != nil {
 		t.Fatal(err)
@@ -567,7 +571,10 @@ func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
 	var err error
 	select {
 	case err = <-stopped:
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
+		// Stop returns once it has spooled the 32 MiB held, which takes
+		// seconds under the race detector on a busy machine; a write stuck
+		// for good would keep it until the network comes back.
 		p.Stall(false)
 		t.Fatalf("Stop did not return with a write stuck (once the network came back: %v)", <-stopped)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,7 +31,7 @@ import (
 //     WithMandatory;
 //   - the four consumer constructors: WithNoAck, WithPrefetch,
 //     WithConcurrency, WithCallback, WithDeadLetterExchange,
-//     WithMaxRedeliveries, WithMaxBodySize.
+//     WithMaxRedeliveries, WithMaxBodySize, WithDeliveryLimit.
 //
 // Options override the configuration file, which overrides the built-in
 // defaults. WithConfig and WithConfigFile choose the file (or Config) and are
@@ -77,7 +78,7 @@ var (
 	})
 	consumerOptions = concat(commonOptions, topologyOptions, []string{
 		"WithNoAck", "WithPrefetch", "WithConcurrency", "WithCallback",
-		"WithDeadLetterExchange", "WithMaxRedeliveries", "WithMaxBodySize",
+		"WithDeadLetterExchange", "WithMaxRedeliveries", "WithMaxBodySize", "WithDeliveryLimit",
 	})
 	publisherSections = []string{
 		"AsyncPublisher", "SyncPublisher", "AsyncBroadcaster", "SyncBroadcaster", "AsyncRouter", "SyncRouter",
@@ -157,6 +158,7 @@ type settings struct {
 	deadLetter      *string
 	maxRedeliveries *int
 	maxBodySize     int // 0: the section's MAX_BODY_SIZE
+	deliveryLimit   *int
 }
 
 // buildSettings applies opts for the constructor ctor, refusing the options
@@ -657,6 +659,25 @@ func WithDeadLetterExchange(name string) Option {
 			return err
 		}
 		s.deadLetter = &name
+		return nil
+	})
+}
+
+// WithDeliveryLimit declares the queue with x-delivery-limit n
+// (DELIVERY_LIMIT): RabbitMQ then dead-letters (or drops, without a
+// dead-letter exchange) a message once it has been delivered n+1 times
+// without being acknowledged. Unlike MAX_REDELIVERIES, the broker counts,
+// so it also ends a delivery this client cannot parse (its connection drops
+// before it can reject it), which would otherwise come back for ever. It
+// needs a quorum queue (WithQueueType("quorum")); pair it with
+// WithDeadLetterExchange to keep what it ends. 0 means no limit. A queue
+// that exists with another limit is refused by the broker (ErrInvalidQueue).
+func WithDeliveryLimit(n int) Option {
+	return opt("WithDeliveryLimit", number(n), func(s *settings) error {
+		if n < 0 || n > math.MaxInt32 {
+			return fmt.Errorf("%d is not between 0 and %d", n, math.MaxInt32)
+		}
+		s.deliveryLimit = &n
 		return nil
 	})
 }

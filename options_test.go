@@ -262,7 +262,7 @@ func TestQuorumQueueMustBeDurable(t *testing.T) {
 	}
 	workers := func(durable bool) []Option {
 		cfg := DefaultConfig()
-		cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "quorum", durable
+		cfg.EventWorker.Queue, cfg.EventWorker.QueueType, cfg.EventWorker.QueueDurable = "q", "quorum", durable
 		return []Option{WithConfig(cfg)}
 	}
 	for _, c := range allConstructors {
@@ -302,7 +302,7 @@ func TestOptionTable(t *testing.T) {
 		WithSpoolDir(t.TempDir()), WithAppID("a"), WithSection("LogConsumer"), WithExchange("x", "topic", true),
 		WithQueue("q"), WithQueueDurable(true), WithQueueType("classic"), WithKeys("k"), WithMandatory(true),
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
-		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2),
+		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2), WithDeliveryLimit(0),
 		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024), WithObserver(nil),
 	}
 	names := map[string]bool{}

@@ -81,7 +81,10 @@ func (p *AsyncPublisher) Flush(ctx context.Context) error { return p.e.flush(ctx
 // and closes the connection. If ctx ends first, the connection is closed at
 // once (a Publish stuck writing to a stalled network returns), unconfirmed
 // messages are spooled (or reported lost when there is no spool) and the
-// error wraps ErrNotConfirmed. Stop is idempotent.
+// error wraps ErrNotConfirmed. With no connection up when Stop runs, or
+// once the connection is lost while it waits, Stop does not wait for a
+// reconnect: it spools the unconfirmed messages at once and the error wraps
+// ErrNotConfirmed and ErrConnection. Stop is idempotent.
 func (p *AsyncPublisher) Stop(ctx context.Context) error { return p.e.stop(ctx) }
 
 // Stats returns the publisher's counters.

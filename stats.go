@@ -8,7 +8,7 @@ import (
 // LaneStats counts what happened to the messages of one path.
 type LaneStats struct {
 	Accepted    uint64        // taken in by Send* or Publish
-	Refused     uint64        // refused by Send* because the buffer was full
+	Refused     uint64        // Send* calls refused with ErrBufferFull (the lane's buffer was full)
 	Published   uint64        // written to a connection (republishes included)
 	Confirmed   uint64        // acknowledged by the broker
 	Nacked      uint64        // refused by the broker (then spooled or failed)
@@ -18,6 +18,7 @@ type LaneStats struct {
 	Replayed    uint64        // read back from the spool file and published
 	Dropped     uint64        // failed with no spool to keep them (each reported)
 	SetAside    uint64        // spool lines not replayed (unreadable, for another exchange, too large): moved to FILE.unreadable and reported
+	Quarantined uint64        // refused by the broker, which closed the channel (404, 406, 403): moved to FILE.quarantine (dropped without a spool), reported, not retried
 	Reconnects  uint64        // successful reconnections
 	Blocked     time.Duration // time the broker kept the connection blocked
 }
@@ -28,7 +29,7 @@ func (a LaneStats) add(b LaneStats) LaneStats {
 		Confirmed: a.Confirmed + b.Confirmed, Nacked: a.Nacked + b.Nacked,
 		Returned: a.Returned + b.Returned, Republished: a.Republished + b.Republished,
 		Spooled: a.Spooled + b.Spooled, Replayed: a.Replayed + b.Replayed,
-		Dropped: a.Dropped + b.Dropped, SetAside: a.SetAside + b.SetAside, Reconnects: a.Reconnects + b.Reconnects,
+		Dropped: a.Dropped + b.Dropped, SetAside: a.SetAside + b.SetAside, Quarantined: a.Quarantined + b.Quarantined, Reconnects: a.Reconnects + b.Reconnects,
 		Blocked: a.Blocked + b.Blocked,
 	}
 }
@@ -36,7 +37,7 @@ func (a LaneStats) add(b LaneStats) LaneStats {
 // counters are the live, atomically updated LaneStats.
 type counters struct {
 	accepted, refused, published, confirmed, nacked, returned, republished,
-	spooled, replayed, dropped, setAside, reconnects atomic.Uint64
+	spooled, replayed, dropped, setAside, quarantined, reconnects atomic.Uint64
 	blockedNanos atomic.Int64
 	blockedSince atomic.Int64 // unix nanos, 0 when not blocked
 }
@@ -51,7 +52,7 @@ func (c *counters) snapshot() LaneStats {
 		Confirmed: c.confirmed.Load(), Nacked: c.nacked.Load(),
 		Returned: c.returned.Load(), Republished: c.republished.Load(),
 		Spooled: c.spooled.Load(), Replayed: c.replayed.Load(),
-		Dropped: c.dropped.Load(), SetAside: c.setAside.Load(), Reconnects: c.reconnects.Load(),
+		Dropped: c.dropped.Load(), SetAside: c.setAside.Load(), Quarantined: c.quarantined.Load(), Reconnects: c.reconnects.Load(),
 		Blocked: blocked,
 	}
 }

@@ -40,6 +40,10 @@ type laneWorker interface {
 	// abort stops writing at once when Stop's context ended (see
 	// engine.abort); WorkerWillStop then spools what is not confirmed.
 	abort()
+	// stopSoon tells the worker that Stop began and is handing it the rest
+	// of the lane: with no connection up, it spools at once (see
+	// engine.stopSoon).
+	stopSoon()
 }
 
 // LogMsgWorker is the built-in worker of the log lane: it publishes each
@@ -174,6 +178,12 @@ func (w *builtinWorker) pendingMsgs() int {
 func (w *builtinWorker) abort() {
 	if w.e != nil {
 		w.e.abort()
+	}
+}
+
+func (w *builtinWorker) stopSoon() {
+	if w.e != nil {
+		w.e.stopSoon()
 	}
 }
 

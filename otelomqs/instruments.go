@@ -26,6 +26,7 @@ var counterDefs = []counterDef{
 	{"omqs.messages.republished", "{message}", "Messages published again after a reconnect.", false, func(s *omqs.Snapshot) uint64 { return s.Republished }},
 	{"omqs.messages.spooled", "{message}", "Messages written to the spool file.", false, func(s *omqs.Snapshot) uint64 { return s.Spooled }},
 	{"omqs.messages.replayed", "{message}", "Messages read back from the spool file and confirmed.", false, func(s *omqs.Snapshot) uint64 { return s.Replayed }},
+	{"omqs.messages.quarantined", "{message}", "Messages the broker refused by closing the channel, set aside and not retried.", false, func(s *omqs.Snapshot) uint64 { return s.Quarantined }},
 	{"omqs.messages.dropped", "{message}", "Messages lost: neither confirmed nor spooled.", false, func(s *omqs.Snapshot) uint64 { return s.Dropped }},
 	{"messaging.client.consumed.messages", "{message}", "Deliveries received by a consumer.", true, func(s *omqs.Snapshot) uint64 { return s.Deliveries }},
 	{"omqs.consumer.acks", "{message}", "Deliveries acknowledged.", true, func(s *omqs.Snapshot) uint64 { return s.Acks }},

@@ -28,6 +28,7 @@
 //	omqs.messages.republished         counter   published again after a reconnect
 //	omqs.messages.spooled             counter   written to the spool file
 //	omqs.messages.replayed            counter   read back from the spool and confirmed
+//	omqs.messages.quarantined         counter   refused by the broker closing the channel; set aside
 //	omqs.messages.dropped             counter   lost: no spool to keep them
 //	omqs.buffer.depth                 gauge     messages in a Manager lane's buffer
 //	omqs.messages.in_flight           gauge     published, not yet confirmed

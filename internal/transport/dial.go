@@ -111,7 +111,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 		return nil, &DialError{Endpoint: ep.String(), Permanent: permanent(err), Err: err}
 	}
 	closeSocketWhenDead(c, sock)
-	return amqpConn{c}, nil
+	return amqpConn{Connection: c, sock: sock}, nil
 }
 
 // closeSocketWhenDead closes sock as soon as c fails (a missed heartbeat, a
@@ -156,7 +156,23 @@ func permanent(err error) bool {
 }
 
 // amqpConn adapts *amqp.Connection to Conn.
-type amqpConn struct{ *amqp.Connection }
+type amqpConn struct {
+	*amqp.Connection
+	sock net.Conn // the socket under it, or nil
+}
+
+// CloseDeadline closes the connection, waiting for the broker's answer
+// until deadline. A deadline that has passed (an abort) closes the socket
+// first: amqp091 sets the deadline only when its close is the first one, so
+// a close already under way (after a failure, waiting for a write stuck on a
+// stalled network) would otherwise keep that write, and whoever waits for
+// it, stuck until the kernel gives up on the connection.
+func (c amqpConn) CloseDeadline(deadline time.Time) error {
+	if c.sock != nil && !time.Now().Before(deadline) {
+		c.sock.Close()
+	}
+	return c.Connection.CloseDeadline(deadline)
+}
 
 func (c amqpConn) Channel() (Channel, error) {
 	ch, err := c.Connection.Channel()
