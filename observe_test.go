@@ -200,8 +200,9 @@ func TestObserverPublisherAndConsumer(t *testing.T) {
 		}
 		cons := obs.component("AsyncConsumer", "")
 		waitUntil(t, 10*time.Second, "the outcomes", func() bool {
-			s := cons.Snapshot()
-			return s.Acks+s.Rejects+s.Requeues == 5
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			return len(obs.ended) == 5
 		})
 		if err := p.Stop(ctx); err != nil {
 			t.Fatal(err)
