@@ -122,32 +122,55 @@ type PublisherConfig struct {
 	RoutingKeys     []string // ROUTING_KEY or ROUTING_KEYS, comma-separated; the first is the default key
 }
 
+// QueueConfig describes a queue the way the broker compares two
+// declarations of it: the worker sections and the consumer sections embed
+// it, so that a Manager and a consumer that name the same queue declare it
+// with the same settings (the broker refuses a second declaration that
+// differs with 406 PRECONDITION_FAILED). Its fields are read from the same
+// keys in every section that has them.
+type QueueConfig struct {
+	Queue        string // QUEUE: declared and bound to the section's keys ("" for none, or a server-named queue for a consumer)
+	QueueDurable bool   // QUEUE_DURABLE
+	QueueType    string // QUEUE_TYPE: "classic" or "quorum" (x-queue-type)
+	// DeadLetterExchange is a fanout exchange, declared durable, that
+	// receives the queue's rejected and expired messages
+	// (DEAD_LETTER_EXCHANGE, x-dead-letter-exchange); "" for none.
+	DeadLetterExchange string
+	// MessageTTL is how long a message may wait in the queue before it
+	// expires (and is dead-lettered, with a DeadLetterExchange):
+	// MESSAGE_TTL, x-message-ttl, whole milliseconds. 0 for no limit.
+	MessageTTL time.Duration
+	// MaxLength is how many messages the queue holds; beyond that the
+	// broker drops (or dead-letters) the oldest: MAX_LENGTH, x-max-length.
+	// 0 for no limit.
+	MaxLength int
+	// DeliveryLimit is a quorum queue's delivery limit (DELIVERY_LIMIT,
+	// x-delivery-limit): the broker dead-letters a message delivered that
+	// many times more without an acknowledgement, even one the client
+	// cannot read. 0 for none; it needs QueueType "quorum".
+	DeliveryLimit int
+}
+
 // WorkerConfig is the [LogWorker] or [EventWorker] section: the topology of a
 // built-in worker.
 type WorkerConfig struct {
 	Exchange        string   // EXCHANGE
 	ExchangeType    string   // EXCHANGE_TYPE
 	ExchangeDurable bool     // EXCHANGE_DURABLE
-	Queue           string   // QUEUE: declared and bound to Keys ("" for none)
-	QueueDurable    bool     // QUEUE_DURABLE
-	QueueType       string   // QUEUE_TYPE: "classic" or "quorum"
+	QueueConfig              // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
 	Keys            []string // KEYS: keys Queue is bound to, comma-separated
 }
 
 // ConsumerConfig is the [LogConsumer] or [EventConsumer] section.
 type ConsumerConfig struct {
-	Exchange           string   // EXCHANGE
-	ExchangeType       string   // EXCHANGE_TYPE
-	ExchangeDurable    bool     // EXCHANGE_DURABLE
-	Queue              string   // QUEUE
-	QueueDurable       bool     // QUEUE_DURABLE
-	QueueType          string   // QUEUE_TYPE: "classic" or "quorum"
-	Keys               []string // KEYS: topic patterns the queue is bound to
-	Prefetch           int      // PREFETCH: unacknowledged deliveries at once
-	DeadLetterExchange string   // DEAD_LETTER_EXCHANGE: declared and set on the queue when not ""
-	MaxRedeliveries    int      // MAX_REDELIVERIES: requeues of one message before it is rejected
-	MaxBodySize        int      // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
-	DeliveryLimit      int      // DELIVERY_LIMIT: a quorum queue's x-delivery-limit (0: none); see WithDeliveryLimit
+	Exchange        string   // EXCHANGE
+	ExchangeType    string   // EXCHANGE_TYPE
+	ExchangeDurable bool     // EXCHANGE_DURABLE
+	QueueConfig              // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
+	Keys            []string // KEYS: topic patterns the queue is bound to
+	Prefetch        int      // PREFETCH: unacknowledged deliveries at once
+	MaxRedeliveries int      // MAX_REDELIVERIES: requeues and retries of one message before it is rejected
+	MaxBodySize     int      // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
 }
 
 // Built-in defaults that are not names.
@@ -218,25 +241,20 @@ func DefaultConfig() *Config {
 			Exchange:        LogExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			QueueDurable:    true,
-			QueueType:       "classic",
+			QueueConfig:     QueueConfig{QueueDurable: true, QueueType: "classic"},
 		},
 		EventWorker: WorkerConfig{
 			Exchange:        EventExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			Queue:           EventQueue,
-			QueueDurable:    true,
-			QueueType:       "classic",
+			QueueConfig:     QueueConfig{Queue: EventQueue, QueueDurable: true, QueueType: "classic"},
 			Keys:            []string{DefaultEventKey},
 		},
 		LogConsumer: ConsumerConfig{
 			Exchange:        LogExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			Queue:           LogQueue,
-			QueueDurable:    false,
-			QueueType:       "classic",
+			QueueConfig:     QueueConfig{Queue: LogQueue, QueueDurable: false, QueueType: "classic"},
 			Keys:            []string{DefaultLogKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
@@ -246,9 +264,7 @@ func DefaultConfig() *Config {
 			Exchange:        EventExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			Queue:           EventQueue,
-			QueueDurable:    true,
-			QueueType:       "classic",
+			QueueConfig:     QueueConfig{Queue: EventQueue, QueueDurable: true, QueueType: "classic"},
 			Keys:            []string{DefaultEventKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
@@ -666,31 +682,31 @@ func (c *Config) sections() []cfgSection {
 		}}
 	}
 	worker := func(name string, w *WorkerConfig) cfgSection {
-		return cfgSection{name, []cfgField{
-			cfgName("EXCHANGE", &w.Exchange),
-			cfgEnum("EXCHANGE_TYPE", &w.ExchangeType, strings.ToLower, cfgExchangeTypes...),
-			cfgBool("EXCHANGE_DURABLE", &w.ExchangeDurable),
-			cfgName("QUEUE", &w.Queue),
-			cfgBool("QUEUE_DURABLE", &w.QueueDurable),
-			cfgEnum("QUEUE_TYPE", &w.QueueType, strings.ToLower, cfgQueueTypes...),
-			cfgList("KEYS", &w.Keys),
-		}}
+		return cfgSection{name, cfgJoin(
+			[]cfgField{
+				cfgName("EXCHANGE", &w.Exchange),
+				cfgEnum("EXCHANGE_TYPE", &w.ExchangeType, strings.ToLower, cfgExchangeTypes...),
+				cfgBool("EXCHANGE_DURABLE", &w.ExchangeDurable),
+			},
+			cfgQueueFields(&w.QueueConfig),
+			[]cfgField{cfgList("KEYS", &w.Keys)},
+		)}
 	}
 	consumer := func(name string, k *ConsumerConfig) cfgSection {
-		return cfgSection{name, []cfgField{
-			cfgName("EXCHANGE", &k.Exchange),
-			cfgEnum("EXCHANGE_TYPE", &k.ExchangeType, strings.ToLower, cfgExchangeTypes...),
-			cfgBool("EXCHANGE_DURABLE", &k.ExchangeDurable),
-			cfgName("QUEUE", &k.Queue),
-			cfgBool("QUEUE_DURABLE", &k.QueueDurable),
-			cfgEnum("QUEUE_TYPE", &k.QueueType, strings.ToLower, cfgQueueTypes...),
-			cfgList("KEYS", &k.Keys),
-			cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
-			cfgName("DEAD_LETTER_EXCHANGE", &k.DeadLetterExchange),
-			cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
-			cfgInt("MAX_BODY_SIZE", &k.MaxBodySize, 1, cfgMaxBodySize),
-			cfgInt("DELIVERY_LIMIT", &k.DeliveryLimit, 0, math.MaxInt32),
-		}}
+		return cfgSection{name, cfgJoin(
+			[]cfgField{
+				cfgName("EXCHANGE", &k.Exchange),
+				cfgEnum("EXCHANGE_TYPE", &k.ExchangeType, strings.ToLower, cfgExchangeTypes...),
+				cfgBool("EXCHANGE_DURABLE", &k.ExchangeDurable),
+			},
+			cfgQueueFields(&k.QueueConfig),
+			[]cfgField{
+				cfgList("KEYS", &k.Keys),
+				cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
+				cfgInt("MAX_REDELIVERIES", &k.MaxRedeliveries, 0, math.MaxInt),
+				cfgInt("MAX_BODY_SIZE", &k.MaxBodySize, 1, cfgMaxBodySize),
+			},
+		)}
 	}
 	g := &c.Global
 	return []cfgSection{
@@ -715,6 +731,46 @@ func (c *Config) sections() []cfgSection {
 		consumer("LogConsumer", &c.LogConsumer),
 		consumer("EventConsumer", &c.EventConsumer),
 	}
+}
+
+// cfgQueueFields binds the keys that describe a queue to q's fields: the
+// one set of keys the worker and the consumer sections share.
+func cfgQueueFields(q *QueueConfig) []cfgField {
+	return []cfgField{
+		cfgName("QUEUE", &q.Queue),
+		cfgBool("QUEUE_DURABLE", &q.QueueDurable),
+		cfgEnum("QUEUE_TYPE", &q.QueueType, strings.ToLower, cfgQueueTypes...),
+		cfgName("DEAD_LETTER_EXCHANGE", &q.DeadLetterExchange),
+		cfgMillis("MESSAGE_TTL", &q.MessageTTL),
+		cfgInt("MAX_LENGTH", &q.MaxLength, 0, math.MaxInt32),
+		cfgInt("DELIVERY_LIMIT", &q.DeliveryLimit, 0, math.MaxInt32),
+	}
+}
+
+func cfgJoin(lists ...[]cfgField) []cfgField {
+	var all []cfgField
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	return all
+}
+
+// cfgMillis is a duration (as cfgDuration reads it) the broker takes in
+// whole milliseconds, at most 2^32-1 of them; 0 means none.
+func cfgMillis(key string, p *time.Duration) cfgField {
+	fd := cfgDuration(key, p)
+	fd.check = func() error {
+		switch {
+		case *p < 0:
+			return fmt.Errorf("%v must not be negative", *p)
+		case *p%time.Millisecond != 0:
+			return fmt.Errorf("%v is not a whole number of milliseconds", *p)
+		case *p/time.Millisecond > math.MaxUint32:
+			return fmt.Errorf("%v is longer than %d milliseconds", *p, uint32(math.MaxUint32))
+		}
+		return nil
+	}
+	return fd
 }
 
 // cfgLogSection binds the keys of [Log] to l's fields. NewLogManager checks

@@ -160,6 +160,7 @@ func cfgSettingCases() []cfgSettingCase {
 			cfgSettingCase{w.section, "KEYS", w.newKeys,
 				func(c *Config) any { return get(c).Keys }, w.keys, w.wantKeys},
 		)
+		cases = append(cases, cfgQueueArgCases(w.section, func(c *Config) *QueueConfig { return &get(c).QueueConfig })...)
 	}
 
 	lc := func(c *Config) *ConsumerConfig { return &c.LogConsumer }
@@ -208,10 +209,34 @@ func cfgSettingCases() []cfgSettingCase {
 				func(c *Config) any { return get(c).MaxBodySize }, MaxBodySize, 1 << 20},
 			cfgSettingCase{k.section, "DELIVERY_LIMIT", "3",
 				func(c *Config) any { return get(c).DeliveryLimit }, 0, 3},
+			cfgSettingCase{k.section, "MESSAGE_TTL", "90",
+				func(c *Config) any { return get(c).MessageTTL }, time.Duration(0), 90 * time.Second},
+			cfgSettingCase{k.section, "MAX_LENGTH", "1000",
+				func(c *Config) any { return get(c).MaxLength }, 0, 1000},
 		)
 	}
 	return cases
 }
+
+// cfgQueueArgCases are the cases of the queue settings a worker section
+// shares with the consumer sections, beyond QUEUE, QUEUE_DURABLE and
+// QUEUE_TYPE.
+func cfgQueueArgCases(section string, get func(*Config) *QueueConfig) []cfgSettingCase {
+	return []cfgSettingCase{
+		{section, "DEAD_LETTER_EXCHANGE", "app.dlx",
+			func(c *Config) any { return get(c).DeadLetterExchange }, "", "app.dlx"},
+		{section, "MESSAGE_TTL", "1500ms",
+			func(c *Config) any { return get(c).MessageTTL }, time.Duration(0), 1500 * time.Millisecond},
+		{section, "MAX_LENGTH", "10",
+			func(c *Config) any { return get(c).MaxLength }, 0, 10},
+		{section, "DELIVERY_LIMIT", "4",
+			func(c *Config) any { return get(c).DeliveryLimit }, 0, 4},
+	}
+}
+
+// cfgSharedQueueKeys are the keys that [EventWorker] and [EventConsumer],
+// which share "omqs.queue.event", must set alike.
+var cfgSharedQueueKeys = map[string]bool{"QUEUE_TYPE": true, "DEAD_LETTER_EXCHANGE": true, "MESSAGE_TTL": true, "MAX_LENGTH": true, "DELIVERY_LIMIT": true}
 
 // TestConfigEverySetting checks, for every key of every section, its default
 // and that a file setting it changes the field to the typed value.
@@ -231,8 +256,8 @@ func TestConfigEverySetting(t *testing.T) {
 			// its QUEUE_TYPE is set in both or refused.
 			partner := map[string]string{"EventWorker": "EventConsumer", "EventConsumer": "EventWorker"}[tc.section]
 			file := "[" + tc.section + "]\n" + tc.key + " = " + tc.value + "\n"
-			if tc.key == "QUEUE_TYPE" && partner != "" {
-				file += "[" + partner + "]\nQUEUE_TYPE = quorum\n"
+			if cfgSharedQueueKeys[tc.key] && partner != "" {
+				file += "[" + partner + "]\n" + tc.key + " = " + tc.value + "\n"
 			}
 			c := cfgMustParse(t, file)
 			if got := tc.get(c); !reflect.DeepEqual(got, tc.want) {
@@ -254,8 +279,10 @@ func TestConfigEverySetting(t *testing.T) {
 			d.origins = c.origins
 			d.Warnings = compat
 			cfgSetField(t, d, tc)
-			if tc.key == "QUEUE_TYPE" && partner != "" {
-				d.EventWorker.QueueType, d.EventConsumer.QueueType = "quorum", "quorum"
+			if cfgSharedQueueKeys[tc.key] && partner != "" {
+				ptc := tc
+				ptc.section = partner
+				cfgSetField(t, d, ptc)
 			}
 			if !reflect.DeepEqual(c, d) {
 				t.Errorf("other settings changed:\n%s\nwant\n%s", c, d)

@@ -31,7 +31,8 @@ const DefaultConcurrency = 8
 //
 // By default a delivery is acknowledged after the callback returns nil,
 // rejected (dead-lettered where the queue has a dead-letter exchange) when it
-// returns an error, and requeued when it returns an error made with Requeue. A
+// returns an error, requeued when it returns an error made with Requeue, and
+// retried later when it returns RetryAfter (see Delayed retries). A
 // panic in the callback is recovered, logged with its stack and treated as a
 // rejection; the consumer goes on with the next delivery. A message requeued
 // more than MAX_REDELIVERIES times is rejected instead. A callback that gives
@@ -44,6 +45,30 @@ const DefaultConcurrency = 8
 //
 // Without a callback each delivery is logged at INFO with its routing key and
 // body, and acknowledged.
+//
+// # Delayed retries
+//
+// A callback that returns RetryAfter(err, d) has its message handed to a
+// callback again after at least d (2d for the next retry, and so on). The
+// consumer publishes a copy of the delivery, with RetriesHeader counting
+// the retries, to a retry queue "<queue>.retry.<delay>" it declares (TTL of
+// that delay, dead-lettered back onto its queue through the default
+// exchange), on a second channel of its connection in confirm mode, and
+// acknowledges the delivery only once the broker confirmed the copy. The
+// copy comes back to the end of the queue: it is delivered after the
+// messages that arrived meanwhile, so retries change the order. Retries and
+// requeues together count against MAX_REDELIVERIES; past it the delivery is
+// rejected. If the copy cannot be published (the channel or connection
+// fails, the broker nacks it), the delivery is requeued at once instead. A
+// crash between the confirm and the acknowledgement leaves both the copy and
+// the delivery: the callback sees the message twice (at least once, as
+// below). The Delivery of a retried message has the exchange and routing key
+// it was first published with, and RetriesHeader in Headers. The retry
+// queues are durable when the queue is (exclusive, deleted with the
+// connection, for a server-named queue); they stay on the broker, empty,
+// after the consumer stops. Publishing a retry on the consumer's connection
+// means that while the broker blocks publishers (a memory or disk alarm)
+// that connection is blocked too, acknowledgements included.
 //
 // # Reconnects and duplicates
 //
@@ -195,7 +220,6 @@ type consumer struct {
 	name        string
 	who         string // the type and name, for messages
 	topo        topology
-	deadLetter  string // fanout exchange declared and set as the queue's DLX
 	noAck       bool
 	prefetch    int
 	concurrency int
@@ -237,6 +261,7 @@ type consumerSession struct {
 	chClose    chan *amqp.Error
 	connClose  chan *amqp.Error
 	stopping   atomic.Bool // handlers take no new delivery
+	retry      *retrier    // publishes RetryAfter's copies
 }
 
 // callbackCtxKey marks the context handed to callbacks, so that Stop called
@@ -261,7 +286,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	case "":
 		cc = ConsumerConfig{
 			Exchange: DefaultExchange, ExchangeType: "topic",
-			Queue: DefaultQueue, Keys: []string{DefaultRoutingKey},
+			QueueConfig: QueueConfig{Queue: DefaultQueue}, Keys: []string{DefaultRoutingKey},
 			Prefetch: DefaultPrefetch, MaxRedeliveries: DefaultMaxRedeliveries,
 			MaxBodySize: MaxBodySize,
 		}
@@ -274,9 +299,9 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	}
 	t := topology{
 		exchange: cc.Exchange, kind: cc.ExchangeType, durable: cc.ExchangeDurable,
-		queue: cc.Queue, queueDurable: cc.QueueDurable, queueType: cc.QueueType,
 		keys: append([]string(nil), cc.Keys...),
 	}
+	t.setQueue(cc.QueueConfig)
 	if t.kind == "" {
 		t.kind = "topic"
 	}
@@ -367,30 +392,6 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	c.maxBody = cc.MaxBodySize
 	if s.maxBodySize != 0 {
 		c.maxBody = s.maxBodySize
-	}
-
-	c.deadLetter = cc.DeadLetterExchange
-	if s.deadLetter != nil {
-		c.deadLetter = *s.deadLetter
-	}
-	if c.deadLetter != "" {
-		c.topo.queueArgs = amqp.Table{"x-dead-letter-exchange": c.deadLetter}
-	}
-	limit := cc.DeliveryLimit
-	if s.deliveryLimit != nil {
-		limit = *s.deliveryLimit
-	}
-	if limit != 0 {
-		if limit < 0 {
-			return nil, invalid("DELIVERY_LIMIT %d is negative", limit)
-		}
-		if t.queueType != "quorum" {
-			return nil, invalid("DELIVERY_LIMIT %d needs QUEUE_TYPE = quorum (a %s queue has no delivery limit)", limit, t.queueType)
-		}
-		if c.topo.queueArgs == nil {
-			c.topo.queueArgs = amqp.Table{}
-		}
-		c.topo.queueArgs["x-delivery-limit"] = int64(limit)
 	}
 
 	if s.callback != nil {
@@ -602,6 +603,7 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 		if s.queue, err = c.declare(ch); err != nil {
 			return err
 		}
+		s.retry = &retrier{conn: conn, queue: s.queue, durable: c.topo.queueDurable, exclusive: c.topo.queue == ""}
 		if !c.noAck {
 			if err := ch.Qos(c.prefetch, 0, false); err != nil {
 				return fmt.Errorf("%w: set prefetch %d: %w", ErrInvalidChannel, c.prefetch, err)
@@ -625,11 +627,6 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 // bindings, and returns the queue's name (chosen by the server when the
 // configured name is "").
 func (c *consumer) declare(ch transport.Channel) (string, error) {
-	if c.deadLetter != "" {
-		if err := ch.ExchangeDeclare(c.deadLetter, "fanout", true, false, false, false, nil); err != nil {
-			return "", fmt.Errorf("%w: declare dead-letter exchange %q (fanout, durable): %w", ErrInvalidChannel, c.deadLetter, err)
-		}
-	}
 	t := c.topo
 	if t.queue != "" {
 		return t.queue, t.declare(ch)
@@ -639,7 +636,7 @@ func (c *consumer) declare(ch transport.Channel) (string, error) {
 	if err := exchangeOnly.declare(ch); err != nil {
 		return "", err
 	}
-	q, err := ch.QueueDeclare("", false, true, true, false, t.queueArgs)
+	q, err := ch.QueueDeclare("", false, true, true, false, t.arguments())
 	if err != nil {
 		return "", fmt.Errorf("%w: declare a server-named queue: %w", ErrInvalidQueue, err)
 	}
@@ -773,6 +770,13 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 		if sess.stopping.Load() {
 			continue
 		}
+		if cbCtx.Err() != nil && !c.noAck {
+			// The session ended (its context is cancelled) while this
+			// delivery waited in the buffer: it cannot be acknowledged on
+			// this channel any more, and comes again on the next session.
+			// Calling the callback now would only run it twice.
+			continue
+		}
 		c.deliver(cbCtx, sess, &d)
 	}
 }
@@ -784,6 +788,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.refuseTooBig(sess, d)
 		return
 	}
+	restoreRetried(d)
 	cbp := c.cb.Load()
 	if cbp == nil {
 		c.log.Info("omqs: received", "consumer", c.name, "key", d.RoutingKey, "bytes", len(d.Body), "body_prefix", bodyPrefix(d.Body))
@@ -827,6 +832,8 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		// subscription ended.
 		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+	case retryOf(err) != nil:
+		c.retry(cbCtx, sess, d, retryOf(err))
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
 			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",

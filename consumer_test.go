@@ -870,7 +870,7 @@ func TestConsumerSettings(t *testing.T) {
 			c, err := NewLogMsgConsumer(nil, WithConfig(cfg), quiet)
 			return unwrap(c, err)
 		}, func(t *testing.T, c *consumer) {
-			if c.prefetch != 7 || strings.Join(c.topo.keys, ",") != "from.file" || c.deadLetter != "dlx.from.file" ||
+			if c.prefetch != 7 || strings.Join(c.topo.keys, ",") != "from.file" || c.topo.deadLetter != "dlx.from.file" ||
 				c.topo.queueDurable || c.topo.exchange != LogExchange || !c.topo.durable || c.concurrency != 1 {
 				t.Fatalf("%+v", c)
 			}
@@ -880,8 +880,8 @@ func TestConsumerSettings(t *testing.T) {
 				WithDeadLetterExchange(""), WithQueueDurable(true), WithQueue("mine"))
 			return unwrap(c, err)
 		}, func(t *testing.T, c *consumer) {
-			if c.prefetch != 3 || strings.Join(c.topo.keys, ",") != "arg.key" || c.deadLetter != "" ||
-				!c.topo.queueDurable || c.topo.queue != "mine" || c.topo.queueArgs != nil {
+			if c.prefetch != 3 || strings.Join(c.topo.keys, ",") != "arg.key" || c.topo.deadLetter != "" ||
+				!c.topo.queueDurable || c.topo.queue != "mine" || c.topo.arguments() != nil {
 				t.Fatalf("%+v", c)
 			}
 		}},

@@ -286,7 +286,7 @@ func (e *engine) start(ctx context.Context, background bool) error {
 			e.signal()
 			e.mu.Unlock()
 			e.pubMu.Unlock()
-			e.spoolMany(held, err)
+			_ = e.spoolMany(held, err) // a failed write is reported and counted as dropped
 			e.cancel()
 			if e.ownRep {
 				e.rep.close()
@@ -333,11 +333,15 @@ func (e *engine) giveUp(cause error) {
 	e.mu.Unlock()
 	e.pubMu.Unlock()
 	n := len(msgs)
-	e.spoolMany(msgs, nil)
-	if e.sp != nil {
+	serr := e.spoolMany(msgs, nil)
+	switch {
+	case e.sp != nil && serr != nil:
+		e.rep.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) could not be written to %s either and are lost: %w",
+			ErrConnection, cause, n, e.sp.Path(), serr)))
+	case e.sp != nil:
 		e.rep.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) written to %s, the rest follow until the broker is back",
 			ErrConnection, cause, n, e.sp.Path())))
-	} else {
+	default:
 		e.rep.report(errorOf(e.who, fmt.Errorf("%w: %w; %d message(s) could not be delivered",
 			ErrConnection, cause, n)))
 	}
@@ -433,7 +437,7 @@ func (e *engine) spoolWhileDownLocked(m *outMsg) {
 		e.accept(m)
 		msgs = append(msgs, m)
 	}
-	e.spoolMany(msgs, nil)
+	_ = e.spoolMany(msgs, nil) // a failed write is reported and counted as dropped
 }
 
 // abort makes the engine stop writing: background work (reconnects,
@@ -482,9 +486,10 @@ func (e *engine) doStop(ctx context.Context) error {
 				if down {
 					why = ErrConnection
 				}
-				e.spoolMany(msgs, why)
 				where := "they are lost"
-				if e.sp != nil {
+				if serr := e.spoolMany(msgs, why); serr != nil {
+					where = fmt.Sprintf("writing them to %s failed and they are lost (%v)", e.sp.Path(), serr)
+				} else if e.sp != nil {
 					where = "they were written to " + e.sp.Path()
 				}
 				if down {
@@ -518,7 +523,10 @@ func (e *engine) doStop(ctx context.Context) error {
 	late := e.takeAllLocked()
 	e.mu.Unlock()
 	e.pubMu.Unlock()
-	e.spoolMany(late, ErrStopped)
+	if serr := e.spoolMany(late, ErrStopped); serr != nil {
+		result = errors.Join(result, errorOf(e.who, fmt.Errorf("%w: %d message(s) that came in while stopping could not be written to %s and are lost: %w",
+			ErrNotConfirmed, len(late), e.sp.Path(), serr)))
+	}
 	if e.sp != nil {
 		if err := e.sp.Close(); err != nil {
 			result = errors.Join(result, errorOf(e.who, fmt.Errorf("close spool: %w", err)))

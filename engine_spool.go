@@ -65,19 +65,20 @@ func (e *engine) unresolvedLocked() []*outMsg {
 }
 
 // spoolOne writes one message that cannot be delivered now to the spool.
-func (e *engine) spoolOne(m *outMsg, why error) { e.spoolMany([]*outMsg{m}, why) }
+func (e *engine) spoolOne(m *outMsg, why error) { _ = e.spoolMany([]*outMsg{m}, why) }
 
-// spoolMany writes msgs to the spool, or fails them when there is none. Each
-// message's slot is released.
-func (e *engine) spoolMany(msgs []*outMsg, why error) {
+// spoolMany writes msgs to the spool, or fails them when there is none or
+// the write fails (they are then dropped and reported). Each message's slot
+// is released. It returns the error of a failed write.
+func (e *engine) spoolMany(msgs []*outMsg, why error) error {
 	if len(msgs) == 0 {
-		return
+		return nil
 	}
 	if e.sp == nil {
 		for _, m := range msgs {
 			e.resolveFailed(m, why)
 		}
-		return
+		return nil
 	}
 	recs := make([]spool.Record, len(msgs))
 	for i, m := range msgs {
@@ -88,7 +89,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 		for _, m := range msgs {
 			e.resolveFailed(m, err)
 		}
-		return
+		return err
 	}
 	e.st.spooled.Add(uint64(len(msgs)))
 	result := ErrSpooled
@@ -98,6 +99,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) {
 	for _, m := range msgs {
 		e.release(m, result)
 	}
+	return nil
 }
 
 // quarantine sets aside m, whose publish the broker refused with cause

@@ -3,6 +3,7 @@ package omqs
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/omqs-go/omqs/internal/transport"
 )
@@ -93,6 +94,43 @@ func (e *requeueError) Unwrap() error { return e.err }
 func IsRequeue(err error) bool {
 	var r *requeueError
 	return errors.As(err, &r)
+}
+
+// RetryAfter wraps err so that a consumer callback returning it has its
+// delivery handed to the callback again after a delay: at least d the first
+// time, and twice the previous delay for each further retry of the same
+// message (d, 2d, 4d...), each rounded up to one of the retry queues' fixed
+// delays (10ms, 20ms, 50ms, 100ms, 200ms, 500ms, 1s, 2s, 5s, ... up to 24h,
+// the longest). Retries count against MAX_REDELIVERIES together with
+// Requeue: past it the delivery is rejected (dead-lettered where the queue
+// has a dead-letter exchange). See the consumer types' documentation for how
+// it works, and what it means for ordering and duplicates. With
+// WithNoAck(true) it is only logged, as any error.
+func RetryAfter(err error, d time.Duration) error {
+	return &retryError{err: err, delay: d}
+}
+
+type retryError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *retryError) Error() string {
+	if e.err == nil {
+		return "omqs: retry after " + e.delay.String()
+	}
+	return "omqs: retry after " + e.delay.String() + ": " + e.err.Error()
+}
+
+func (e *retryError) Unwrap() error { return e.err }
+
+// retryOf returns the RetryAfter in err's chain, or nil.
+func retryOf(err error) *retryError {
+	var r *retryError
+	if errors.As(err, &r) {
+		return r
+	}
+	return nil
 }
 
 // redactedError hides the passwords of URLs in an error's text while

@@ -2,6 +2,7 @@ package omqs
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -18,21 +19,18 @@ type sharedSection struct {
 	exchange     string
 	kind         string
 	xDurable     bool
-	queue        string
+	queue        QueueConfig
 	queueDurable bool // as declared: an EventConsumer's named queue is always durable
-	queueType    string
-	deadLetter   string
 }
 
 func (c *Config) sharedSections() []sharedSection {
 	w := func(name string, wc WorkerConfig) sharedSection {
 		return sharedSection{name: name, exchange: wc.Exchange, kind: wc.ExchangeType, xDurable: wc.ExchangeDurable,
-			queue: wc.Queue, queueDurable: wc.QueueDurable, queueType: wc.QueueType}
+			queue: wc.QueueConfig, queueDurable: wc.QueueDurable}
 	}
 	k := func(name string, cc ConsumerConfig, alwaysDurable bool) sharedSection {
 		return sharedSection{name: name, consumer: true, exchange: cc.Exchange, kind: cc.ExchangeType, xDurable: cc.ExchangeDurable,
-			queue: cc.Queue, queueDurable: cc.QueueDurable || alwaysDurable && cc.Queue != "",
-			queueType: cc.QueueType, deadLetter: cc.DeadLetterExchange}
+			queue: cc.QueueConfig, queueDurable: cc.QueueDurable || alwaysDurable && cc.Queue != ""}
 	}
 	return []sharedSection{
 		w("LogWorker", c.LogWorker),
@@ -50,19 +48,46 @@ func queueTypeOf(t string) string {
 	return strings.ToLower(t)
 }
 
+// queueSettings writes the queue settings of q that become arguments, as
+// OMQS.cfg spells them: "QUEUE_TYPE=classic" and each of
+// DEAD_LETTER_EXCHANGE, MESSAGE_TTL and MAX_LENGTH that is set.
+func queueSettings(q QueueConfig) string {
+	parts := []string{"QUEUE_TYPE=" + queueTypeOf(q.QueueType)}
+	if q.DeadLetterExchange != "" {
+		parts = append(parts, "DEAD_LETTER_EXCHANGE="+q.DeadLetterExchange)
+	}
+	if q.MessageTTL > 0 {
+		parts = append(parts, "MESSAGE_TTL="+q.MessageTTL.String())
+	}
+	if q.MaxLength > 0 {
+		parts = append(parts, fmt.Sprintf("MAX_LENGTH=%d", q.MaxLength))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // checkSharedQueueTypes reports two sections that declare one queue with
-// different QUEUE_TYPEs, such as [EventWorker] and [EventConsumer] on
-// "omqs.queue.event": the Manager's Start or the consumer's Run would fail.
+// different arguments (QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL,
+// MAX_LENGTH), such as [EventWorker] and [EventConsumer] on
+// "omqs.queue.event": the Manager's Start or the consumer's Run would fail
+// with 406 PRECONDITION_FAILED. The arguments compared are those
+// QueueConfig.arguments gives, the ones both sides declare.
 func (c *Config) checkSharedQueueTypes() error {
 	ss := c.sharedSections()
 	for i, a := range ss {
 		for _, b := range ss[i+1:] {
-			if a.queue == "" || a.queue != b.queue || queueTypeOf(a.queueType) == queueTypeOf(b.queueType) {
+			if a.queue.Queue == "" || a.queue.Queue != b.queue.Queue {
 				continue
 			}
-			return fmt.Errorf("%w: [%s] QUEUE_TYPE is %s and [%s] QUEUE_TYPE is %s for the same queue %q: "+
-				"the broker refuses whichever declares it second (406 PRECONDITION_FAILED); set both to the same type",
-				ErrInvalidConfig, a.name, queueTypeOf(a.queueType), b.name, queueTypeOf(b.queueType), a.queue)
+			if queueTypeOf(a.queue.QueueType) != queueTypeOf(b.queue.QueueType) {
+				return fmt.Errorf("%w: [%s] QUEUE_TYPE is %s and [%s] QUEUE_TYPE is %s for the same queue %q: "+
+					"the broker refuses whichever declares it second (406 PRECONDITION_FAILED); set both to the same type",
+					ErrInvalidConfig, a.name, queueTypeOf(a.queue.QueueType), b.name, queueTypeOf(b.queue.QueueType), a.queue.Queue)
+			}
+			if !reflect.DeepEqual(a.queue.arguments(), b.queue.arguments()) {
+				return fmt.Errorf("%w: [%s] declares the queue %q with %s and [%s] with %s: "+
+					"the broker refuses whichever declares it second (406 PRECONDITION_FAILED); give both the same settings",
+					ErrInvalidConfig, a.name, a.queue.Queue, queueSettings(a.queue), b.name, queueSettings(b.queue))
+			}
 		}
 	}
 	return nil
@@ -94,16 +119,17 @@ func (c *Config) compatWarnings() []string {
 				"so a Python service cannot start while it exists, nor this one after a Python service declared it",
 				s.name, s.exchange, strings.ToLower(s.kind), s.xDurable)
 		}
-		durable, legacy := legacyQueues[s.queue]
+		durable, legacy := legacyQueues[s.queue.Queue]
 		if !legacy {
 			continue
 		}
 		var diffs []string
-		if queueTypeOf(s.queueType) != "classic" {
-			diffs = append(diffs, "QUEUE_TYPE="+queueTypeOf(s.queueType))
+		if queueTypeOf(s.queue.QueueType) != "classic" {
+			diffs = append(diffs, "QUEUE_TYPE="+queueTypeOf(s.queue.QueueType))
 		}
-		if s.deadLetter != "" {
-			diffs = append(diffs, "DEAD_LETTER_EXCHANGE="+s.deadLetter)
+		if q := s.queue; q.DeadLetterExchange != "" || q.MessageTTL > 0 || q.MaxLength > 0 {
+			q.QueueType = ""
+			diffs = append(diffs, strings.TrimPrefix(queueSettings(q), "QUEUE_TYPE=classic, "))
 		}
 		if s.queueDurable != durable {
 			diffs = append(diffs, fmt.Sprintf("durable=%v", s.queueDurable))
@@ -111,23 +137,19 @@ func (c *Config) compatWarnings() []string {
 		if len(diffs) > 0 {
 			add("[%s] declares the queue %q with %s; the Python original declares it classic, durable=%v, without arguments, "+
 				"so a Python service that uses it cannot start while it exists, nor this one after a Python service declared it",
-				s.name, s.queue, strings.Join(diffs, ", "), durable)
+				s.name, s.queue.Queue, strings.Join(diffs, ", "), durable)
 		}
 	}
-	// Two sections of this file on one queue (QUEUE_TYPE is an error, see
-	// checkSharedQueueTypes).
+	// Two sections of this file on one queue (its arguments are an error,
+	// see checkSharedQueueTypes).
 	for i, a := range ss {
 		for _, b := range ss[i+1:] {
-			if a.queue == "" || a.queue != b.queue {
+			if a.queue.Queue == "" || a.queue.Queue != b.queue.Queue {
 				continue
 			}
 			if a.queueDurable != b.queueDurable {
 				add("[%s] declares the queue %q durable=%v and [%s] durable=%v: whichever declares it second fails",
-					a.name, a.queue, a.queueDurable, b.name, b.queueDurable)
-			}
-			if a.deadLetter != b.deadLetter {
-				add("[%s] declares the queue %q with dead-letter exchange %q and [%s] with %q: whichever declares it second fails",
-					a.name, a.queue, a.deadLetter, b.name, b.deadLetter)
+					a.name, a.queue.Queue, a.queueDurable, b.name, b.queueDurable)
 			}
 		}
 	}

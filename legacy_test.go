@@ -65,9 +65,12 @@ func TestConfigCompatWarnings(t *testing.T) {
 		{"durable log queue", "[LogConsumer]\nQUEUE_DURABLE = yes\n", []string{
 			`[LogConsumer] declares the queue "omqs.queue.log" with durable=true; the Python original declares it classic, durable=false, without arguments, so a Python service that uses it cannot start while it exists`,
 		}},
-		{"dead-letter exchange", "[EventConsumer]\nDEAD_LETTER_EXCHANGE = app.dlx\n", []string{
-			`[EventConsumer] declares the queue "omqs.queue.event" with DEAD_LETTER_EXCHANGE=app.dlx`,
-			`[EventWorker] declares the queue "omqs.queue.event" with dead-letter exchange "" and [EventConsumer] with "app.dlx": whichever declares it second fails`,
+		{"dead-letter exchange", "[EventConsumer]\nDEAD_LETTER_EXCHANGE = app.dlx\n[EventWorker]\nDEAD_LETTER_EXCHANGE = app.dlx\n", []string{
+			`[EventWorker] declares the queue "omqs.queue.event" with DEAD_LETTER_EXCHANGE=app.dlx; the Python original declares it classic`,
+			`[EventConsumer] declares the queue "omqs.queue.event" with DEAD_LETTER_EXCHANGE=app.dlx; the Python original declares it classic`,
+		}},
+		{"queue limits", "[LogConsumer]\nMESSAGE_TTL = 60\nMAX_LENGTH = 1000\n", []string{
+			`[LogConsumer] declares the queue "omqs.queue.log" with MESSAGE_TTL=1m0s, MAX_LENGTH=1000; the Python original declares it classic, durable=false, without arguments`,
 		}},
 		{"non-durable event queue", "[EventWorker]\nQUEUE_DURABLE = no\n", []string{
 			`[EventWorker] declares the queue "omqs.queue.event" with durable=false`,

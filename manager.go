@@ -227,7 +227,7 @@ func (m *Manager) start(ctx context.Context) error {
 		if err := l.spool.CheckFolder(); err != nil {
 			m.state.Store(int32(mgrStopped))
 			m.release()
-			return fmt.Errorf("%w: Manager.Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err)
+			return errorOf("Manager", fmt.Errorf("%w: Start: [Log] FOLDER (or WithSpoolDir): %w", ErrInvalidConfig, err))
 		}
 	}
 	for i, l := range m.lanes {
@@ -723,10 +723,9 @@ func (m *Manager) doStop(ctx context.Context) error {
 			return nil // Start failed and released everything
 		}
 	}
-	var before, droppedBefore [2]uint64
+	var before [2]uint64
 	for i, l := range m.lanes {
-		st := m.laneStats(l)
-		before[i], droppedBefore[i] = st.Spooled, st.Dropped
+		before[i] = m.laneStats(l).Spooled
 	}
 	// No Send* call is between its state check and its buffer write once
 	// senders is zero; then the buffers can be closed.
@@ -776,10 +775,12 @@ func (m *Manager) doStop(ctx context.Context) error {
 	var kept, lost [2]uint64
 	for i, l := range m.lanes {
 		st := m.laneStats(l)
-		kept[i], lost[i] = st.Spooled-before[i], st.Dropped-droppedBefore[i]
+		// Every message dropped since Start counts (each was reported
+		// when dropped): Stop's error is the last word on what was lost.
+		kept[i], lost[i] = st.Spooled-before[i], st.Dropped
 	}
 	if lost[0]+lost[1] > 0 {
-		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool (logs %d, events %d); see the log",
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool since Start (logs %d, events %d); see the log",
 			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1]))}, errs...)
 	}
 	switch {

@@ -965,3 +965,63 @@ func TestManagerLogLanePipelines(t *testing.T) {
 		}
 	}
 }
+
+// TestManagerStartRefusesUnwritableFolder: a spool folder that cannot be
+// written is found at Start, with a stream logger too, not when an outage
+// needs the spool.
+func TestManagerStartRefusesUnwritableFolder(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Log.Type = "stream"
+	cfg.Log.Folder = filepath.Join(file, "log") // under a file: cannot exist
+	m, err := NewManager(WithConfig(cfg), WithURL("memory://"+t.Name()), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Start(testCtx(t, 10*time.Second))
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), cfg.Log.Folder) {
+		t.Fatalf("Start with FOLDER under a file: %v, want ErrInvalidConfig naming the folder", err)
+	}
+	if err := m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestManagerSpoolWriteFailureIsReportedAsLoss: when the broker is away and
+// the spool file cannot be written, the give-up report says the messages
+// are lost (not "written to"), and Stop returns an error.
+func TestManagerSpoolWriteFailureIsReportedAsLoss(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "backup.evt"), 0o700); err != nil { // a folder where the file should be
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reports []string
+	m, err := NewManager(WithConfig(DefaultConfig()), WithURL("amqp://guest:guest@127.0.0.1:1/"), WithSpoolDir(dir),
+		WithReconnect(10*time.Millisecond, 2), WithRetryOnFailedConnect(true), WithLogger(testLogger(t)),
+		WithErrorHandler(func(err error) { mu.Lock(); reports = append(reports, err.Error()); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SendEvent("nowhere to go", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the message to be dropped", func() bool { return m.Stats().Events.Dropped == 1 })
+	err = m.Stop(testCtx(t, 10*time.Second))
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), "neither confirmed nor written") {
+		t.Errorf("Stop: %v, want an error saying a message was lost", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range reports {
+		if strings.Contains(r, "written to") && strings.Contains(r, "backup.evt") && !strings.Contains(r, "could not be written") {
+			t.Errorf("a report says the messages were written: %s", r)
+		}
+	}
+}

@@ -25,7 +25,7 @@ import (
 //     WithMaxInFlightBytes, WithOverflow, WithLogWorker, WithEventWorker,
 //     WithRetryOnFailedConnect, WithReturnHandler, WithSpoolDir, WithAppID;
 //   - publishers and consumers: WithSection, WithExchange, WithQueue,
-//     WithQueueDurable, WithQueueType, WithKeys;
+//     WithQueueDurable, WithQueueType, WithQueueConfig, WithKeys;
 //   - NewSyncPublisher and NewAsyncPublisher: WithMaxInFlight,
 //     WithMaxInFlightBytes, WithReturnHandler, WithSpoolDir, WithAppID,
 //     WithMandatory;
@@ -67,7 +67,7 @@ var (
 		"WithTLSConfig", "WithReconnect", "WithErrorHandler", "WithObserver",
 	}
 	topologyOptions = []string{
-		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithKeys",
+		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithQueueConfig", "WithKeys",
 	}
 	managerOptions = concat(commonOptions, []string{
 		"WithBufferSize", "WithBufferBytes", "WithMaxInFlight", "WithMaxInFlightBytes", "WithOverflow", "WithLogWorker", "WithEventWorker",
@@ -146,6 +146,9 @@ type settings struct {
 	queue           *string
 	queueDurable    *bool
 	queueType       *string
+	deadLetter      *string
+	messageTTL      *time.Duration
+	maxLength       *int
 	keys            []string
 	keysSet         bool
 	mandatory       *bool
@@ -155,7 +158,6 @@ type settings struct {
 	prefetch        *int
 	concurrency     int
 	callback        Callback
-	deadLetter      *string
 	maxRedeliveries *int
 	maxBodySize     int // 0: the section's MAX_BODY_SIZE
 	deliveryLimit   *int
@@ -245,6 +247,9 @@ func checkQueue(ctor string, t topology) error {
 		}
 	default:
 		return invalid("queue %q: queue type %q is not classic or quorum", t.queue, t.queueType)
+	}
+	if t.deliveryLimit != 0 && t.queueType != "quorum" {
+		return invalid("queue %q: DELIVERY_LIMIT %d needs QUEUE_TYPE = quorum (a %s queue has no delivery limit)", t.queue, t.deliveryLimit, queueTypeOf(t.queueType))
 	}
 	return nil
 }
@@ -580,6 +585,25 @@ func WithQueueType(kind string) Option {
 			return fmt.Errorf("queue type %q is not classic or quorum", kind)
 		}
 		s.queueType = &kind
+		return nil
+	})
+}
+
+// WithQueueConfig sets every setting of the queue at once, as a worker or
+// consumer section describes it: name, durability, type, dead-letter
+// exchange, message TTL and length limit. Give a publisher or a consumer the
+// QueueConfig of the section it shares a queue with (such as
+// cfg.EventWorker.QueueConfig) and it declares the queue as that section's
+// program does. Options after it change single settings.
+func WithQueueConfig(q QueueConfig) Option {
+	return opt("WithQueueConfig", fmt.Sprintf("%#v", q), func(s *settings) error {
+		q.QueueType = queueTypeOf(q.QueueType)
+		cs := cfgSection{"QueueConfig", cfgQueueFields(&q)}
+		if err := cs.check(); err != nil {
+			return errors.New(strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": "))
+		}
+		s.queue, s.queueDurable, s.queueType = &q.Queue, &q.QueueDurable, &q.QueueType
+		s.deadLetter, s.messageTTL, s.maxLength = &q.DeadLetterExchange, &q.MessageTTL, &q.MaxLength
 		return nil
 	})
 }

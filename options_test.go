@@ -301,6 +301,7 @@ func TestOptionTable(t *testing.T) {
 		WithRetryOnFailedConnect(true), WithReturnHandler(func(Returned) {}), WithErrorHandler(func(error) {}),
 		WithSpoolDir(t.TempDir()), WithAppID("a"), WithSection("LogConsumer"), WithExchange("x", "topic", true),
 		WithQueue("q"), WithQueueDurable(true), WithQueueType("classic"), WithKeys("k"), WithMandatory(true),
+		WithQueueConfig(QueueConfig{Queue: "q", DeadLetterExchange: "d", MessageTTL: time.Second, MaxLength: 3}),
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2), WithDeliveryLimit(0),
 		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024), WithObserver(nil),

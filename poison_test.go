@@ -305,7 +305,7 @@ func TestDeliveryLimitNeedsQuorum(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.topo.queueArgs["x-delivery-limit"]; got != tt.want {
+			if got := c.topo.arguments()["x-delivery-limit"]; got != tt.want {
 				t.Fatalf("x-delivery-limit = %v, want %v", got, tt.want)
 			}
 		})

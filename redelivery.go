@@ -37,7 +37,8 @@ func (r *redeliveryTable) init(max, size int) {
 }
 
 // requeue counts one more requeue of d and reports whether it is allowed.
-// The broker's x-delivery-count header (quorum queues) counts too.
+// The retries RetriesHeader counts, and the broker's x-delivery-count
+// header (quorum queues), count too.
 func (r *redeliveryTable) requeue(d *amqp.Delivery) (n int, ok bool) {
 	if r.max == 0 {
 		return 0, true
@@ -57,7 +58,7 @@ func (r *redeliveryTable) requeue(d *amqp.Delivery) (n int, ok bool) {
 		r.count[key] = e
 	}
 	e.n++
-	n = e.n
+	n = e.n + retriesOf(d.Headers)
 	if hc := deliveryCount(d.Headers) + 1; hc > n {
 		n = hc
 	}
@@ -68,6 +69,20 @@ func (r *redeliveryTable) requeue(d *amqp.Delivery) (n int, ok bool) {
 	r.used.Store(int32(len(r.count)))
 	r.mu.Unlock()
 	return n, ok
+}
+
+// requeues returns how often d was requeued, as far as the table knows.
+func (r *redeliveryTable) requeues(d *amqp.Delivery) int {
+	if r.used.Load() == 0 {
+		return 0
+	}
+	key := redeliveryKey(d)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.count[key]; e != nil {
+		return e.n
+	}
+	return 0
 }
 
 // forget drops d's count once its delivery is settled for good.

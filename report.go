@@ -42,7 +42,10 @@ func newReporter(log *slog.Logger, who string, onError func(error), size int) *r
 // report logs err at ERROR and passes it to the error handler.
 func (r *reporter) report(err error) {
 	err = redactError(err)
-	r.log.Error(err.Error())
+	// The error's text is an attribute, quoted by the handlers when it holds
+	// a newline or a quote: a broker's, a callback's or a custom worker's
+	// error cannot forge a log line of its own.
+	r.log.Error("omqs: error", "error", err.Error())
 	r.passOn(err)
 }
 

@@ -131,10 +131,12 @@ func declare(ch transport.Channel, section string, w omqs.WorkerConfig) error {
 	if w.Queue == "" {
 		return nil
 	}
-	var args amqp.Table
-	if w.QueueType == "quorum" {
-		args = amqp.Table{"x-queue-type": "quorum"}
+	if w.DeadLetterExchange != "" {
+		if err := ch.ExchangeDeclare(w.DeadLetterExchange, "fanout", true, false, false, false, nil); err != nil {
+			return fmt.Errorf("[%s] dead-letter exchange %q (fanout, durable): %w", section, w.DeadLetterExchange, err)
+		}
 	}
+	args := amqp.Table(w.Arguments())
 	if _, err := ch.QueueDeclare(w.Queue, w.QueueDurable, false, false, false, args); err != nil {
 		return fmt.Errorf("[%s] queue %q (durable=%v): %w", section, w.Queue, w.QueueDurable, err)
 	}

@@ -269,9 +269,7 @@ func plural(n int64, one, many string) string {
 func workerOptions(w omqs.WorkerConfig) []omqs.Option {
 	return []omqs.Option{
 		omqs.WithExchange(w.Exchange, w.ExchangeType, w.ExchangeDurable),
-		omqs.WithQueue(w.Queue),
-		omqs.WithQueueDurable(w.QueueDurable),
-		omqs.WithQueueType(w.QueueType),
+		omqs.WithQueueConfig(w.QueueConfig),
 		omqs.WithKeys(w.Keys...),
 	}
 }

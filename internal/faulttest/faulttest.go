@@ -19,6 +19,11 @@
 //	                          connections (by connection name), for runs
 //	                          next to other tests that share the broker; the
 //	                          default closes every connection
+//	OMQS_CLUSTER_TESTS=1      also run TestClusterFailover, which starts a
+//	                          three-node cluster of its own
+//	                          (internal/clustertest) beside the broker
+//	OMQS_CLUSTER_MESSAGES=N   events of the cluster test (default 50000)
+//	OMQS_CLUSTER_TABLE=path   also write the cluster test's table to path
 //
 // Every helper that breaks the broker registers its own undo with t.Cleanup
 // when it breaks it (so the undo runs before the cleanups of what the test

@@ -17,6 +17,16 @@ import (
 const minInterval = 10 * time.Millisecond
 
 // Dialer connects to Endpoints in turn. It is used by one goroutine at a time.
+//
+// The first address is the preferred one: every Connect, the first and each
+// reconnect, tries the addresses in their order, from the first, so that a
+// connection goes back to the preferred broker (or cluster node) at its
+// next reconnect once that broker answers again. One exception: in the first
+// round of a reconnect, the address of the connection Connect returned last
+// (the one just lost, most likely) is tried last, so that the reconnect does
+// not wait on a broker that has just failed before trying the others. A
+// live connection is never moved: a connection on another address stays
+// there until it breaks.
 type Dialer struct {
 	Endpoints []transport.Endpoint
 	Options   transport.DialOptions
@@ -28,7 +38,9 @@ type Dialer struct {
 	// Wait, when set, replaces the timer between attempts (tests).
 	Wait func(ctx context.Context, d time.Duration) error
 
-	next int // index of the endpoint to try first
+	// last is 1 + the index of the endpoint of the connection Connect
+	// returned last; 0 before the first.
+	last int
 }
 
 // SetupFunc prepares a new connection (opens channels, declares topology).
@@ -67,8 +79,7 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 	var last error
 	for attempt := 1; ; attempt++ {
 		allPermanent := true
-		for i := 0; i < len(d.Endpoints); i++ {
-			idx := (d.next + i) % len(d.Endpoints)
+		for _, idx := range d.order(attempt) {
 			ep := d.Endpoints[idx]
 			conn, err := transport.Dial(ctx, ep, d.Options)
 			if err == nil {
@@ -81,7 +92,7 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 					}
 					err = fmt.Errorf("%s: %w", ep, err)
 				} else {
-					d.next = idx
+					d.last = idx + 1
 					return conn, nil
 				}
 			} else {
@@ -101,8 +112,6 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 				d.Logger.Warn("omqs: connect failed", "attempt", attempt, "error", err.Error())
 			}
 		}
-		// Next attempt starts with the address after the first one tried.
-		d.next = (d.next + 1) % len(d.Endpoints)
 		if failFast && allPermanent {
 			return nil, last
 		}
@@ -116,6 +125,35 @@ func (d *Dialer) Connect(ctx context.Context, setup SetupFunc, failFast bool) (t
 			return nil, interrupted(ctx, last)
 		}
 	}
+}
+
+// order returns the indexes of the endpoints to try in attempt (1 is the
+// first): MQURL's order, except that the first attempt of a reconnect tries
+// the endpoint of the previous connection last.
+func (d *Dialer) order(attempt int) []int {
+	idx := make([]int, 0, len(d.Endpoints))
+	skip := -1
+	if attempt == 1 && d.last > 0 && len(d.Endpoints) > 1 {
+		skip = d.last - 1
+	}
+	for i := range d.Endpoints {
+		if i != skip {
+			idx = append(idx, i)
+		}
+	}
+	if skip >= 0 {
+		idx = append(idx, skip)
+	}
+	return idx
+}
+
+// Endpoint returns the endpoint of the connection Connect returned last, and
+// false before Connect first succeeded.
+func (d *Dialer) Endpoint() (transport.Endpoint, bool) {
+	if d.last == 0 {
+		return transport.Endpoint{}, false
+	}
+	return d.Endpoints[d.last-1], true
 }
 
 // interrupted is Connect's error when ctx ended: ctx's error, and the last

@@ -3,6 +3,7 @@ package reconnect
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,8 +64,8 @@ func TestConnectTriesEndpointsInTurn(t *testing.T) {
 	if len(tried) != 2 || tried[0] != "rc-a" || tried[1] != "rc-b" {
 		t.Fatalf("tried %v, want rc-a then rc-b", tried)
 	}
-	if d.next != 1 {
-		t.Fatalf("next = %d, want 1 (the endpoint that worked)", d.next)
+	if ep, ok := d.Endpoint(); !ok || ep.Name != "rc-b" {
+		t.Fatalf("Endpoint() = %v, %v; want rc-b (the endpoint that worked)", ep, ok)
 	}
 }
 
@@ -142,5 +143,58 @@ func TestConnectInterruptedDuringAttempt(t *testing.T) {
 	}, false)
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, boom) || attempts != 2 {
 		t.Fatalf("err = %v after %d attempts, want context.Canceled and boom after 2", err, attempts)
+	}
+}
+
+// TestConnectPrefersFirstAddress follows one Dialer through a series of
+// reconnects on a three-node "cluster" whose nodes go down and come back:
+// each new connection goes to the first address that answers, in MQURL's
+// order, except that a reconnect tries the address it just lost last in
+// its first round.
+func TestConnectPrefersFirstAddress(t *testing.T) {
+	nodes := []string{"rc-n1", "rc-n2", "rc-n3"}
+	d := &Dialer{Endpoints: endpoints(t, "memory://rc-n1,memory://rc-n2,memory://rc-n3"), Times: 3, Wait: noWait}
+	steps := []struct {
+		name  string
+		down  []string // nodes refusing this connection
+		tried []string
+		want  string
+	}{
+		{name: "first connection: the first address", tried: []string{"rc-n1"}, want: "rc-n1"},
+		{name: "connection killed, node up: lost address last", tried: []string{"rc-n2"}, want: "rc-n2"},
+		{name: "next reconnect: back to the first", tried: []string{"rc-n1"}, want: "rc-n1"},
+		{name: "first node stopped: fails over to the second", down: []string{"rc-n1"},
+			tried: []string{"rc-n2"}, want: "rc-n2"},
+		{name: "second node stopped too, first still down: the third", down: []string{"rc-n1", "rc-n2"},
+			tried: []string{"rc-n1", "rc-n3"}, want: "rc-n3"},
+		{name: "first node back: the connection goes back to it", tried: []string{"rc-n1"}, want: "rc-n1"},
+		{name: "only the lost node answers: tried last, then taken", down: []string{"rc-n2", "rc-n3"},
+			tried: []string{"rc-n2", "rc-n3", "rc-n1"}, want: "rc-n1"},
+		{name: "every node down for one round: later rounds in MQURL order",
+			down:  []string{"rc-n1", "rc-n2", "rc-n3"}, // for the first round only (see below)
+			tried: []string{"rc-n2", "rc-n3", "rc-n1", "rc-n1"}, want: "rc-n1"},
+	}
+	for _, st := range steps {
+		var tried []string
+		c, err := d.Connect(context.Background(), func(context.Context, transport.Conn) error {
+			name := dialledBroker(t, nodes...)
+			tried = append(tried, name)
+			if len(tried) <= len(nodes) {
+				for _, down := range st.down {
+					if name == down {
+						return errors.New("connection refused")
+					}
+				}
+			}
+			return nil
+		}, false)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		c.CloseDeadline(time.Now().Add(time.Second))
+		ep, _ := d.Endpoint()
+		if ep.Name != st.want || !slices.Equal(tried, st.tried) {
+			t.Errorf("%s: tried %v, connected to %s; want tried %v, connected to %s", st.name, tried, ep.Name, st.tried, st.want)
+		}
 	}
 }

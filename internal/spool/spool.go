@@ -142,8 +142,26 @@ func (s *Spool) Path() string { return s.path }
 func (s *Spool) AsidePath() string { return s.path + ".unreadable" }
 
 // CheckFolder returns an error if the spool's folder exists and others than
-// its owner may write to it (see safefile.CheckFolder).
-func (s *Spool) CheckFolder() error { return safefile.CheckFolder(filepath.Dir(s.path)) }
+// its owner may write to it (see safefile.CheckFolder), or if a file cannot
+// be created in it (it is created, private, when missing): a spool that
+// cannot be written is found when the program starts, not when an outage
+// makes it needed.
+func (s *Spool) CheckFolder() error {
+	dir := filepath.Dir(s.path)
+	if err := safefile.CheckFolder(dir); err != nil {
+		return err
+	}
+	if err := safefile.MkdirAll(dir); err != nil {
+		return fmt.Errorf("spool folder %s cannot be created: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".omqs-check-*")
+	if err != nil {
+		return fmt.Errorf("spool folder %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
 
 // Append writes recs to the end of the file with a single write. A record
 // whose body is larger than MaxBody is refused (nothing is written), so that
