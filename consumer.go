@@ -253,6 +253,7 @@ type consumer struct {
 	inflight atomic.Int64 // callbacks running
 	lost     atomic.Int64 // auto-acknowledged deliveries whose callback gave up
 	tooBig   atomic.Int64 // deliveries refused for a body over maxBody
+	obs      consumerObs  // counts for the observer, and its hooks
 
 	mu       sync.Mutex // guards what follows
 	state    consumerState
@@ -464,6 +465,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	c.backoff = reconnect.Backoff{Interval: s.cfg.Global.ReconnectInterval}
 	c.quit, c.quitCancel = context.WithCancel(context.Background())
 	c.runDone = make(chan struct{})
+	c.observe(s, kind)
 	return c, nil
 }
 
@@ -629,6 +631,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		}
 		sess, err = c.connect(lctx, false)
 		if err == nil {
+			c.obs.reconnects.Add(1)
 			c.log.Info("omqs: consumer reconnected", "consumer", c.name, "kind", c.kind, "queue", sess.queue)
 		}
 	}
@@ -890,6 +893,7 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 // deliver runs the callback on d and settles it.
 func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
 	c.st.deliveries.Add(1)
+	c.obs.deliveries.Add(1)
 	if len(d.Body) > c.maxBody {
 		c.refuseTooBig(sess, d)
 		return
@@ -909,16 +913,19 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 			return
 		}
 		c.st.requeues.Add(1)
+		c.obs.count(OutcomeRequeue)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 		return
 	}
 	c.inflight.Add(1)
-	panicked, err := c.call(cbCtx, *cbp, d)
+	pctx, t0 := c.obs.start(cbCtx, d)
+	panicked, err := c.call(pctx, *cbp, d)
 	c.inflight.Add(-1)
 	if err == nil && c.dedup != nil && d.MessageId != "" {
 		c.dedup.add(d.MessageId)
 	}
 	if c.noAck {
+		c.obs.end(pctx, d, t0, outcomeOf(panicked, OutcomeAck), err)
 		switch {
 		case err == nil:
 		case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
@@ -935,10 +942,12 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 	}
 	switch {
 	case err == nil:
+		c.obs.end(pctx, d, t0, OutcomeAck, nil)
 		c.redeliv.forget(d)
 		c.st.acks.Add(1)
 		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
 	case panicked:
+		c.obs.end(pctx, d, t0, OutcomePanic, err)
 		c.redeliv.forget(d)
 		c.st.rejects.Add(1)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
@@ -946,6 +955,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		// The callback gave up because the consumer is stopping or the
 		// subscription ended.
 		c.st.requeues.Add(1)
+		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case retryOf(err) != nil:
 		c.retry(cbCtx, sess, d, retryOf(err))
@@ -954,12 +964,15 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 				d.MessageId, d.RoutingKey, n, c.redeliv.max, err)))
 			c.st.rejects.Add(1)
+			c.obs.end(pctx, d, t0, OutcomeReject, err)
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
 			return
 		}
 		c.st.requeues.Add(1)
+		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	default:
+		c.obs.end(pctx, d, t0, OutcomeReject, err)
 		c.redeliv.forget(d)
 		c.log.Warn("omqs: callback rejected a delivery", "consumer", c.name,
 			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
@@ -988,6 +1001,7 @@ func (c *consumer) duplicate(sess *consumerSession, d *amqp.Delivery) {
 // bounds is what the consumer keeps and hands on.
 func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
 	n := c.tooBig.Add(1)
+	c.obs.count(OutcomeReject)
 	fate := "dropped (auto-acknowledged)"
 	if !c.noAck {
 		c.redeliv.forget(d)
@@ -1132,6 +1146,7 @@ func (c *consumer) doStop(ctx context.Context) error {
 
 func (c *consumer) closeLog() {
 	c.logOnce.Do(func() {
+		c.obs.closeObserver()
 		if c.ownLog != nil {
 			_ = c.ownLog.Close()
 		}

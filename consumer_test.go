@@ -926,7 +926,7 @@ func (c *consumer) core() *consumer { return c }
 // embedding it; the only methods it lends them are the public five, so no
 // internal method becomes part of the API by promotion.
 func TestConsumerTypesMethodSet(t *testing.T) {
-	want := []string{"Ready", "Run", "SetCallback", "Stats", "Stop"}
+	want := []string{"Health", "Ready", "Run", "SetCallback", "Stats", "Stop"}
 	for _, typ := range []reflect.Type{
 		reflect.TypeFor[*SyncConsumer](), reflect.TypeFor[*AsyncConsumer](),
 		reflect.TypeFor[*LogMsgConsumer](), reflect.TypeFor[*EventMsgConsumer](),

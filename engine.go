@@ -36,9 +36,11 @@ type engine struct {
 	ownRep     bool         // rep is the engine's own, closed by Stop
 	onReturn   func(Returned)
 	interval   time.Duration
-	laneBusy   *atomic.Bool // a Manager lane's busy flag, or nil
-	laneFree   func(int)    // gives a Manager lane's message bytes back, or nil
-	laneDone   func(uint64) // resolves a Manager journal's entry (outMsg.jseq), or nil
+	laneBusy   *atomic.Bool      // a Manager lane's busy flag, or nil
+	laneFree   func(int)         // gives a Manager lane's message bytes back, or nil
+	laneDone   func(uint64)      // resolves a Manager journal's entry (outMsg.jseq), or nil
+	obs        ComponentObserver // nil: no WithObserver
+	obsClose   func()            // ends obs, for a publisher of its own
 
 	window      int   // MAX_IN_FLIGHT: unresolved messages at most
 	windowBytes int64 // MAX_IN_FLIGHT_BYTES: their bodies at most, but one message always goes (0: no bound)
@@ -106,6 +108,7 @@ type outMsg struct {
 	done     chan error // SyncPublisher's waiter (buffered), or nil
 	wasOut   bool       // was published once (a resend counts as republished)
 	jseq     uint64     // the Manager journal's entry (Message.jseq), or 0
+	sent     time.Time  // when last written, for the observer's latency (zero without one)
 }
 
 // newEngineFromSettings builds the engine of a SyncPublisher or an
@@ -140,6 +143,7 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 	}
 	e := configuredEngine(s, kind, name, topo, mandatory, builtinDeps{endpoints: eps, spool: sp})
 	e.ownLog = ownLog
+	e.observe(s)
 	return e, nil
 }
 
@@ -153,7 +157,7 @@ func configuredEngine(s *settings, kind, name string, topo topology, mandatory b
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, maxBytes: s.cfg.Global.MaxInFlightBytes,
 		logger: s.logger, spool: d.spool, rep: d.rep,
-		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy, laneFree: d.free,
+		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy, laneFree: d.free, obs: d.obs,
 	})
 }
 
@@ -187,6 +191,7 @@ type engineConfig struct {
 	wait     func(ctx context.Context, d time.Duration) error
 	laneBusy *atomic.Bool // cleared when a message from the lane is counted in flight
 	laneFree func(int)    // called with a lane message's body length once it is resolved
+	obs      ComponentObserver
 }
 
 func newEngine(c engineConfig) *engine {
@@ -200,7 +205,7 @@ func newEngine(c engineConfig) *engine {
 			Interval: c.interval, Times: c.times, Logger: componentLogger(c.logger, "publisher", c.name, c.kind), Wait: c.wait,
 		},
 		log: c.logger, st: &counters{}, sp: c.spool, rep: c.rep,
-		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy, laneFree: c.laneFree,
+		onReturn: c.onReturn, interval: c.interval, laneBusy: c.laneBusy, laneFree: c.laneFree, obs: c.obs,
 		window:      c.window,
 		windowBytes: int64(c.maxBytes),
 		changed:     make(chan struct{}),
@@ -557,6 +562,7 @@ func (e *engine) doStop(ctx context.Context) error {
 // closeLog closes the publisher's own LogManager (LogManager.Close is
 // idempotent); its log lines are dropped after that.
 func (e *engine) closeLog() {
+	e.closeObserver()
 	if e.ownLog != nil {
 		_ = e.ownLog.Close()
 	}

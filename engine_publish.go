@@ -87,6 +87,9 @@ func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg)
 	}
 	wasOut := m.wasOut
 	m.wasOut = true
+	if e.obs != nil {
+		m.sent = time.Now()
+	}
 	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatory, false, pub); err != nil {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -123,6 +126,7 @@ func (e *engine) publish(ctx context.Context, m *outMsg) error {
 	case stateStopping, stateStopped:
 		return errorOf(e.who, ErrStopped)
 	}
+	e.inject(ctx, m)
 	e.pubMu.Lock()
 	for {
 		// e.sess changes only under e.pubMu, which is held: the tag of the
@@ -285,6 +289,7 @@ type settled struct {
 
 // settle finishes one confirmed (ack) or refused message.
 func (e *engine) settle(m *outMsg, ack bool) {
+	e.observeSettle(m, ack)
 	if ack {
 		if m.replay != nil {
 			e.st.replayed.Add(1)

@@ -105,7 +105,8 @@ type lane struct {
 	busy     atomic.Bool // the worker holds a message (a built-in worker's engine clears it once it counts the message)
 	full     error       // returned when the buffer is full
 
-	jr atomic.Pointer[laneJournal] // the lane's journal (WithJournal, set by Start), or nil: Send* pushes to q
+	jr  atomic.Pointer[laneJournal] // the lane's journal (WithJournal, set by Start), or nil: Send* pushes to q
+	obs ComponentObserver           // nil: no WithObserver
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
@@ -113,6 +114,7 @@ type item struct {
 	key  string
 	body string
 	ts   int64
+	tc   *traceCtx // the caller's trace context (Send*Context with a span), or nil
 }
 
 var (
@@ -169,10 +171,11 @@ func NewManager(opts ...Option) (*Manager, error) {
 		events.worker = NewEventMsgWorker()
 	}
 	m.lanes[logLane], m.lanes[eventLane] = logs, events
+	m.observeLanes()
 	// Configure the built-in workers, and those embedded in custom ones.
 	for i, l := range m.lanes {
 		if b, ok := l.worker.(builtinBinder); ok {
-			d := builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy}
+			d := builtinDeps{endpoints: eps, rep: m.rep, spool: l.spool, busy: &l.busy, obs: l.obs}
 			if sharesBody(l.worker) {
 				// A bare built-in worker gives a message's bytes back once
 				// the message is resolved. One wrapped in a custom worker
@@ -357,6 +360,9 @@ func (m *Manager) drain(l *lane) {
 			body = []byte(it.body)
 		}
 		msg := Message{Key: it.key, Body: body, MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
+		if it.tc != nil {
+			msg.Headers = it.tc.headers()
+		}
 		err := l.worker.MsgDidReceive(m.runCtx, msg)
 		if err != nil {
 			m.keep(l, msg, err)
@@ -598,6 +604,9 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		return err
 	}
 	it := item{key: key, body: body, ts: m.clock()}
+	if wait {
+		it.tc = l.inject(ctx, key)
+	}
 	if l.push(it) {
 		l.senders.Add(-1)
 		return nil
@@ -846,6 +855,7 @@ func (m *Manager) release() {
 			}
 		}
 		m.rep.close()
+		m.unobserveLanes()
 		if m.ownLog != nil {
 			m.ownLog.Close()
 		}

@@ -20,7 +20,7 @@ import (
 // The constructors take:
 //
 //   - all of them: WithConfig, WithConfigFile, WithURL, WithName, WithLogger,
-//     WithTLSConfig, WithReconnect, WithErrorHandler;
+//     WithTLSConfig, WithReconnect, WithErrorHandler, WithObserver;
 //   - NewManager: WithBufferSize, WithBufferBytes, WithMaxInFlight,
 //     WithMaxInFlightBytes, WithOverflow, WithLogWorker, WithEventWorker,
 //     WithRetryOnFailedConnect, WithReturnHandler, WithSpoolDir, WithAppID;
@@ -65,7 +65,7 @@ type ctorRule struct {
 var (
 	commonOptions = []string{
 		"WithConfig", "WithConfigFile", "WithURL", "WithName", "WithLogger",
-		"WithTLSConfig", "WithReconnect", "WithErrorHandler",
+		"WithTLSConfig", "WithReconnect", "WithErrorHandler", "WithObserver",
 	}
 	topologyOptions = []string{
 		"WithSection", "WithExchange", "WithQueue", "WithQueueDurable", "WithQueueType", "WithQueueConfig", "WithKeys",
@@ -124,9 +124,10 @@ type settings struct {
 	cfgFound  bool // resolveConfig found a file
 	cfg       *Config
 
-	name   string
-	logger *slog.Logger
-	tls    *tls.Config
+	name     string
+	logger   *slog.Logger
+	tls      *tls.Config
+	observer Observer
 
 	// Manager
 	overflow    Overflow

@@ -307,7 +307,7 @@ func TestOptionTable(t *testing.T) {
 		WithQueueConfig(QueueConfig{Queue: "q", DeadLetterExchange: "d", MessageTTL: time.Second, MaxLength: 3}),
 		WithNoAck(true), WithPrefetch(3), WithConcurrency(1), WithCallback(func(context.Context, Delivery) error { return nil }),
 		WithDeadLetterExchange("dlx"), WithMaxRedeliveries(2), WithDeliveryLimit(0),
-		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024),
+		WithBufferBytes(1024), WithMaxInFlightBytes(1024), WithMaxBodySize(1024), WithObserver(nil),
 		WithDedup(16, time.Minute), WithQueueExpires(time.Minute),
 		WithJournal(t.TempDir()),
 	}

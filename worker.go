@@ -211,6 +211,8 @@ type builtinDeps struct {
 	// free gives a message's bytes back to the lane's budget once the
 	// engine has resolved it (confirmed, spooled or dropped).
 	free func(n int)
+	// obs observes the lane (nil: no WithObserver).
+	obs ComponentObserver
 }
 
 // MsgDidReceive hands msg to the log lane's publisher; it blocks only while
