@@ -45,7 +45,8 @@ func TestHealthHandler(t *testing.T) {
 		q := n.Queue + ".health"
 		cleanupOn(t, url, nil, []string{q})
 		c, err := NewSyncConsumer(WithConfig(DefaultConfig()), WithURL(url), WithLogger(testLogger(t)),
-			WithExchange(n.Exchange, "topic", false), WithQueue(q), WithKeys("#"))
+			WithExchange(n.Exchange, "topic", false), WithQueue(q), WithKeys("#"),
+			WithCallback(func(context.Context, Delivery) error { return nil }))
 		if err != nil {
 			t.Fatal(err)
 		}
