@@ -893,7 +893,6 @@ func (c *consumer) handle(cbCtx context.Context, sess *consumerSession) {
 // deliver runs the callback on d and settles it.
 func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp.Delivery) {
 	c.st.deliveries.Add(1)
-	c.obs.deliveries.Add(1)
 	if len(d.Body) > c.maxBody {
 		c.refuseTooBig(sess, d)
 		return
@@ -913,7 +912,6 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 			return
 		}
 		c.st.requeues.Add(1)
-		c.obs.count(OutcomeRequeue)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 		return
 	}
@@ -1001,7 +999,6 @@ func (c *consumer) duplicate(sess *consumerSession, d *amqp.Delivery) {
 // bounds is what the consumer keeps and hands on.
 func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
 	n := c.tooBig.Add(1)
-	c.obs.count(OutcomeReject)
 	fate := "dropped (auto-acknowledged)"
 	if !c.noAck {
 		c.redeliv.forget(d)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -829,14 +830,22 @@ func (m *Manager) doStop(ctx context.Context) error {
 		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could be neither confirmed nor written to the spool since Start (logs %d, events %d); see the log",
 			ErrNotConfirmed, lost[0]+lost[1], lost[0], lost[1]))}, errs...)
 	}
+	// Name only the spool files that received messages.
+	var files []string
+	for i, l := range m.lanes {
+		if kept[i] > 0 {
+			files = append(files, l.spool.Path())
+		}
+	}
+	where := strings.Join(files, " and ")
 	switch {
 	case kept[0]+kept[1] == 0:
 	case ctx.Err() != nil:
-		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s and %s",
-			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path()))}, errs...)
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) were not confirmed when the context ended (logs %d, events %d); they were written to %s",
+			ErrNotConfirmed, kept[0]+kept[1], kept[0], kept[1], where))}, errs...)
 	default:
-		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could not be delivered while stopping (logs %d, events %d); they were written to %s and %s and are sent when a Manager next starts with the broker reachable",
-			ErrSpooled, kept[0]+kept[1], kept[0], kept[1], m.lanes[logLane].spool.Path(), m.lanes[eventLane].spool.Path()))}, errs...)
+		errs = append([]error{errorOf("Manager", fmt.Errorf("%w: %d message(s) could not be delivered while stopping (logs %d, events %d); they were written to %s and are sent when a Manager next starts with the broker reachable",
+			ErrSpooled, kept[0]+kept[1], kept[0], kept[1], where))}, errs...)
 	}
 	m.state.Store(int32(mgrStopped))
 	m.release()

@@ -258,9 +258,9 @@ func (e *engine) closeObserver() {
 
 // consumerObs counts a consumer's deliveries and calls its observer.
 type consumerObs struct {
-	o                                                       ComponentObserver // nil: none
-	close                                                   func()
-	deliveries, acks, rejects, requeues, panics, reconnects atomic.Uint64
+	o                  ComponentObserver // nil: none
+	close              func()
+	panics, reconnects atomic.Uint64 // the other counts are the consumer's own (consumerCounters)
 }
 
 func (c *consumer) observe(s *settings, kind string) {
@@ -273,12 +273,13 @@ func (c *consumer) observe(s *settings, kind string) {
 
 func (c *consumer) snapshot() Snapshot {
 	o := &c.obs
+	st := c.Stats()
 	return Snapshot{
 		LaneStats:  LaneStats{Reconnects: o.reconnects.Load()},
 		InFlight:   int(c.inflight.Load()),
 		Connected:  c.ready.Load(),
-		Deliveries: o.deliveries.Load(), Acks: o.acks.Load(), Rejects: o.rejects.Load(),
-		Requeues: o.requeues.Load(), Panics: o.panics.Load(),
+		Deliveries: st.Deliveries, Acks: st.Acks, Rejects: st.Rejects,
+		Requeues: st.Requeues, Panics: o.panics.Load(),
 	}
 }
 
@@ -303,16 +304,8 @@ func (o *consumerObs) end(ctx context.Context, d *amqp.Delivery, t0 time.Time, o
 }
 
 func (o *consumerObs) count(outcome Outcome) {
-	switch outcome {
-	case OutcomeAck:
-		o.acks.Add(1)
-	case OutcomeRequeue:
-		o.requeues.Add(1)
-	case OutcomePanic:
+	if outcome == OutcomePanic {
 		o.panics.Add(1)
-		o.rejects.Add(1)
-	default:
-		o.rejects.Add(1)
 	}
 }
 
