@@ -581,6 +581,10 @@ func TestManagerStopTimeoutWithStuckWrite(t *testing.T) {
 	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), fmt.Sprintf("%d message(s)", N)) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed for %d messages", err, N)
 	}
+	// Only the event lane held messages: only its spool file is named.
+	if !strings.Contains(err.Error(), "backup.evt") || strings.Contains(err.Error(), "backup.log") {
+		t.Errorf("Stop: %v, want only backup.evt named", err)
+	}
 	if cnt := len(spoolRecords(t, cfg.Log.Folder, "backup.evt")); cnt != N {
 		t.Fatalf("spool holds %d, want %d", cnt, N)
 	}
