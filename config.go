@@ -20,6 +20,7 @@ import (
 	"github.com/omqs-go/omqs/internal/pyini"
 	"github.com/omqs-go/omqs/internal/rotate"
 	"github.com/omqs-go/omqs/internal/safefile"
+	"github.com/omqs-go/omqs/internal/textdist"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -610,34 +611,13 @@ func cfgClosestKey(key string, cs *cfgSection, sections []cfgSection) string {
 				if name == "" {
 					continue
 				}
-				if d := editDistance(key, strings.ToUpper(name)); d < bestD {
+				if d := textdist.Distance(key, strings.ToUpper(name)); d < bestD {
 					best, bestD = name, d
 				}
 			}
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func cfgFindSection(sections []cfgSection, name string) *cfgSection {

@@ -36,7 +36,7 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/omqs-go/omqs/internal/faulttest"
 )
 
 // Size is the number of nodes.
@@ -373,28 +373,4 @@ func (c *Cluster) Connections(t testing.TB, via Node) map[string]string {
 
 // WaitReady waits until the node at url accepts an AMQP login and opens a
 // channel, or ctx ends.
-func WaitReady(ctx context.Context, url string) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-		if err == nil {
-			ch, cerr := c.Channel()
-			if cerr == nil {
-				ch.Close()
-			}
-			c.Close()
-			if cerr == nil {
-				return nil
-			}
-			err = cerr
-		}
-		last = err
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("no login: %w (last: %v)", ctx.Err(), last)
-		}
-	}
-}
+func WaitReady(ctx context.Context, url string) error { return faulttest.WaitReady(ctx, url) }

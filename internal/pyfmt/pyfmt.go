@@ -60,6 +60,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/omqs-go/omqs/internal/textdist"
 )
 
 // MaxWidth bounds widths and precisions, so that a format string cannot make
@@ -345,35 +347,11 @@ func number(s string, i int) (n, next int, err error) {
 func suggest(name string) string {
 	best, bestDist := "", 3
 	for _, fd := range fields {
-		if d := distance(strings.ToLower(name), strings.ToLower(fd.name)); d < bestDist {
+		if d := textdist.Distance(strings.ToLower(name), strings.ToLower(fd.name)); d < bestDist {
 			best, bestDist = fd.name, d
 		}
 	}
 	return best
-}
-
-// distance is the Levenshtein distance of two short strings, in bytes.
-func distance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 1 << 30
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Append formats r and appends the result to dst. It is safe for concurrent
