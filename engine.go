@@ -98,17 +98,18 @@ const (
 
 // outMsg is one message inside the engine.
 type outMsg struct {
-	exchange string
-	key      string
-	body     []byte
-	id       string
-	ts       time.Time
-	headers  amqp.Table
-	replay   *replayRec // set when read back from the spool
-	done     chan error // SyncPublisher's waiter (buffered), or nil
-	wasOut   bool       // was published once (a resend counts as republished)
-	jseq     uint64     // the Manager journal's entry (Message.jseq), or 0
-	sent     time.Time  // when last written, for the observer's latency (zero without one)
+	exchange  string
+	key       string
+	body      []byte
+	id        string
+	ts        time.Time
+	headers   amqp.Table
+	replay    *replayRec // set when read back from the spool
+	done      chan error // SyncPublisher's waiter (buffered), or nil
+	wasOut    bool       // was published once (a resend counts as republished)
+	jseq      uint64     // the Manager journal's entry (Message.jseq), or 0
+	spoolRead bool       // a replayed message no longer counted among its file's lines (readSpooled)
+	sent      time.Time  // when last written, for the observer's latency (zero without one)
 }
 
 // newEngineFromSettings builds the engine of a SyncPublisher or an

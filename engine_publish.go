@@ -237,6 +237,12 @@ func (e *engine) counted(m *outMsg) {
 	if e.laneBusy != nil && m.replay == nil {
 		e.laneBusy.Store(false)
 	}
+	if m.replay != nil && !m.spoolRead {
+		// Read back from a replay file: from now on it counts in flight,
+		// not among the file's lines Pending counts (see readSpooled).
+		m.spoolRead = true
+		e.readSpooledLocked(m.replay.path)
+	}
 }
 
 // doneInflight counts n messages resolved; the caller has taken their

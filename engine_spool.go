@@ -183,11 +183,16 @@ func (e *engine) countSpooled(files []string) {
 // or set aside.
 func (e *engine) readSpooled(path string) {
 	e.mu.Lock()
+	e.readSpooledLocked(path)
+	e.mu.Unlock()
+}
+
+// readSpooledLocked is readSpooled with e.mu held.
+func (e *engine) readSpooledLocked(path string) {
 	if e.spoolLeft[path] > 0 {
 		e.spoolLeft[path]--
 		e.spoolLeftN--
 	}
-	e.mu.Unlock()
 }
 
 // forgetSpooled stops counting the replay file at path (removed, or refused).
@@ -474,11 +479,21 @@ func (e *engine) replayOnce(delay time.Duration) {
 			if err := e.publish(e.runCtx, m); err != nil {
 				// Not published (Stop began): it stays in the file, and
 				// the file's mark stops before it.
+				if m.spoolRead {
+					e.mu.Lock()
+					e.spoolLeft[path]++
+					e.spoolLeftN++
+					e.mu.Unlock()
+				}
 				rec.fail()
 				b.remaining.Add(-1)
 				return err
 			}
-			e.readSpooled(path)
+			if !m.spoolRead {
+				// Taken without being counted in flight (spooled again):
+				// it is no longer among the file's lines.
+				e.readSpooled(path)
+			}
 			return nil
 		})
 		if errors.Is(err, spool.ErrRefused) {
