@@ -94,7 +94,7 @@ func journalKillChild(arg string) int {
 			n++
 		}
 		// A pause between bursts: kills land before, in and after them.
-		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+		<-time.After(time.Duration(rand.IntN(30)) * time.Millisecond)
 	}
 }
 
