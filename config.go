@@ -138,8 +138,9 @@ type PublisherConfig struct {
 }
 
 // QueueConfig describes a queue the way the broker compares two
-// declarations of it: the worker sections and the consumer sections embed
-// it, so that a Manager and a consumer that name the same queue declare it
+// declarations of it: the worker sections and the consumer sections hold
+// its fields (WorkerConfig.QueueConfig and ConsumerConfig.QueueConfig return
+// it), so that a Manager and a consumer that name the same queue declare it
 // with the same settings (the broker refuses a second declaration that
 // differs with 406 PRECONDITION_FAILED). Its fields are read from the same
 // keys in every section that has them.
@@ -169,26 +170,38 @@ type QueueConfig struct {
 // WorkerConfig is the [LogWorker] or [EventWorker] section: the topology of a
 // built-in worker.
 type WorkerConfig struct {
-	Exchange        string   // EXCHANGE
-	ExchangeType    string   // EXCHANGE_TYPE
-	ExchangeDurable bool     // EXCHANGE_DURABLE
-	QueueConfig              // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
-	Keys            []string // KEYS: keys Queue is bound to, comma-separated
+	Exchange           string        // EXCHANGE
+	ExchangeType       string        // EXCHANGE_TYPE
+	ExchangeDurable    bool          // EXCHANGE_DURABLE
+	Queue              string        // QUEUE: declared and bound to the keys ("" for none, or a server-named queue for a consumer)
+	QueueDurable       bool          // QUEUE_DURABLE
+	QueueType          string        // QUEUE_TYPE: "classic" or "quorum"
+	DeadLetterExchange string        // DEAD_LETTER_EXCHANGE: a durable fanout exchange set as the queue's x-dead-letter-exchange ("" for none)
+	MessageTTL         time.Duration // MESSAGE_TTL: x-message-ttl, whole milliseconds (0 for none)
+	MaxLength          int           // MAX_LENGTH: x-max-length (0 for none)
+	DeliveryLimit      int           // DELIVERY_LIMIT: a quorum queue's x-delivery-limit (0 for none)
+	Keys               []string      // KEYS: keys Queue is bound to, comma-separated
 }
 
 // ConsumerConfig is the [LogConsumer] or [EventConsumer] section.
 type ConsumerConfig struct {
-	Exchange        string        // EXCHANGE
-	ExchangeType    string        // EXCHANGE_TYPE
-	ExchangeDurable bool          // EXCHANGE_DURABLE
-	QueueConfig                   // QUEUE, QUEUE_DURABLE, QUEUE_TYPE, DEAD_LETTER_EXCHANGE, MESSAGE_TTL, MAX_LENGTH, DELIVERY_LIMIT
-	Keys            []string      // KEYS: topic patterns the queue is bound to
-	Prefetch        int           // PREFETCH: unacknowledged deliveries at once
-	MaxRedeliveries int           // MAX_REDELIVERIES: requeues and retries of one message before it is rejected
-	MaxBodySize     int           // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
-	QueueExpires    time.Duration // QUEUE_EXPIRES: a named, non-durable queue unused this long is deleted (x-expires); 0 for never
-	DedupSize       int           // DEDUP_SIZE: message ids remembered to drop duplicates; 0 turns de-duplication off
-	DedupWindow     time.Duration // DEDUP_WINDOW: how long an id is remembered; 0 for as long as DEDUP_SIZE allows
+	Exchange           string        // EXCHANGE
+	ExchangeType       string        // EXCHANGE_TYPE
+	ExchangeDurable    bool          // EXCHANGE_DURABLE
+	Queue              string        // QUEUE: declared and bound to the keys ("" for none, or a server-named queue for a consumer)
+	QueueDurable       bool          // QUEUE_DURABLE
+	QueueType          string        // QUEUE_TYPE: "classic" or "quorum"
+	DeadLetterExchange string        // DEAD_LETTER_EXCHANGE: a durable fanout exchange set as the queue's x-dead-letter-exchange ("" for none)
+	MessageTTL         time.Duration // MESSAGE_TTL: x-message-ttl, whole milliseconds (0 for none)
+	MaxLength          int           // MAX_LENGTH: x-max-length (0 for none)
+	DeliveryLimit      int           // DELIVERY_LIMIT: a quorum queue's x-delivery-limit (0 for none)
+	Keys               []string      // KEYS: topic patterns the queue is bound to
+	Prefetch           int           // PREFETCH: unacknowledged deliveries at once
+	MaxRedeliveries    int           // MAX_REDELIVERIES: requeues and retries of one message before it is rejected
+	MaxBodySize        int           // MAX_BODY_SIZE: larger deliveries are rejected without reaching the callback
+	QueueExpires       time.Duration // QUEUE_EXPIRES: a named, non-durable queue unused this long is deleted (x-expires); 0 for never
+	DedupSize          int           // DEDUP_SIZE: message ids remembered to drop duplicates; 0 turns de-duplication off
+	DedupWindow        time.Duration // DEDUP_WINDOW: how long an id is remembered; 0 for as long as DEDUP_SIZE allows
 }
 
 // Built-in defaults that are not names.
@@ -263,20 +276,20 @@ func DefaultConfig() *Config {
 			Exchange:        LogExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			QueueConfig:     QueueConfig{QueueDurable: true, QueueType: "classic"},
+			QueueDurable:    true, QueueType: "classic",
 		},
 		EventWorker: WorkerConfig{
 			Exchange:        EventExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			QueueConfig:     QueueConfig{Queue: EventQueue, QueueDurable: true, QueueType: "classic"},
-			Keys:            []string{DefaultEventKey},
+			Queue:           EventQueue, QueueDurable: true, QueueType: "classic",
+			Keys: []string{DefaultEventKey},
 		},
 		LogConsumer: ConsumerConfig{
 			Exchange:        LogExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			QueueConfig:     QueueConfig{Queue: LogQueue, QueueDurable: false, QueueType: "classic"},
+			Queue:           LogQueue, QueueDurable: false, QueueType: "classic",
 			Keys:            []string{DefaultLogKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
@@ -287,7 +300,7 @@ func DefaultConfig() *Config {
 			Exchange:        EventExchange,
 			ExchangeType:    "topic",
 			ExchangeDurable: true,
-			QueueConfig:     QueueConfig{Queue: EventQueue, QueueDurable: true, QueueType: "classic"},
+			Queue:           EventQueue, QueueDurable: true, QueueType: "classic",
 			Keys:            []string{DefaultEventKey},
 			Prefetch:        DefaultPrefetch,
 			MaxRedeliveries: DefaultMaxRedeliveries,
@@ -690,7 +703,7 @@ func (c *Config) sections() []cfgSection {
 				cfgEnum("EXCHANGE_TYPE", &w.ExchangeType, strings.ToLower, cfgExchangeTypes...),
 				cfgBool("EXCHANGE_DURABLE", &w.ExchangeDurable),
 			},
-			cfgQueueFields(&w.QueueConfig),
+			cfgQueueFields(w.queueRefs()),
 			[]cfgField{cfgList("KEYS", &w.Keys)},
 		)}
 	}
@@ -701,7 +714,7 @@ func (c *Config) sections() []cfgSection {
 				cfgEnum("EXCHANGE_TYPE", &k.ExchangeType, strings.ToLower, cfgExchangeTypes...),
 				cfgBool("EXCHANGE_DURABLE", &k.ExchangeDurable),
 			},
-			cfgQueueFields(&k.QueueConfig),
+			cfgQueueFields(k.queueRefs()),
 			[]cfgField{
 				cfgList("KEYS", &k.Keys),
 				cfgInt("PREFETCH", &k.Prefetch, 0, math.MaxUint16),
@@ -743,16 +756,59 @@ func (c *Config) sections() []cfgSection {
 
 // cfgQueueFields binds the keys that describe a queue to q's fields: the
 // one set of keys the worker and the consumer sections share.
-func cfgQueueFields(q *QueueConfig) []cfgField {
+func cfgQueueFields(r queueRefs) []cfgField {
 	return []cfgField{
-		cfgName("QUEUE", &q.Queue),
-		cfgBool("QUEUE_DURABLE", &q.QueueDurable),
-		cfgEnum("QUEUE_TYPE", &q.QueueType, strings.ToLower, cfgQueueTypes...),
-		cfgName("DEAD_LETTER_EXCHANGE", &q.DeadLetterExchange),
-		cfgMillis("MESSAGE_TTL", &q.MessageTTL),
-		cfgInt("MAX_LENGTH", &q.MaxLength, 0, math.MaxInt32),
-		cfgInt("DELIVERY_LIMIT", &q.DeliveryLimit, 0, math.MaxInt32),
+		cfgName("QUEUE", r.queue),
+		cfgBool("QUEUE_DURABLE", r.durable),
+		cfgEnum("QUEUE_TYPE", r.kind, strings.ToLower, cfgQueueTypes...),
+		cfgName("DEAD_LETTER_EXCHANGE", r.deadLetter),
+		cfgMillis("MESSAGE_TTL", r.ttl),
+		cfgInt("MAX_LENGTH", r.maxLength, 0, math.MaxInt32),
+		cfgInt("DELIVERY_LIMIT", r.deliveryLimit, 0, math.MaxInt32),
 	}
+}
+
+// queueRefs points at the fields of a queue's description, wherever they
+// are held: the one set of keys the loader reads for every section.
+type queueRefs struct {
+	queue, kind, deadLetter  *string
+	durable                  *bool
+	ttl                      *time.Duration
+	maxLength, deliveryLimit *int
+}
+
+func (q *QueueConfig) refs() queueRefs {
+	return queueRefs{&q.Queue, &q.QueueType, &q.DeadLetterExchange, &q.QueueDurable, &q.MessageTTL, &q.MaxLength, &q.DeliveryLimit}
+}
+
+func (w *WorkerConfig) queueRefs() queueRefs {
+	return queueRefs{&w.Queue, &w.QueueType, &w.DeadLetterExchange, &w.QueueDurable, &w.MessageTTL, &w.MaxLength, &w.DeliveryLimit}
+}
+
+func (c *ConsumerConfig) queueRefs() queueRefs {
+	return queueRefs{&c.Queue, &c.QueueType, &c.DeadLetterExchange, &c.QueueDurable, &c.MessageTTL, &c.MaxLength, &c.DeliveryLimit}
+}
+
+// QueueConfig returns the description of the section's queue.
+func (w WorkerConfig) QueueConfig() QueueConfig { return w.queueRefs().get() }
+
+// SetQueueConfig sets every setting of the section's queue from q.
+func (w *WorkerConfig) SetQueueConfig(q QueueConfig) { w.queueRefs().set(q) }
+
+// QueueConfig returns the description of the section's queue.
+func (c ConsumerConfig) QueueConfig() QueueConfig { return c.queueRefs().get() }
+
+// SetQueueConfig sets every setting of the section's queue from q.
+func (c *ConsumerConfig) SetQueueConfig(q QueueConfig) { c.queueRefs().set(q) }
+
+func (r queueRefs) get() QueueConfig {
+	return QueueConfig{Queue: *r.queue, QueueDurable: *r.durable, QueueType: *r.kind, DeadLetterExchange: *r.deadLetter,
+		MessageTTL: *r.ttl, MaxLength: *r.maxLength, DeliveryLimit: *r.deliveryLimit}
+}
+
+func (r queueRefs) set(q QueueConfig) {
+	*r.queue, *r.durable, *r.kind, *r.deadLetter = q.Queue, q.QueueDurable, q.QueueType, q.DeadLetterExchange
+	*r.ttl, *r.maxLength, *r.deliveryLimit = q.MessageTTL, q.MaxLength, q.DeliveryLimit
 }
 
 func cfgJoin(lists ...[]cfgField) []cfgField {

@@ -166,7 +166,7 @@ func cfgSettingCases() []cfgSettingCase {
 			cfgSettingCase{w.section, "KEYS", w.newKeys,
 				func(c *Config) any { return get(c).Keys }, w.keys, w.wantKeys},
 		)
-		cases = append(cases, cfgQueueArgCases(w.section, func(c *Config) *QueueConfig { return &get(c).QueueConfig })...)
+		cases = append(cases, cfgQueueArgCases(w.section, func(c *Config) QueueConfig { return get(c).QueueConfig() })...)
 	}
 
 	lc := func(c *Config) *ConsumerConfig { return &c.LogConsumer }
@@ -234,7 +234,7 @@ func cfgSettingCases() []cfgSettingCase {
 // cfgQueueArgCases are the cases of the queue settings a worker section
 // shares with the consumer sections, beyond QUEUE, QUEUE_DURABLE and
 // QUEUE_TYPE.
-func cfgQueueArgCases(section string, get func(*Config) *QueueConfig) []cfgSettingCase {
+func cfgQueueArgCases(section string, get func(*Config) QueueConfig) []cfgSettingCase {
 	return []cfgSettingCase{
 		{section, "DEAD_LETTER_EXCHANGE", "app.dlx",
 			func(c *Config) any { return get(c).DeadLetterExchange }, "", "app.dlx"},

@@ -303,7 +303,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 	case "":
 		cc = ConsumerConfig{
 			Exchange: DefaultExchange, ExchangeType: "topic",
-			QueueConfig: QueueConfig{Queue: DefaultQueue}, Keys: []string{DefaultRoutingKey},
+			Queue: DefaultQueue, Keys: []string{DefaultRoutingKey},
 			Prefetch: DefaultPrefetch, MaxRedeliveries: DefaultMaxRedeliveries,
 			MaxBodySize: MaxBodySize,
 		}
@@ -318,7 +318,7 @@ func newConsumer(kind string, opts []Option, p consumerPreset) (*consumer, error
 		exchange: cc.Exchange, kind: cc.ExchangeType, durable: cc.ExchangeDurable,
 		keys: append([]string(nil), cc.Keys...),
 	}
-	t.setQueue(cc.QueueConfig)
+	t.setQueue(cc.QueueConfig())
 	if t.kind == "" {
 		t.kind = "topic"
 	}

@@ -26,11 +26,11 @@ type sharedSection struct {
 func (c *Config) sharedSections() []sharedSection {
 	w := func(name string, wc WorkerConfig) sharedSection {
 		return sharedSection{name: name, exchange: wc.Exchange, kind: wc.ExchangeType, xDurable: wc.ExchangeDurable,
-			queue: wc.QueueConfig, queueDurable: wc.QueueDurable}
+			queue: wc.QueueConfig(), queueDurable: wc.QueueDurable}
 	}
 	k := func(name string, cc ConsumerConfig, alwaysDurable bool) sharedSection {
 		return sharedSection{name: name, consumer: true, exchange: cc.Exchange, kind: cc.ExchangeType, xDurable: cc.ExchangeDurable,
-			queue: cc.QueueConfig, queueDurable: cc.QueueDurable || alwaysDurable && cc.Queue != ""}
+			queue: cc.QueueConfig(), queueDurable: cc.QueueDurable || alwaysDurable && cc.Queue != ""}
 	}
 	return []sharedSection{
 		w("LogWorker", c.LogWorker),

@@ -598,12 +598,12 @@ func WithQueueType(kind string) Option {
 // consumer section describes it: name, durability, type, dead-letter
 // exchange, message TTL and length limit. Give a publisher or a consumer the
 // QueueConfig of the section it shares a queue with (such as
-// cfg.EventWorker.QueueConfig) and it declares the queue as that section's
+// cfg.EventWorker.QueueConfig()) and it declares the queue as that section's
 // program does. Options after it change single settings.
 func WithQueueConfig(q QueueConfig) Option {
 	return opt("WithQueueConfig", fmt.Sprintf("%#v", q), func(s *settings) error {
 		q.QueueType = queueTypeOf(q.QueueType)
-		cs := cfgSection{"QueueConfig", cfgQueueFields(&q)}
+		cs := cfgSection{"QueueConfig", cfgQueueFields(q.refs())}
 		if err := cs.check(); err != nil {
 			return errors.New(strings.TrimPrefix(err.Error(), ErrInvalidConfig.Error()+": "))
 		}

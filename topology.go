@@ -220,6 +220,6 @@ func (s *settings) overrideTopology(t *topology) {
 
 func workerTopology(w WorkerConfig) topology {
 	t := topology{exchange: w.Exchange, kind: w.ExchangeType, durable: w.ExchangeDurable, keys: w.Keys}
-	t.setQueue(w.QueueConfig)
+	t.setQueue(w.QueueConfig())
 	return t
 }

@@ -42,7 +42,8 @@ func TestQueueConfigArguments(t *testing.T) {
 	// A worker and a consumer of one section's queue declare the same.
 	cfg := DefaultConfig()
 	q := QueueConfig{Queue: "q", QueueDurable: true, QueueType: "quorum", DeadLetterExchange: "d", MessageTTL: time.Minute, MaxLength: 5}
-	cfg.EventWorker.QueueConfig, cfg.EventConsumer.QueueConfig = q, q
+	cfg.EventWorker.SetQueueConfig(q)
+	cfg.EventConsumer.SetQueueConfig(q)
 	c, err := NewEventMsgConsumer(WithConfig(cfg), WithURL("memory://args"), WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,10 @@ func TestConfigSharedQueueArguments(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			tt.set(&cfg.EventWorker.QueueConfig, &cfg.EventConsumer.QueueConfig)
+			w, k := cfg.EventWorker.QueueConfig(), cfg.EventConsumer.QueueConfig()
+			tt.set(&w, &k)
+			cfg.EventWorker.SetQueueConfig(w)
+			cfg.EventConsumer.SetQueueConfig(k)
 			err := cfg.Validate()
 			if tt.want == "" {
 				if err != nil {
@@ -117,8 +121,8 @@ func TestManagerAndConsumerShareQueue(t *testing.T) {
 		cleanupOn(t, url, []string{dlx}, nil)
 		q := QueueConfig{Queue: n.Queue, QueueDurable: true, QueueType: "classic",
 			DeadLetterExchange: dlx, MessageTTL: time.Hour, MaxLength: 1000}
-		cfg.EventWorker.QueueConfig = q
-		cfg.EventConsumer.QueueConfig = q
+		cfg.EventWorker.SetQueueConfig(q)
+		cfg.EventConsumer.SetQueueConfig(q)
 		cfg.EventConsumer.Exchange = cfg.EventWorker.Exchange
 		cfg.EventConsumer.Keys = []string{n.Key}
 		if err := cfg.Validate(); err != nil {
@@ -146,7 +150,7 @@ func TestManagerAndConsumerShareQueue(t *testing.T) {
 		// A publisher given the section's QueueConfig declares the same
 		// (as the omqs command does).
 		p, err := NewSyncPublisher(WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)),
-			WithExchange(cfg.EventWorker.Exchange, "topic", true), WithQueueConfig(cfg.EventWorker.QueueConfig), WithKeys(n.Key))
+			WithExchange(cfg.EventWorker.Exchange, "topic", true), WithQueueConfig(cfg.EventWorker.QueueConfig()), WithKeys(n.Key))
 		if err != nil {
 			t.Fatal(err)
 		}

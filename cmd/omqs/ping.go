@@ -136,7 +136,7 @@ func declare(ch transport.Channel, section string, w omqs.WorkerConfig) error {
 			return fmt.Errorf("[%s] dead-letter exchange %q (fanout, durable): %w", section, w.DeadLetterExchange, err)
 		}
 	}
-	args := amqp.Table(w.Arguments())
+	args := amqp.Table(w.QueueConfig().Arguments())
 	if _, err := ch.QueueDeclare(w.Queue, w.QueueDurable, false, false, false, args); err != nil {
 		return fmt.Errorf("[%s] queue %q (durable=%v): %w", section, w.Queue, w.QueueDurable, err)
 	}

@@ -269,7 +269,7 @@ func plural(n int64, one, many string) string {
 func workerOptions(w omqs.WorkerConfig) []omqs.Option {
 	return []omqs.Option{
 		omqs.WithExchange(w.Exchange, w.ExchangeType, w.ExchangeDurable),
-		omqs.WithQueueConfig(w.QueueConfig),
+		omqs.WithQueueConfig(w.QueueConfig()),
 		omqs.WithKeys(w.Keys...),
 	}
 }
