@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -174,14 +175,47 @@ func TestRunBesideAConsumerOfTheSharedQueue(t *testing.T) {
 }
 
 // TestRunSaysWhyItTimedOut: a run whose time ends before its consumers
-// consume says which one and where it tried.
+// consume says which one and where it tried. The "broker" accepts the
+// connection and never answers, so no consumer can be ready in time.
 func TestRunSaysWhyItTimedOut(t *testing.T) {
-	var out lockedbuf.Buffer
-	err := run(context.Background(), "memory://hello-timeout", time.Nanosecond, &out)
-	if err == nil {
-		t.Fatalf("run with no time succeeded:\n%s", out.String())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"was not consuming within", "memory://hello-timeout"} {
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	url := "amqp://guest:guest@" + ln.Addr().String() + "/"
+	var out lockedbuf.Buffer
+	err = run(context.Background(), url, 300*time.Millisecond, &out)
+	if err == nil {
+		t.Fatalf("run against a silent broker succeeded:\n%s", out.String())
+	}
+	for _, want := range []string{"was not consuming within", ln.Addr().String()} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
