@@ -398,13 +398,15 @@ const idleSpins = 64
 // is left of the byte budget.
 func (l *lane) push(it item) bool {
 	n := len(it.body)
+	// A push that fails takes its bytes back without waking a waiting
+	// sender: it freed nothing that was there before it.
 	if n > 0 && l.bytes.Add(int64(n)) > l.budget {
-		l.release(n)
+		l.bytes.Add(-int64(n))
 		return false
 	}
 	if !l.q.TryPush(it) {
 		if n > 0 {
-			l.release(n)
+			l.bytes.Add(-int64(n))
 		}
 		return false
 	}
@@ -464,14 +466,24 @@ func (l *lane) release(n int) {
 	l.freed()
 }
 
-// freed tells a sender waiting for room that there is some.
+// freed tells a sender waiting for room that there is some: once an eighth
+// of the buffer's capacity and of its byte budget are free, so that senders
+// waiting on a full buffer wake once per batch of messages taken or
+// resolved, not once per message.
 func (l *lane) freed() {
-	if l.waiters.Load() > 0 {
+	if l.waiters.Load() > 0 && l.roomy() {
 		select {
 		case l.room <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// roomy reports whether an eighth of the lane's capacity and of its byte
+// budget are free.
+func (l *lane) roomy() bool {
+	c := l.q.Cap()
+	return l.q.Len() <= c-c/8 && l.bytes.Load() <= l.budget-l.budget/8
 }
 
 // close ends the lane once every pushed message is taken. No push may come

@@ -93,3 +93,6 @@ func (q *Queue[T]) Len() int {
 	}
 	return int(t - h)
 }
+
+// Cap returns the capacity given to New (at least 1).
+func (q *Queue[T]) Cap() int { return int(q.limit) }
