@@ -65,6 +65,7 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	var (
 		stopAbort func() bool
 		sock      net.Conn
+		batch     *batchConn
 	)
 	tlsCfg := o.TLS.Clone() // amqp091 sets ServerName on it
 	if tlsCfg == nil && ep.URI.Scheme == "amqps" {
@@ -96,7 +97,8 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 			// Abort a handshake that is still going when ctx ends.
 			stopAbort = context.AfterFunc(ctx, func() { conn.Close() })
 			sock = conn
-			return conn, nil
+			batch = newBatchConn(conn)
+			return batch, nil
 		},
 	}
 	c, err := amqp.DialConfig(ep.URL, cfg)
@@ -109,6 +111,9 @@ func Dial(ctx context.Context, ep Endpoint, o DialOptions) (Conn, error) {
 	}
 	if err != nil {
 		return nil, &DialError{Endpoint: ep.String(), Permanent: permanent(err), Err: err}
+	}
+	if batch != nil {
+		batch.start()
 	}
 	closeSocketWhenDead(c, sock)
 	return amqpConn{Connection: c, sock: sock}, nil
