@@ -74,10 +74,33 @@ func withChannel(url string, f func(*amqp.Channel) error) error {
 	return f(ch)
 }
 
-// RawPublish publishes n persistent, mandatory messages to t with raw
+// Props says what each message of RawPublishProps carries besides a
+// persistent body: the plain client a user writes sets none of them.
+type Props struct {
+	Mandatory   bool
+	MessageID   bool
+	AppID       bool
+	Timestamp   bool
+	ContentType bool
+}
+
+// Plain is what a user's own amqp091-go publisher sends: persistent bodies.
+var Plain = Props{}
+
+// AsOMQS is what an OMQS message carries: an id of the same form, an app id,
+// a timestamp and a content type, published mandatory.
+var AsOMQS = Props{Mandatory: true, MessageID: true, AppID: true, Timestamp: true, ContentType: true}
+
+// RawPublish publishes n persistent messages carrying OMQS's properties
+// (AsOMQS) to t; see RawPublishProps.
+func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
+	return RawPublishProps(url, t, n, window, AsOMQS)
+}
+
+// RawPublishProps publishes n persistent messages with props to t with raw
 // amqp091-go in confirm mode, pipelined with at most window unconfirmed, and
 // returns the time from the first publish to the last confirm.
-func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
+func RawPublishProps(url string, t Topology, n, window int, props Props) (time.Duration, error) {
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		return 0, err
@@ -91,7 +114,6 @@ func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
 		return 0, err
 	}
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window+16))
-	returns := ch.NotifyReturn(make(chan amqp.Return, window+16))
 	slots := make(chan struct{}, window)
 	done := make(chan error, 1)
 	go func() {
@@ -109,22 +131,32 @@ func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
 		}
 		done <- errors.New("channel closed")
 	}()
-	go func() {
-		for range returns {
-		}
-	}()
+	if props.Mandatory {
+		returns := ch.NotifyReturn(make(chan amqp.Return, window+16))
+		go func() {
+			for range returns {
+			}
+		}()
+	}
 	body := []byte(Body)
-	// The same properties OMQS sends: a unique id of the same form, an app
-	// id, a timestamp, a content type; persistent and mandatory.
 	prefix := fmt.Sprintf("%016x-", time.Now().UnixNano())
 	start := time.Now()
 	for i := 1; i <= n; i++ {
 		slots <- struct{}{}
-		err := ch.PublishWithContext(context.Background(), t.Exchange, t.Key, true, false, amqp.Publishing{
-			ContentType: "text/plain; charset=utf-8", DeliveryMode: amqp.Persistent,
-			MessageId: prefix + strconv.Itoa(i), Timestamp: time.Now(), AppId: "raw-amqp091", Body: body,
-		})
-		if err != nil {
+		msg := amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body}
+		if props.ContentType {
+			msg.ContentType = "text/plain; charset=utf-8"
+		}
+		if props.MessageID {
+			msg.MessageId = prefix + strconv.Itoa(i)
+		}
+		if props.Timestamp {
+			msg.Timestamp = time.Now()
+		}
+		if props.AppID {
+			msg.AppId = "raw-amqp091"
+		}
+		if err := ch.PublishWithContext(context.Background(), t.Exchange, t.Key, props.Mandatory, false, msg); err != nil {
 			return 0, err
 		}
 	}

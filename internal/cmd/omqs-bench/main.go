@@ -63,6 +63,7 @@ func main() {
 		{"async vs sync consumer", asyncVsSync},
 		{"in-process broker", memoryThroughput},
 		{"idle cost", idle},
+		{"property cost", propsCost},
 	}
 	for _, s := range steps {
 		if !strings.Contains(s.name, *only) {
