@@ -244,18 +244,32 @@ func sendStalled(ctx context.Context) error {
 // alternate runs omqs and raw rounds times, alternating which goes first,
 // and returns the median rate of each in messages per second.
 func alternate(omqsRun, rawRun func() (time.Duration, error), count int) (o, r float64, err error) {
-	var rates [2][]float64 // 0: OMQS, 1: raw
-	runs := [2]func() (time.Duration, error){omqsRun, rawRun}
+	m, err := interleave(count, omqsRun, rawRun)
+	if err != nil {
+		return 0, 0, err
+	}
+	return m[0], m[1], nil
+}
+
+// interleave runs each of runs rounds times, rotating which goes first,
+// and returns the median rate of each in messages per second.
+func interleave(count int, runs ...func() (time.Duration, error)) ([]float64, error) {
+	rates := make([][]float64, len(runs))
 	for i := 0; i < *rounds; i++ {
-		for _, k := range [][2]int{{0, 1}, {1, 0}}[i%2] {
+		for j := range runs {
+			k := (i + j) % len(runs)
 			d, err := runs[k]()
 			if err != nil {
-				return 0, 0, err
+				return nil, err
 			}
 			rates[k] = append(rates[k], float64(count)/d.Seconds())
 		}
 	}
-	return benchkit.Median(rates[0]), benchkit.Median(rates[1]), nil
+	medians := make([]float64, len(runs))
+	for k := range rates {
+		medians[k] = benchkit.Median(rates[k])
+	}
+	return medians, nil
 }
 
 func eventThroughput(ctx context.Context) error {
@@ -283,17 +297,25 @@ func eventThroughput(ctx context.Context) error {
 		d := time.Since(start)
 		return d, m.Stop(ctx)
 	}
-	rawRun := func() (time.Duration, error) {
-		defer benchkit.Purge(*url, t)
-		return benchkit.RawPublish(*url, t, *n, omqs.DefaultMaxInFlight)
+	raw := func(props benchkit.Props) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			defer benchkit.Purge(*url, t)
+			return benchkit.RawPublishProps(*url, t, *n, omqs.DefaultMaxInFlight, props)
+		}
 	}
-	o, r, err := alternate(omqsRun, rawRun, *n)
+	// The plain client a user writes (persistent bodies, nothing else), and
+	// the same client sending what an OMQS message carries.
+	rates, err := interleave(*n, omqsRun, raw(benchkit.Plain), raw(benchkit.AsOMQS))
 	if err != nil {
 		return err
 	}
+	o, r, rp := rates[0], rates[1], rates[2]
 	eventRate = o
-	results = append(results, row{"event path, confirmed msgs/s (persistent, durable queue)",
-		fmt.Sprintf("%.0f", o), fmt.Sprintf("%.0f", r), fmt.Sprintf("%.2f", o/r), "≥ 0.95× raw", verdict(o/r >= 0.95)})
+	results = append(results,
+		row{"event path, confirmed msgs/s (persistent, durable queue)",
+			fmt.Sprintf("%.0f", o), fmt.Sprintf("%.0f", r), fmt.Sprintf("%.2f", o/r), "≥ 1.0× plain raw", verdict(o/r >= 1.0)},
+		row{"raw amqp091-go with OMQS's properties and mandatory, confirmed msgs/s",
+			"", fmt.Sprintf("%.0f", rp), fmt.Sprintf("%.2f", rp/r), "", ""})
 	return nil
 }
 
