@@ -956,7 +956,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
 	case retryOf(err) != nil:
-		c.retry(cbCtx, sess, d, retryOf(err))
+		c.obs.end(pctx, d, t0, c.retry(cbCtx, sess, d, retryOf(err)), err)
 	case IsRequeue(err):
 		if n, ok := c.redeliv.requeue(d); !ok {
 			c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was requeued %d times, more than MAX_REDELIVERIES (%d); rejected: %w",

@@ -6,15 +6,16 @@ import "sync/atomic"
 // built.
 type ConsumerStats struct {
 	Deliveries uint64 // received from the broker
-	Acks       uint64 // acknowledged (duplicates included)
+	Acks       uint64 // acknowledged (duplicates and retries included)
 	Rejects    uint64 // rejected without requeue (dead-lettered where the queue has a dead-letter exchange)
 	Requeues   uint64 // sent back to the queue
 	Duplicates uint64 // acknowledged without calling the callback: handled within the de-duplication window (WithDedup)
+	Retries    uint64 // copied to a retry queue and acknowledged, to run again later (RetryAfter)
 }
 
 // consumerCounters are the live, atomically updated ConsumerStats.
 type consumerCounters struct {
-	deliveries, acks, rejects, requeues, duplicates atomic.Uint64
+	deliveries, acks, rejects, requeues, duplicates, retries atomic.Uint64
 }
 
 // Stats returns a snapshot of the consumer's counters. It is safe for
@@ -29,6 +30,7 @@ func (c *consumer) Stats() ConsumerStats {
 		Rejects:    c.st.rejects.Load(),
 		Requeues:   c.st.requeues.Load(),
 		Duplicates: c.st.duplicates.Load(),
+		Retries:    c.st.retries.Load(),
 	}
 }
 

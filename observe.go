@@ -85,8 +85,8 @@ type Snapshot struct {
 	Rejects    uint64 // rejected without requeue (panics included)
 	Requeues   uint64 // given back to the queue
 	Panics     uint64 // callbacks that panicked
-	// TODO(issue 12): delayed retries and de-duplicated deliveries, once
-	// those features are on main.
+	Retries    uint64 // copied to a retry queue to run again later (RetryAfter)
+	Duplicates uint64 // acknowledged without a callback: seen within the de-duplication window (WithDedup)
 }
 
 // Outcome is what became of a delivery after its callback.
@@ -97,9 +97,10 @@ const (
 	OutcomeReject                 // rejected, dead-lettered where the queue has a DLX
 	OutcomeRequeue                // returned to the queue
 	OutcomePanic                  // the callback panicked; rejected
+	OutcomeRetry                  // copied to a retry queue to run again later (RetryAfter); acknowledged
 )
 
-// String returns "ack", "reject", "requeue" or "panic".
+// String returns "ack", "reject", "requeue", "panic" or "retry".
 func (o Outcome) String() string {
 	switch o {
 	case OutcomeAck:
@@ -110,6 +111,8 @@ func (o Outcome) String() string {
 		return "requeue"
 	case OutcomePanic:
 		return "panic"
+	case OutcomeRetry:
+		return "retry"
 	}
 	return "unknown"
 }
@@ -280,6 +283,7 @@ func (c *consumer) snapshot() Snapshot {
 		Connected:  c.ready.Load(),
 		Deliveries: st.Deliveries, Acks: st.Acks, Rejects: st.Rejects,
 		Requeues: st.Requeues, Panics: o.panics.Load(),
+		Retries: st.Retries, Duplicates: st.Duplicates,
 	}
 }
 

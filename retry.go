@@ -214,15 +214,16 @@ const retryConfirmTimeout = 30 * time.Second
 // retry settles d, whose callback returned re: it publishes a copy to a
 // retry queue and acknowledges d once the copy is confirmed; past
 // MAX_REDELIVERIES it rejects d instead. If the copy cannot be published, d
-// is requeued at once (no delay, but not lost).
-func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Delivery, re *retryError) {
+// is requeued at once (no delay, but not lost). It returns what became of d.
+func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Delivery, re *retryError) Outcome {
 	n := retriesOf(d.Headers) + c.redeliv.requeues(d) + 1
 	if max := c.redeliv.max; max != 0 && n > max {
 		c.redeliv.forget(d)
 		c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was retried %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 			d.MessageId, d.RoutingKey, n-1, max, re)))
+		c.st.rejects.Add(1)
 		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
-		return
+		return OutcomeReject
 	}
 	delay := retryDelay(re.delay, n)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retryConfirmTimeout)
@@ -232,14 +233,19 @@ func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Del
 		c.log.Warn("omqs: could not publish a retry; the delivery is requeued at once instead", "consumer", c.name,
 			"key", d.RoutingKey, "id", d.MessageId, "retry_queue", name, "error", err.Error())
 		if _, ok := c.redeliv.requeue(d); !ok {
+			c.st.rejects.Add(1)
 			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
-			return
+			return OutcomeReject
 		}
+		c.st.requeues.Add(1)
 		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
-		return
+		return OutcomeRequeue
 	}
 	c.redeliv.forget(d)
+	c.st.retries.Add(1)
+	c.st.acks.Add(1)
 	c.log.Debug("omqs: delivery retried later", "consumer", c.name, "key", d.RoutingKey, "id", d.MessageId,
 		"retry", n, "delay", delay, "retry_queue", name, "error", re.Error())
 	c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+	return OutcomeRetry
 }

@@ -33,8 +33,8 @@ var counterDefs = []counterDef{
 	{"omqs.consumer.rejects", "{message}", "Deliveries rejected without requeue (panics included).", true, func(s *omqs.Snapshot) uint64 { return s.Rejects }},
 	{"omqs.consumer.requeues", "{message}", "Deliveries given back to the queue.", true, func(s *omqs.Snapshot) uint64 { return s.Requeues }},
 	{"omqs.consumer.panics", "{message}", "Callbacks that panicked.", true, func(s *omqs.Snapshot) uint64 { return s.Panics }},
-	// TODO(issue 12): omqs.consumer.delayed_retries and
-	// omqs.consumer.deduplicated once those features are on main.
+	{"omqs.consumer.delayed_retries", "{message}", "Deliveries copied to a retry queue to run again later (RetryAfter).", true, func(s *omqs.Snapshot) uint64 { return s.Retries }},
+	{"omqs.consumer.deduplicated", "{message}", "Deliveries acknowledged without a callback: seen within the de-duplication window.", true, func(s *omqs.Snapshot) uint64 { return s.Duplicates }},
 }
 
 type instruments struct {

@@ -38,8 +38,10 @@
 //
 //	messaging.client.consumed.messages counter  deliveries received
 //	omqs.consumer.acks, omqs.consumer.rejects, omqs.consumer.requeues, omqs.consumer.panics counters
+//	omqs.consumer.delayed_retries     counter   copied to a retry queue to run later (RetryAfter)
+//	omqs.consumer.deduplicated        counter   acknowledged without a callback (WithDedup)
 //	omqs.messages.in_flight           gauge     callbacks running
-//	messaging.process.duration        histogram (s) callback run time; omqs.outcome=ack|reject|requeue|panic
+//	messaging.process.duration        histogram (s) callback run time; omqs.outcome=ack|reject|requeue|panic|retry
 //
 // All: omqs.connection.up (gauge, 1 while connected; a consumer: subscribed),
 // omqs.connection.blocked (gauge, 1 while the broker blocks publishing),
@@ -182,7 +184,7 @@ type component struct {
 	spanOpts []trace.SpanStartOption
 	// Record options per outcome, made once: recording allocates nothing.
 	settled [2][]metric.RecordOption // nack, ack
-	process [4][]metric.RecordOption // by omqs.Outcome
+	process [5][]metric.RecordOption // by omqs.Outcome
 }
 
 func newComponent(o *Observer, c *omqs.Component) *component {
@@ -215,7 +217,7 @@ func newComponent(o *Observer, c *omqs.Component) *component {
 		return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(all...))}
 	}
 	comp.settled[0], comp.settled[1] = with("nack"), with("ack")
-	for _, oc := range []omqs.Outcome{omqs.OutcomeAck, omqs.OutcomeReject, omqs.OutcomeRequeue, omqs.OutcomePanic} {
+	for _, oc := range []omqs.Outcome{omqs.OutcomeAck, omqs.OutcomeReject, omqs.OutcomeRequeue, omqs.OutcomePanic, omqs.OutcomeRetry} {
 		comp.process[oc] = with(oc.String())
 	}
 	return comp

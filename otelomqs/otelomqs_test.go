@@ -2,6 +2,7 @@ package otelomqs_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -323,4 +324,89 @@ func names(spans tracetest.SpanStubs) []string {
 		n = append(n, s.Name)
 	}
 	return n
+}
+
+// TestRetryAndDedupMetrics: a delivery retried later (RetryAfter) and a
+// duplicate acknowledged without its callback (WithDedup) are counted.
+func TestRetryAndDedupMetrics(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		tel := newTelemetry(t)
+		x, q, key := brokertest.Unique("omqs.test.otel.x"), brokertest.Unique("omqs.test.otel.q"), brokertest.Unique("k")
+		const delay = 50 * time.Millisecond
+		if strings.HasPrefix(url, "amqp") {
+			brokertest.Cleanup(t, []string{x}, []string{q, q + ".retry." + delay.String()})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		topo := []omqs.Option{omqs.WithURL(url), omqs.WithLogger(quiet()), omqs.WithExchange(x, "topic", true),
+			omqs.WithQueue(q), omqs.WithKeys(key)}
+
+		calls := make(chan omqs.Delivery, 4)
+		cb := func(_ context.Context, d omqs.Delivery) error {
+			calls <- d
+			if d.Headers[omqs.RetriesHeader] == nil {
+				return omqs.RetryAfter(errors.New("not yet"), delay)
+			}
+			return nil
+		}
+		c, err := omqs.NewSyncConsumer(append(topo, omqs.WithDedup(100, 0), omqs.WithCallback(cb), omqs.WithObserver(tel.obs))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runDone := make(chan error, 1)
+		go func() { runDone <- c.Run(ctx) }()
+		defer func() {
+			if err := c.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+			if err := <-runDone; err != nil {
+				t.Error(err)
+			}
+		}()
+		eventually(t, "the consumer to be ready", c.Ready)
+
+		p, err := omqs.NewAsyncPublisher(topo...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer p.Stop(ctx)
+		msg := omqs.Message{Key: key, Body: []byte("job"), MessageID: brokertest.Unique("id")}
+		if err := p.PublishMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 { // the first run, then the retry
+			select {
+			case <-calls:
+			case <-ctx.Done():
+				t.Fatalf("callback %d did not run", i+1)
+			}
+		}
+		eventually(t, "the retry acknowledged", func() bool { return c.Stats().Acks == 2 })
+		// The same message again: handled already, so acknowledged unseen.
+		if err := p.PublishMessage(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		cons := []attribute.KeyValue{attribute.String("omqs.component", "SyncConsumer")}
+		var mets map[string]metricdata.Aggregation
+		eventually(t, "the duplicate counted", func() bool {
+			mets = tel.collect(t)
+			n, _ := value(mets, "omqs.consumer.deduplicated", cons...)
+			return n == 1
+		})
+		if n, ok := value(mets, "omqs.consumer.delayed_retries", cons...); !ok || n != 1 {
+			t.Errorf("omqs.consumer.delayed_retries = %d (present %v), want 1", n, ok)
+		}
+		if n := histCount(mets, "messaging.process.duration", append(cons, attribute.String("omqs.outcome", "retry"))...); n != 1 {
+			t.Errorf("callback duration histogram count with outcome retry %d, want 1", n)
+		}
+		if len(calls) != 0 {
+			t.Errorf("the callback ran for the duplicate: %+v", <-calls)
+		}
+		if st := c.Stats(); st.Retries != 1 || st.Duplicates != 1 || st.Acks != 3 {
+			t.Errorf("Stats() = %+v, want 1 retry, 1 duplicate, 3 acks", st)
+		}
+	})
 }
