@@ -28,8 +28,8 @@ type SlogOptions struct {
 	Name string
 	// Fallback handles what the lane does not take: the library's own
 	// records and the records logged while the Manager is not running
-	// (before Start, after Stop). nil means a slog.TextHandler on standard
-	// error, at Level, whose URLs show no password; slog.DiscardHandler
+	// (before Start, after Stop), redacted as the lane's are. nil means a
+	// slog.TextHandler on standard error, at Level; slog.DiscardHandler
 	// drops them. Slog's initial default handler (slog.Default().Handler()
 	// before any slog.SetDefault) cannot be the fallback: it writes through
 	// the log package, which slog.SetDefault sends back to the new default;
@@ -82,16 +82,14 @@ func (m *Manager) SlogHandler(opts *SlogOptions) slog.Handler {
 		o.Name = m.name
 	}
 	if isNil(o.Fallback) || isStdDefaultHandler(o.Fallback) {
-		o.Fallback = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.Level, AddSource: o.AddSource, ReplaceAttr: redactSlogAttr})
+		o.Fallback = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.Level, AddSource: o.AddSource})
 	}
 	h := &slogHandler{m: m, level: o.Level, fallback: o.Fallback}
 	if m != nil {
 		// Its Level does not matter: Handle calls it for the records
 		// the slogHandler's Enabled let through.
-		h.json = slog.NewJSONHandler(laneWriter{m}, &slog.HandlerOptions{
-			AddSource:   o.AddSource,
-			ReplaceAttr: redactSlogAttr,
-		}).WithAttrs([]slog.Attr{slog.String("logger", o.Name)})
+		h.json = slog.NewJSONHandler(laneWriter{m}, &slog.HandlerOptions{AddSource: o.AddSource}).
+			WithAttrs([]slog.Attr{slog.String("logger", redactString(o.Name))})
 	}
 	return h
 }
@@ -126,7 +124,13 @@ func (h *slogHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 // Handle ships r through the log lane; see Manager.SlogHandler.
 func (h *slogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if isOwnRecord(ctx) || h.m == nil || h.m.stateErr() != nil {
+	if isOwnRecord(ctx) {
+		return h.toFallback(ctx, r) // redacted by the library's logger
+	}
+	if recordNeedsRedact(r) {
+		r = redactRecord(r)
+	}
+	if h.m == nil || h.m.stateErr() != nil {
 		return h.toFallback(ctx, r)
 	}
 	err := h.json.Handle(ctx, r)
@@ -152,6 +156,17 @@ func (h *slogHandler) toFallback(ctx context.Context, r slog.Record) error {
 func (h *slogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	if len(attrs) == 0 {
 		return h
+	}
+	for i, a := range attrs {
+		if valueNeedsRedact(a.Value) {
+			out := make([]slog.Attr, len(attrs))
+			copy(out, attrs[:i])
+			for j := i; j < len(attrs); j++ {
+				out[j] = slog.Attr{Key: attrs[j].Key, Value: redactValue(attrs[j].Value)}
+			}
+			attrs = out
+			break
+		}
 	}
 	h2 := *h
 	if h.json != nil {
@@ -205,17 +220,22 @@ func slogKey(l slog.Level) string {
 // lineLevel reads the level of a record back from the line JSONHandler
 // wrote, which starts with {"time":"...","level":"INFO" (no "time" when the
 // record has none): a name DEBUG, INFO, WARN or ERROR and an optional
-// signed offset, as slog.Level.String writes it. It returns LevelInfo if
-// the line has no level it reads, which a JSONHandler without ReplaceAttr
-// for the level never writes.
+// signed offset, as slog.Level.String writes it. It returns LevelInfo for a
+// line that does not start so, which JSONHandler never writes.
 func lineLevel(line []byte) slog.Level {
-	const tag = `"level":"`
-	head := line[:min(len(line), 128)]
-	i := bytes.Index(head, []byte(tag))
-	if i < 0 {
+	const timeTag, levelTag = `{"time":"`, `"level":"`
+	s := line
+	if bytes.HasPrefix(s, []byte(timeTag)) {
+		end := bytes.IndexByte(s[len(timeTag):], '"')
+		if end < 0 {
+			return slog.LevelInfo
+		}
+		s = s[len(timeTag)+end+1:]
+	}
+	if len(s) == 0 || (s[0] != ',' && s[0] != '{') || !bytes.HasPrefix(s[1:], []byte(levelTag)) {
 		return slog.LevelInfo
 	}
-	s := head[i+len(tag):]
+	s = s[1+len(levelTag):]
 	end := bytes.IndexByte(s, '"')
 	if end < 0 {
 		return slog.LevelInfo
@@ -256,36 +276,95 @@ func parseSlogLevel(s []byte) slog.Level {
 	return slog.LevelInfo
 }
 
-// redactSlogAttr is the ReplaceAttr of SlogHandler's JSON and text
-// handlers: a string, an error's text, or a string inside another value
-// that holds a URL with a password gets the password replaced by "xxxxx".
-// Other values pass unchanged.
-func redactSlogAttr(groups []string, a slog.Attr) slog.Attr {
-	switch a.Value.Kind() {
+// recordNeedsRedact reports whether the message or an attribute of r holds
+// "://": a URL that may carry a password.
+func recordNeedsRedact(r slog.Record) bool {
+	if strings.Contains(r.Message, "://") {
+		return true
+	}
+	dirty := false
+	r.Attrs(func(a slog.Attr) bool {
+		dirty = valueNeedsRedact(a.Value)
+		return !dirty
+	})
+	return dirty
+}
+
+// valueNeedsRedact reports whether v, resolved, holds "://" in a string,
+// in a group's member, in an error's text, or in another value's JSON.
+func valueNeedsRedact(v slog.Value) bool {
+	v = v.Resolve()
+	switch v.Kind() {
 	case slog.KindString:
-		if s := a.Value.String(); strings.Contains(s, "://") {
-			a.Value = slog.StringValue(transport.Redact(s))
+		return strings.Contains(v.String(), "://")
+	case slog.KindGroup:
+		for _, a := range v.Group() {
+			if valueNeedsRedact(a.Value) {
+				return true
+			}
 		}
 	case slog.KindAny:
-		switch v := a.Value.Any().(type) {
-		case slog.Level:
-			if len(groups) == 0 && a.Key == slog.LevelKey {
-				// As JSONHandler writes it without ReplaceAttr, which
-				// would otherwise marshal the level with encoding/json.
-				a.Value = slog.StringValue(v.String())
+		x := v.Any()
+		if _, jm := x.(json.Marshaler); !jm {
+			if err, ok := x.(error); ok {
+				return strings.Contains(err.Error(), "://")
 			}
-		case *slog.Source:
-		case json.Marshaler:
-			a.Value = redactJSONValue(v)
-		case error:
-			if s := v.Error(); strings.Contains(s, "://") {
-				a.Value = slog.StringValue(transport.Redact(s))
-			}
-		default:
-			a.Value = redactJSONValue(v)
 		}
+		b, err := json.Marshal(x)
+		return err == nil && bytes.Contains(b, []byte("://"))
 	}
-	return a
+	return false
+}
+
+// redactRecord returns r with the passwords of URLs replaced by "xxxxx" in
+// its message and attributes, which are resolved.
+func redactRecord(r slog.Record) slog.Record {
+	nr := slog.NewRecord(r.Time, r.Level, redactString(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		nr.AddAttrs(slog.Attr{Key: a.Key, Value: redactValue(a.Value)})
+		return true
+	})
+	return nr
+}
+
+// redactValue returns v resolved, with the passwords of URLs replaced by
+// "xxxxx": in a string, in a group's members, in an error's text (which
+// becomes a string, as JSONHandler writes it), and in the strings of
+// another value's JSON.
+func redactValue(v slog.Value) slog.Value {
+	v = v.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		if s := v.String(); strings.Contains(s, "://") {
+			return slog.StringValue(transport.Redact(s))
+		}
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]slog.Attr, len(g))
+		for i, a := range g {
+			out[i] = slog.Attr{Key: a.Key, Value: redactValue(a.Value)}
+		}
+		return slog.GroupValue(out...)
+	case slog.KindAny:
+		x := v.Any()
+		if _, jm := x.(json.Marshaler); !jm {
+			if err, ok := x.(error); ok {
+				if s := err.Error(); strings.Contains(s, "://") {
+					return slog.StringValue(transport.Redact(s))
+				}
+				return v
+			}
+		}
+		return redactJSONValue(x)
+	}
+	return v
+}
+
+func redactString(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	return transport.Redact(s)
 }
 
 // redactJSONValue returns v, or, when its JSON holds "://", the JSON
