@@ -57,9 +57,10 @@ type SlogOptions struct {
 //
 // Handle never waits for the broker nor for room: it formats the record and
 // puts it in the lane's buffer (or journal, with WithJournal) as SendLog
-// does, whatever WithOverflow says. When the buffer is full, the record is dropped, counted in
-// Stats().Logs.Refused, and Handle returns an error wrapping ErrBufferFull
-// (slog.Logger ignores it). While the Manager is not running (before Start
+// does, whatever WithOverflow says. When the buffer is full, the record is
+// dropped, counted in Stats().Logs.Refused, and Handle returns an error
+// wrapping ErrBufferFull (slog.Logger ignores it); a record larger than
+// BUFFER_BYTES is dropped with ErrInvalidMessage. While the Manager is not running (before Start
 // returns, from Stop on) records go to SlogOptions.Fallback instead, and so
 // do the records the library logs itself, through WithLogger, of this
 // Manager or of any other Manager, publisher or consumer of the process:
