@@ -242,6 +242,23 @@ func TestSlogHandlerFullBuffer(t *testing.T) {
 	waitUntil(t, 10*time.Second, "the accepted records", func() bool { return len(w.bodies()) == n-int(refused) })
 }
 
+// A record larger than BUFFER_BYTES could never fit: Handle says so.
+func TestSlogHandlerRecordTooLarge(t *testing.T) {
+	t.Parallel()
+	url := memoryURL(t)
+	cfg, _ := backendConfig(t, url)
+	cfg.Global.BufferBytes = 256
+	m := startManager(t, WithConfig(cfg), WithURL(url), WithLogger(testLogger(t)), WithLogWorker(&recordingWorker{}))
+	h := m.SlogHandler(nil)
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, strings.Repeat("x", 300), 0)
+	if err := h.Handle(context.Background(), r); !errors.Is(err, ErrInvalidMessage) {
+		t.Errorf("Handle of a record larger than BUFFER_BYTES: %v, want ErrInvalidMessage", err)
+	}
+	if err := h.Handle(context.Background(), slog.NewRecord(time.Now(), slog.LevelInfo, "fits", 0)); err != nil {
+		t.Errorf("Handle of a small record: %v", err)
+	}
+}
+
 // Before Start and from Stop on, records go to the fallback; a nil
 // Manager's handler passes everything to it.
 func TestSlogHandlerNotRunningFallsBack(t *testing.T) {
