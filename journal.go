@@ -204,9 +204,9 @@ func (l *lane) sealJournal() {
 }
 
 // sendJournal writes one message to the lane's journal. When the journal is
-// full it fails at once, unless wait makes it wait for room until ctx ends
-// or Stop begins. It does not allocate.
-func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJournal, key, body string) error {
+// full it fails at once, unless wait or the overflow policy OverflowWait
+// make it wait for room until ctx ends or Stop begins. It does not allocate.
+func (m *Manager) sendJournal(ctx context.Context, wait bool, overflow Overflow, l *lane, jr *laneJournal, key, body string) error {
 	var buf [40]byte
 	idb := appendMessageID(buf[:0])
 	id := unsafe.String(unsafe.SliceData(idb), len(idb))
@@ -233,7 +233,8 @@ func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJ
 		default:
 			return errorOf("Manager", fmt.Errorf("%s journal: %w", l.name, err))
 		}
-		if !wait && m.overflow == OverflowFail {
+		if !wait && overflow == OverflowFail {
+			l.st.refused.Add(1)
 			return l.full
 		}
 		if !waiting {
@@ -247,6 +248,7 @@ func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJ
 		case <-l.room:
 		case <-ctx.Done():
 			l.waiters.Add(-1)
+			l.st.refused.Add(1)
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
 			l.waiters.Add(-1)

@@ -180,6 +180,9 @@ func TestManagerJournalFull(t *testing.T) {
 	if sent < 50 {
 		t.Fatalf("only %d messages fit in 64 KiB", sent)
 	}
+	if got := m.Stats().Logs.Refused; got != 1 {
+		t.Errorf("Stats().Logs.Refused = %d after one refusal of the full journal, want 1", got)
+	}
 	if l, _ := m.Pending(); l != sent {
 		t.Errorf("Pending = %d, want %d", l, sent)
 	}

@@ -728,23 +728,97 @@ func releaseFileSink(s *logSink) error {
 // library's own log lines never carry a password: the message and every
 // attribute that prints a URL with user information are passed through
 // transport.Redact. Lines without "://" pass unchanged.
-type redactingHandler struct{ h slog.Handler }
+//
+// It also marks each record as the library's own (ownContext), so that a
+// Manager's SlogHandler, reached directly or through wrappers that pass the
+// context on, keeps them out of its lane. A handler derived from slog's
+// initial default handler writes through the log package, which
+// slog.SetDefault points to the new default's handler; the context would be
+// lost on the way. Once SetDefault was called, such records go to the
+// default's handler directly (with the WithAttrs and WithGroup calls made
+// since), which is where the log package would have sent them.
+type redactingHandler struct {
+	h      slog.Handler
+	viaLog bool                           // h is, or derives from, slog's initial default handler
+	ops    []handlerOp                    // with viaLog: the WithAttrs and WithGroup calls that derived h, oldest first
+	cache  atomic.Pointer[resolvedTarget] // with viaLog: ops applied to the current default's handler
+}
+
+// handlerOp is a WithAttrs (group == "") or WithGroup call.
+type handlerOp struct {
+	group string
+	attrs []slog.Attr
+}
+
+// resolvedTarget is the handler a viaLog redactingHandler sends to while
+// lg is the default logger: h, or its ops applied to lg's handler.
+type resolvedTarget struct {
+	lg *slog.Logger
+	h  slog.Handler
+}
+
+// stdDefault is slog's default handler as the program started, or nil if
+// another package replaced it before this one was initialized.
+var stdDefault = func() slog.Handler {
+	h := slog.Default().Handler()
+	if !isStdDefaultHandler(h) {
+		return nil
+	}
+	return h
+}()
+
+// isStdDefaultHandler reports whether h is slog's built-in default handler
+// (or one derived from it), which writes through the log package.
+func isStdDefaultHandler(h slog.Handler) bool {
+	return fmt.Sprintf("%T", h) == "*slog.defaultHandler"
+}
 
 func redacting(h slog.Handler) slog.Handler {
-	if _, ok := h.(redactingHandler); ok {
+	if _, ok := h.(*redactingHandler); ok {
 		return h
 	}
 	if _, ok := h.(*logHandler); ok {
-		return h // LogManager's handler redacts already
+		return h // LogManager's handler redacts already, and never reaches a SlogHandler
 	}
-	return redactingHandler{h: h}
+	r := &redactingHandler{h: h}
+	if stdDefault != nil && isStdDefaultHandler(h) {
+		r.viaLog = true
+	}
+	return r
 }
 
-func (r redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return r.h.Enabled(ctx, l)
+// target returns the handler to pass records to: h, unless h writes
+// through the log package and slog.SetDefault sent that to another handler.
+func (r *redactingHandler) target() slog.Handler {
+	if !r.viaLog {
+		return r.h
+	}
+	lg := slog.Default()
+	if t := r.cache.Load(); t != nil && t.lg == lg {
+		return t.h
+	}
+	h := r.h
+	if cur := lg.Handler(); !isStdDefaultHandler(cur) {
+		h = cur
+		for _, op := range r.ops {
+			if op.attrs != nil {
+				h = h.WithAttrs(op.attrs)
+			} else {
+				h = h.WithGroup(op.group)
+			}
+		}
+	}
+	r.cache.Store(&resolvedTarget{lg: lg, h: h})
+	return h
 }
 
-func (r redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+func (r *redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return r.target().Enabled(ownContext(ctx), l)
+}
+
+func (r *redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	h := r.target()
+	ctx = ownContext(ctx)
 	dirty := strings.Contains(rec.Message, "://")
 	if !dirty {
 		rec.Attrs(func(a slog.Attr) bool {
@@ -753,26 +827,65 @@ func (r redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
 		})
 	}
 	if !dirty {
-		return r.h.Handle(ctx, rec)
+		return h.Handle(ctx, rec)
 	}
 	nr := slog.NewRecord(rec.Time, rec.Level, transport.Redact(rec.Message), rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		nr.AddAttrs(redactAttr(a))
 		return true
 	})
-	return r.h.Handle(ctx, nr)
+	return h.Handle(ctx, nr)
 }
 
-func (r redactingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+func (r *redactingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	if len(as) == 0 {
+		return r
+	}
 	out := make([]slog.Attr, len(as))
 	for i, a := range as {
 		out[i] = redactAttr(a)
 	}
-	return redactingHandler{h: r.h.WithAttrs(out)}
+	return r.derive(r.h.WithAttrs(out), handlerOp{attrs: out})
 }
 
-func (r redactingHandler) WithGroup(name string) slog.Handler {
-	return redactingHandler{h: r.h.WithGroup(name)}
+func (r *redactingHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return r
+	}
+	return r.derive(r.h.WithGroup(name), handlerOp{group: name})
+}
+
+func (r *redactingHandler) derive(h slog.Handler, op handlerOp) *redactingHandler {
+	r2 := &redactingHandler{h: h, viaLog: r.viaLog}
+	if r.viaLog {
+		r2.ops = append(r.ops[:len(r.ops):len(r.ops)], op)
+	}
+	return r2
+}
+
+// ownRecordKey marks the context of the library's own log records, which
+// redactingHandler passes on, so that a Manager's SlogHandler keeps them
+// out of its lane.
+type ownRecordKey struct{}
+
+// ownBackground is context.Background() marked: the library logs without a
+// context, and marking its records allocates nothing.
+var ownBackground = context.WithValue(context.Background(), ownRecordKey{}, true)
+
+// ownContext returns ctx marked as the context of one of the library's own
+// records.
+func ownContext(ctx context.Context) context.Context {
+	switch {
+	case ctx == nil || ctx == context.Background():
+		return ownBackground
+	case isOwnRecord(ctx):
+		return ctx
+	}
+	return context.WithValue(ctx, ownRecordKey{}, true)
+}
+
+func isOwnRecord(ctx context.Context) bool {
+	return ctx != nil && ctx.Value(ownRecordKey{}) != nil
 }
 
 func attrNeedsRedact(a slog.Attr) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -861,4 +863,65 @@ func TestSizeRotationReopenGoroutines(t *testing.T) {
 	if got := readFile(t, filepath.Join(dir, "reopen.log")); got != want.String() {
 		t.Errorf("file holds %q, want %q", got, want.String())
 	}
+}
+
+// keepDefaultLogger restores slog's default logger and the log package's
+// output when the test ends.
+func keepDefaultLogger(t *testing.T) {
+	l, w, f := slog.Default(), log.Writer(), log.Flags()
+	t.Cleanup(func() {
+		slog.SetDefault(l)
+		log.SetOutput(w)
+		log.SetFlags(f)
+	})
+}
+
+// The library's logger made from slog's initial default handler writes
+// through the log package until slog.SetDefault; then it writes to the new
+// default's handler directly, with its attributes, groups and level, and
+// with the context that marks its records as the library's own.
+//
+// Not parallel: it sets the default logger and the log package's output.
+func TestRedactingFollowsDefault(t *testing.T) {
+	keepDefaultLogger(t)
+	var before lockedbuf.Buffer
+	log.SetOutput(&before)
+	l := slog.New(redacting(slog.Default().Handler())).With("publisher", "p").WithGroup("g")
+	l.Warn("omqs: one", "url", "amqp://u:s3cret@h/")
+	if out := before.String(); !strings.Contains(out, "WARN omqs: one publisher=p g.url=amqp://u:xxxxx@h/") {
+		t.Errorf("before SetDefault, through the log package: %q", out)
+	}
+
+	var after lockedbuf.Buffer
+	var own atomic.Int32
+	slog.SetDefault(slog.New(markHandler{slog.NewJSONHandler(&after, nil), &own}))
+	l.Warn("omqs: two", "url", "amqp://u:s3cret@h/")
+	want := `"level":"WARN","msg":"omqs: two","publisher":"p","g":{"url":"amqp://u:xxxxx@h/"}}`
+	if out := after.String(); !strings.Contains(out, want) || own.Load() != 1 {
+		t.Errorf("after SetDefault: %q (own records %d), want %s", out, own.Load(), want)
+	}
+	if strings.Contains(before.String(), "two") {
+		t.Errorf("the record went through the log package too: %q", before.String())
+	}
+}
+
+// markHandler counts the records that carry the library's mark.
+type markHandler struct {
+	slog.Handler
+	own *atomic.Int32
+}
+
+func (h markHandler) Handle(ctx context.Context, r slog.Record) error {
+	if isOwnRecord(ctx) {
+		h.own.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h markHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return markHandler{h.Handler.WithAttrs(as), h.own}
+}
+
+func (h markHandler) WithGroup(name string) slog.Handler {
+	return markHandler{h.Handler.WithGroup(name), h.own}
 }

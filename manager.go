@@ -600,6 +600,12 @@ func (m *Manager) sendEvent(ctx context.Context, wait bool, msg, key string) err
 // at once, unless wait (a Send*Context call) or the OverflowWait policy make
 // it wait for room until ctx ends or Stop begins.
 func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string) error {
+	return m.sendWith(ctx, wait, m.overflow, l, key, body)
+}
+
+// sendWith is send under the overflow policy given instead of the Manager's:
+// the slog handler sends under OverflowFail, so that logging never waits.
+func (m *Manager) sendWith(ctx context.Context, wait bool, overflow Overflow, l *lane, key, body string) error {
 	if err := m.stateErr(); err != nil {
 		return err
 	}
@@ -612,7 +618,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		return err
 	}
 	if jr := l.jr.Load(); jr != nil {
-		err := m.sendJournal(ctx, wait, l, jr, key, body)
+		err := m.sendJournal(ctx, wait, overflow, l, jr, key, body)
 		l.senders.Add(-1)
 		return err
 	}
@@ -624,7 +630,7 @@ func (m *Manager) send(ctx context.Context, wait bool, l *lane, key, body string
 		l.senders.Add(-1)
 		return nil
 	}
-	if !wait && m.overflow == OverflowFail {
+	if !wait && overflow == OverflowFail {
 		l.senders.Add(-1)
 		l.st.refused.Add(1)
 		return l.full

@@ -123,7 +123,8 @@
 //
 // LogManager builds a *slog.Logger whose output follows the [Log] section of
 // OMQS.cfg: a Python logging format string, stream or file output, rotation by
-// size or time.
+// size or time. Manager.SlogHandler ships an application's slog records
+// through the Manager's log lane, as JSON under the key of their level.
 package omqs
 
 import (

@@ -357,7 +357,13 @@ func WithName(name string) Option {
 }
 
 // WithLogger sends the library's own log lines to l instead of a LogManager
-// built from the [Log] section.
+// built from the [Log] section. Their context marks them as the library's,
+// so that a Manager's SlogHandler, if l leads to one, passes them to its
+// fallback instead of its lane. When l is slog's initial default logger
+// (slog.Default() before any slog.SetDefault), which writes through the log
+// package, the lines go, once slog.SetDefault was called, to the new
+// default's handler directly, where the log package would have sent them
+// without their level, attributes and mark.
 func WithLogger(l *slog.Logger) Option {
 	return opt("WithLogger", "…", func(s *settings) error {
 		if l == nil {
