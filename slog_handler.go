@@ -60,8 +60,9 @@ type SlogOptions struct {
 // does, whatever WithOverflow says. When the buffer is full, the record is
 // dropped, counted in Stats().Logs.Refused, and Handle returns an error
 // wrapping ErrBufferFull (slog.Logger ignores it); a record larger than
-// BUFFER_BYTES is dropped with ErrInvalidMessage. While the Manager is not running (before Start
-// returns, from Stop on) records go to SlogOptions.Fallback instead, and so
+// BUFFER_BYTES is dropped with ErrInvalidMessage. While the Manager is not
+// running (before Start returns, from Stop on) records go to
+// SlogOptions.Fallback instead, and so
 // do the records the library logs itself, through WithLogger, of this
 // Manager or of any other Manager, publisher or consumer of the process:
 // they never enter the lane, so that making this handler the default logger
