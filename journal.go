@@ -234,6 +234,7 @@ func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJ
 			return errorOf("Manager", fmt.Errorf("%s journal: %w", l.name, err))
 		}
 		if !wait && m.overflow == OverflowFail {
+			l.st.refused.Add(1)
 			return l.full
 		}
 		if !waiting {
@@ -247,6 +248,7 @@ func (m *Manager) sendJournal(ctx context.Context, wait bool, l *lane, jr *laneJ
 		case <-l.room:
 		case <-ctx.Done():
 			l.waiters.Add(-1)
+			l.st.refused.Add(1)
 			return fmt.Errorf("%w: %w", l.full, ctx.Err())
 		case <-m.stopping:
 			l.waiters.Add(-1)

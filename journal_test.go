@@ -180,6 +180,9 @@ func TestManagerJournalFull(t *testing.T) {
 	if sent < 50 {
 		t.Fatalf("only %d messages fit in 64 KiB", sent)
 	}
+	if r := m.Stats().Logs.Refused; r != 1 {
+		t.Errorf("Stats().Logs.Refused = %d, want the 1 refusal", r)
+	}
 	if l, _ := m.Pending(); l != sent {
 		t.Errorf("Pending = %d, want %d", l, sent)
 	}
