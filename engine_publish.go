@@ -42,15 +42,18 @@ func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts 
 // fromMessage builds a message from msg, keeping its id, timestamp and
 // headers; with owned, msg.Body is not copied.
 func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
+	if err := checkShortstr("message id", msg.MessageID); err != nil {
+		return nil, errorOf(e.who, err)
+	}
 	m, err := e.buildMsg(msg.Key, msg.Body, !owned, msg.MessageID, msg.Timestamp)
 	if err != nil {
 		return nil, err
 	}
 	m.jseq = msg.jseq
 	if len(msg.Headers) > 0 {
-		h := toTable(msg.Headers)
-		if err := h.Validate(); err != nil {
-			return nil, errorOf(e.who, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err))
+		h, err := headerTable(msg.Headers)
+		if err != nil {
+			return nil, errorOf(e.who, err)
 		}
 		m.headers = h
 	}
