@@ -495,6 +495,7 @@ func (l *lane) size() int {
 // keep writes a message its worker did not take to the lane's spool file.
 func (m *Manager) keep(l *lane, msg Message, cause error) {
 	rec := spool.NewRecord(m.laneExchange(l), msg.Key, msg.MessageID, msg.Timestamp, msg.Body, msg.Headers)
+	rec.ContentType = msg.ContentType
 	if err := l.spool.Append(rec); err != nil {
 		l.st.dropped.Add(1)
 		m.rep.report(errorOf("Manager", fmt.Errorf("%s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err)))

@@ -179,6 +179,10 @@ type Message struct {
 	Timestamp time.Time
 	// Headers are AMQP headers to send with the message (may be nil).
 	Headers map[string]any
+	// ContentType is the MIME type of Body, such as "application/json".
+	// Empty, the publisher sets "text/plain; charset=utf-8" for a body that
+	// is UTF-8 text and "application/octet-stream" for any other.
+	ContentType string
 
 	jseq uint64 // the Manager's journal entry it came from (see WithJournal), or 0
 }

@@ -31,7 +31,7 @@ func testPublishersNestedHeaders(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	got := consumeQueue(t, backendChannel(t, url), n.Queue)
-	msg := Message{Key: n.Key, Body: []byte("with headers"), Headers: map[string]any{
+	msg := Message{Key: n.Key, Body: []byte("with headers"), ContentType: "application/x-headers", Headers: map[string]any{
 		"plain": "v", "n": 7, "wide": 1 << 40, "nested": map[string]any{"a": []any{1, "x", map[string]any{"deep": true}}},
 	}}
 	if err := p.PublishMessage(ctx, msg); err != nil {
@@ -49,6 +49,9 @@ func testPublishersNestedHeaders(t *testing.T, url string) {
 	want := amqp.Table{"plain": "v", "n": int32(7), "wide": int64(1) << 40, "nested": amqp.Table{"a": []any{int32(1), "x", amqp.Table{"deep": true}}}}
 	if h := got.all()[0].Headers; !reflect.DeepEqual(h, want) {
 		t.Fatalf("headers %#v, want %#v", h, want)
+	}
+	if ct := got.all()[0].ContentType; ct != "application/x-headers" {
+		t.Fatalf("content type %q, want the message's", ct)
 	}
 }
 
@@ -72,6 +75,8 @@ func TestPublishMessageRefusesInvalid(t *testing.T) {
 		says string
 	}{
 		{"id too long", Message{MessageID: long}, "message id is 256 bytes"},
+		{"content type too long", Message{ContentType: long}, "content type is 256 bytes"},
+		{"content type not UTF-8", Message{ContentType: "\xff"}, "content type"},
 		{"header name too long", Message{Headers: map[string]any{"a": map[string]any{long: 1}}}, `"a": field name`},
 		{"headers nested too deep", Message{Headers: deep}, "nested deeper than 32 levels"},
 		{"uint beyond int64", Message{Headers: map[string]any{"u": uint(1) << 63}}, `"u": 9223372036854775808 is larger`},
