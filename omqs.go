@@ -27,6 +27,8 @@
 // their lane (logs or events) is full. The Send*Context variants instead wait
 // for room until their context ends. Routing keys longer than 255 bytes and
 // text that is not valid UTF-8 are refused with ErrInvalidMessage.
+// SendEventMessage takes a bytes body with a content type and headers and
+// returns the message id; SendEventJSON sends a Go value as JSON.
 //
 // Each lane's worker publishes on one channel of its own, pipelined: the
 // broker's confirms are tracked in the background, up to MAX_IN_FLIGHT
