@@ -104,6 +104,7 @@ type outMsg struct {
 	id        string
 	ts        time.Time
 	headers   amqp.Table
+	ct        string     // the content type, or "": contentTypeOf(body)
 	replay    *replayRec // set when read back from the spool
 	done      chan error // SyncPublisher's waiter (buffered), or nil
 	wasOut    bool       // was published once (a resend counts as republished)

@@ -39,18 +39,25 @@ func (e *engine) buildMsg(key string, body []byte, copyBody bool, id string, ts 
 	return &outMsg{exchange: e.topo.exchange, key: key, body: body, id: id, ts: ts}, nil
 }
 
-// fromMessage builds a message from msg, keeping its id, timestamp and
-// headers; with owned, msg.Body is not copied.
+// fromMessage builds a message from msg, keeping its id, timestamp,
+// content type and headers; with owned, msg.Body is not copied.
 func (e *engine) fromMessage(msg Message, owned bool) (*outMsg, error) {
+	if err := checkShortstr("message id", msg.MessageID); err != nil {
+		return nil, errorOf(e.who, err)
+	}
+	if err := checkShortstr("content type", msg.ContentType); err != nil {
+		return nil, errorOf(e.who, err)
+	}
 	m, err := e.buildMsg(msg.Key, msg.Body, !owned, msg.MessageID, msg.Timestamp)
 	if err != nil {
 		return nil, err
 	}
 	m.jseq = msg.jseq
+	m.ct = msg.ContentType
 	if len(msg.Headers) > 0 {
-		h := toTable(msg.Headers)
-		if err := h.Validate(); err != nil {
-			return nil, errorOf(e.who, fmt.Errorf("%w: headers: %v", ErrInvalidMessage, err))
+		h, err := headerTable(msg.Headers)
+		if err != nil {
+			return nil, errorOf(e.who, err)
 		}
 		m.headers = h
 	}
@@ -76,8 +83,12 @@ func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
 // send publishes m, already recorded as outstanding under tag; see write.
 // e.pubMu is held.
 func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg) error {
+	ct := m.ct
+	if ct == "" {
+		ct = contentTypeOf(m.body)
+	}
 	pub := amqp.Publishing{
-		ContentType:  contentTypeOf(m.body),
+		ContentType:  ct,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    m.id,
 		Timestamp:    m.ts,

@@ -283,7 +283,7 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) error {
 	// at once.
 	n, err := e.sp.AppendEach(len(msgs), func(i int) spool.Record {
 		m := msgs[i]
-		return spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
+		return m.record()
 	})
 	e.st.spooled.Add(uint64(n))
 	result := ErrSpooled
@@ -303,6 +303,13 @@ func (e *engine) spoolMany(msgs []*outMsg, why error) error {
 	return nil
 }
 
+// record is m as a spool record.
+func (m *outMsg) record() spool.Record {
+	r := spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
+	r.ContentType = m.ct
+	return r
+}
+
 // quarantine sets aside m, whose publish the broker refused with cause
 // (closing the channel): publishing it again would only be refused again.
 // It goes to the spool's FILE.quarantine, which is never replayed, or is
@@ -314,8 +321,7 @@ func (e *engine) quarantine(m *outMsg, cause *amqp.Error) {
 	why := fmt.Errorf("%w: the broker refused it and closed the channel: %w", ErrInvalidMessage, cause)
 	where := "dropped (no spool)"
 	if e.quar != nil {
-		rec := spool.NewRecord(m.exchange, m.key, m.id, m.ts, m.body, m.headers)
-		if err := e.quar.Append(rec); err != nil {
+		if err := e.quar.Append(m.record()); err != nil {
 			where = fmt.Sprintf("dropped: %v", err)
 		} else {
 			where = "set aside in " + e.quar.Path()
@@ -475,6 +481,7 @@ func (e *engine) replayOnce(delay time.Duration) {
 			if len(r.Headers) > 0 {
 				m.headers = toTable(r.Headers)
 			}
+			m.ct = r.ContentType
 			b.remaining.Add(1)
 			if err := e.publish(e.runCtx, m); err != nil {
 				// Not published (Stop began): it stays in the file, and

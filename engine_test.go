@@ -335,3 +335,11 @@ func TestEngineStopReportsSpoolCloseError(t *testing.T) {
 		t.Fatalf("Stop: %v, want ErrNotConfirmed and the failed fsync", err)
 	}
 }
+
+// A message's spool record keeps its content type.
+func TestOutMsgRecordKeepsContentType(t *testing.T) {
+	m := &outMsg{exchange: "x", key: "k", id: "i", body: []byte("b"), ct: "text/x", headers: map[string]any{"h": "v"}}
+	if r := m.record(); r.ContentType != "text/x" || r.Headers["h"] != "v" || r.MessageID != "i" {
+		t.Fatalf("record %+v", r)
+	}
+}

@@ -203,17 +203,27 @@ func (l *lane) sealJournal() {
 	}
 }
 
-// sendJournal writes one message to the lane's journal. When the journal is
-// full it fails at once, unless wait or the overflow policy OverflowWait
-// make it wait for room until ctx ends or Stop begins. It does not allocate.
-func (m *Manager) sendJournal(ctx context.Context, wait bool, overflow Overflow, l *lane, jr *laneJournal, key, body string) error {
+// sendJournal writes one message of Send* to the lane's journal, with the
+// trace context tc (nil: none) in its headers. When the journal is full it
+// fails at once, unless wait or the overflow policy OverflowWait make it wait
+// for room until ctx ends or Stop begins. It does not allocate.
+func (m *Manager) sendJournal(ctx context.Context, wait bool, overflow Overflow, l *lane, jr *laneJournal, key, body string, tc *traceCtx) error {
 	var buf [40]byte
 	idb := appendMessageID(buf[:0])
 	id := unsafe.String(unsafe.SliceData(idb), len(idb))
-	ts := m.clock()
+	var mb [256]byte
+	var meta []byte
+	if tc != nil {
+		meta = appendTraceMeta(mb[:0], "", tc)
+	}
+	return m.appendJournal(ctx, wait, overflow, l, jr, key, bytesString(meta), body, id, m.clock())
+}
+
+// appendJournal appends one message to the lane's journal; see sendJournal.
+func (m *Manager) appendJournal(ctx context.Context, wait bool, overflow Overflow, l *lane, jr *laneJournal, key, meta, body, id string, ts int64) error {
 	waiting := false
 	for {
-		_, err := jr.j.Append(key, body, id, ts, jr.lane)
+		_, err := jr.j.AppendMeta(key, meta, body, id, ts, jr.lane)
 		if err == nil {
 			jr.appended.Add(1)
 			if waiting {
@@ -283,6 +293,15 @@ func (m *Manager) drainJournal(l *lane) {
 		n := len(e.Body)
 		l.bytes.Add(int64(n)) // given back as for a buffered message
 		msg := journalMessage(e, seq)
+		if len(e.Meta) > 0 {
+			ct, h, err := parseMeta(e.Meta)
+			if err != nil {
+				// The entry's checksum held: a bug, not a torn write.
+				// The message goes out without what could not be read.
+				m.rep.report(errorOf("Manager", fmt.Errorf("%s message %s: its content type and headers are lost: %w", l.name, msg.MessageID, err)))
+			}
+			msg.ContentType, msg.Headers = ct, h
+		}
 		err := l.worker.MsgDidReceive(m.runCtx, msg)
 		if err != nil {
 			m.keep(l, msg, err)

@@ -111,12 +111,28 @@ type lane struct {
 }
 
 // item is one buffered message; it holds the caller's strings as they are.
+// A message of SendEventMessage carries its id and content type in body,
+// before the body itself (see parts), so that one allocation holds all
+// three: idLen is not 0 for it.
 type item struct {
-	key  string
-	body string
-	ts   int64
-	tc   *traceCtx // the caller's trace context (Send*Context with a span), or nil
+	key   string
+	body  string
+	ts    int64
+	tc    *traceCtx      // the caller's trace context (Send*Context with a span), or nil
+	hdr   map[string]any // SendEventMessage's copy of the headers, trace context included, or nil
+	idLen uint8
+	ctLen uint8
 }
+
+// parts returns the message id and content type SendEventMessage gave it
+// ("" for other messages) and its body.
+func (it *item) parts() (id, ct, body string) {
+	i, c := int(it.idLen), int(it.idLen)+int(it.ctLen)
+	return it.body[:i], it.body[i:c], it.body[c:]
+}
+
+// size is the length of its body, which the lane's byte budget counts.
+func (it *item) size() int { return len(it.body) - int(it.idLen) - int(it.ctLen) }
 
 var (
 	errLogBufferFull   = errorOf("Manager", fmt.Errorf("%w: log buffer", ErrBufferFull))
@@ -352,15 +368,19 @@ func (m *Manager) drain(l *lane) {
 		}
 		l.st.accepted.Add(1)
 		l.busy.Store(true)
+		id, ct, text := it.parts()
+		if id == "" {
+			id = newMessageID()
+		}
 		var body []byte
 		if share {
 			// The built-in workers only read the body (to publish or spool
 			// it): share the string's bytes instead of copying them.
-			body = unsafe.Slice(unsafe.StringData(it.body), len(it.body))
+			body = unsafe.Slice(unsafe.StringData(text), len(text))
 		} else {
-			body = []byte(it.body)
+			body = []byte(text)
 		}
-		msg := Message{Key: it.key, Body: body, MessageID: newMessageID(), Timestamp: messageTime(it.ts)}
+		msg := Message{Key: it.key, Body: body, MessageID: id, ContentType: ct, Timestamp: messageTime(it.ts), Headers: it.hdr}
 		if it.tc != nil {
 			msg.Headers = it.tc.headers()
 		}
@@ -373,7 +393,7 @@ func (m *Manager) drain(l *lane) {
 		if err != nil || !share {
 			// A bare built-in worker that took the message gives its
 			// bytes back once it is confirmed, spooled or dropped.
-			l.release(len(it.body))
+			l.release(len(text))
 		}
 		l.busy.Store(false)
 	}
@@ -397,7 +417,7 @@ const idleSpins = 64
 // sleeps. It fails when the buffer is full or it.body does not fit in what
 // is left of the byte budget.
 func (l *lane) push(it item) bool {
-	n := len(it.body)
+	n := it.size()
 	// A push that fails takes its bytes back without waking a waiting
 	// sender: it freed nothing that was there before it.
 	if n > 0 && l.bytes.Add(int64(n)) > l.budget {
@@ -507,6 +527,7 @@ func (l *lane) size() int {
 // keep writes a message its worker did not take to the lane's spool file.
 func (m *Manager) keep(l *lane, msg Message, cause error) {
 	rec := spool.NewRecord(m.laneExchange(l), msg.Key, msg.MessageID, msg.Timestamp, msg.Body, msg.Headers)
+	rec.ContentType = msg.ContentType
 	if err := l.spool.Append(rec); err != nil {
 		l.st.dropped.Add(1)
 		m.rep.report(errorOf("Manager", fmt.Errorf("%s message %s lost: worker failed (%v) and the spool failed: %w", l.name, msg.MessageID, cause, err)))
@@ -617,15 +638,16 @@ func (m *Manager) sendWith(ctx context.Context, wait bool, overflow Overflow, l 
 		l.senders.Add(-1)
 		return err
 	}
+	var tc *traceCtx
+	if wait {
+		tc = l.inject(ctx, key)
+	}
 	if jr := l.jr.Load(); jr != nil {
-		err := m.sendJournal(ctx, wait, overflow, l, jr, key, body)
+		err := m.sendJournal(ctx, wait, overflow, l, jr, key, body, tc)
 		l.senders.Add(-1)
 		return err
 	}
-	it := item{key: key, body: body, ts: m.clock()}
-	if wait {
-		it.tc = l.inject(ctx, key)
-	}
+	it := item{key: key, body: body, ts: m.clock(), tc: tc}
 	if l.push(it) {
 		l.senders.Add(-1)
 		return nil
@@ -679,13 +701,18 @@ func invalidSend(l *lane, key, body string) error {
 	if err := checkKey(key); err != nil {
 		return errorOf("Manager", err)
 	}
-	if len(body) > MaxBodySize {
-		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, len(body), MaxBodySize))
-	}
 	if len(body) > l.maxBody {
-		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than the %s lane's BUFFER_BYTES (%d): it could never fit", ErrInvalidMessage, len(body), l.name, l.budget))
+		return bodyTooLarge(l, len(body))
 	}
 	return errorOf("Manager", fmt.Errorf("%w: message text is not valid UTF-8", ErrInvalidMessage))
+}
+
+// bodyTooLarge is the error of a body of n bytes, more than l.maxBody.
+func bodyTooLarge(l *lane, n int) error {
+	if n > MaxBodySize {
+		return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than %d", ErrInvalidMessage, n, MaxBodySize))
+	}
+	return errorOf("Manager", fmt.Errorf("%w: message is %d bytes, larger than the %s lane's BUFFER_BYTES (%d): it could never fit", ErrInvalidMessage, n, l.name, l.budget))
 }
 
 // Pending returns how many accepted messages of each lane are not yet

@@ -26,8 +26,8 @@ type Observer interface {
 // without a context. They are called from the library's goroutines, may be
 // called concurrently and must not block.
 type ComponentObserver interface {
-	// Inject is called by Send*Context, Publish and PublishMessage with
-	// the caller's context. It returns the W3C trace context to put in the
+	// Inject is called by Send*Context, SendEventMessage, SendEventJSON,
+	// Publish and PublishMessage with the caller's context. It returns the W3C trace context to put in the
 	// message's headers ("traceparent", "tracestate"), or two empty strings
 	// to add nothing. It must not allocate when ctx carries no span.
 	Inject(ctx context.Context, key string) (traceparent, tracestate string)

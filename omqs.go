@@ -27,6 +27,8 @@
 // their lane (logs or events) is full. The Send*Context variants instead wait
 // for room until their context ends. Routing keys longer than 255 bytes and
 // text that is not valid UTF-8 are refused with ErrInvalidMessage.
+// SendEventMessage takes a bytes body with a content type and headers and
+// returns the message id; SendEventJSON sends a Go value as JSON.
 //
 // Each lane's worker publishes on one channel of its own, pipelined: the
 // broker's confirms are tracked in the background, up to MAX_IN_FLIGHT
@@ -180,6 +182,10 @@ type Message struct {
 	Timestamp time.Time
 	// Headers are AMQP headers to send with the message (may be nil).
 	Headers map[string]any
+	// ContentType is the MIME type of Body, such as "application/json".
+	// Empty, the publisher sets "text/plain; charset=utf-8" for a body that
+	// is UTF-8 text and "application/octet-stream" for any other.
+	ContentType string
 
 	jseq uint64 // the Manager's journal entry it came from (see WithJournal), or 0
 }

@@ -31,8 +31,8 @@ func testPublishersNestedHeaders(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	got := consumeQueue(t, backendChannel(t, url), n.Queue)
-	msg := Message{Key: n.Key, Body: []byte("with headers"), Headers: map[string]any{
-		"plain": "v", "n": 7, "nested": map[string]any{"a": []any{1, "x", map[string]any{"deep": true}}},
+	msg := Message{Key: n.Key, Body: []byte("with headers"), ContentType: "application/x-headers", Headers: map[string]any{
+		"plain": "v", "n": 7, "wide": 1 << 40, "nested": map[string]any{"a": []any{1, "x", map[string]any{"deep": true}}},
 	}}
 	if err := p.PublishMessage(ctx, msg); err != nil {
 		t.Fatal(err)
@@ -44,11 +44,46 @@ func testPublishersNestedHeaders(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	got.waitCount(t, 1, 10*time.Second)
-	// As amqp091 decodes them: an int travels as a 32-bit integer, nested
-	// maps as tables.
-	want := amqp.Table{"plain": "v", "n": int32(7), "nested": amqp.Table{"a": []any{int32(1), "x", amqp.Table{"deep": true}}}}
+	// As amqp091 decodes them: an int travels as a 32-bit integer (a 64-bit
+	// one when it does not fit), nested maps as tables.
+	want := amqp.Table{"plain": "v", "n": int32(7), "wide": int64(1) << 40, "nested": amqp.Table{"a": []any{int32(1), "x", amqp.Table{"deep": true}}}}
 	if h := got.all()[0].Headers; !reflect.DeepEqual(h, want) {
 		t.Fatalf("headers %#v, want %#v", h, want)
+	}
+	if ct := got.all()[0].ContentType; ct != "application/x-headers" {
+		t.Fatalf("content type %q, want the message's", ct)
+	}
+}
+
+// PublishMessage refuses what AMQP cannot carry, or a consumer could not
+// read, before it reaches the connection, with an error naming it.
+func TestPublishMessageRefusesInvalid(t *testing.T) {
+	t.Parallel()
+	p, err := NewSyncPublisher(WithConfig(DefaultConfig()), WithURL(memoryURL(t)), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := map[string]any{}
+	for i, h := 0, deep; i < 40; i++ {
+		h["d"] = map[string]any{}
+		h = h["d"].(map[string]any)
+	}
+	long := strings.Repeat("x", 256)
+	for _, c := range []struct {
+		name string
+		msg  Message
+		says string
+	}{
+		{"id too long", Message{MessageID: long}, "message id is 256 bytes"},
+		{"content type too long", Message{ContentType: long}, "content type is 256 bytes"},
+		{"content type not UTF-8", Message{ContentType: "\xff"}, "content type"},
+		{"header name too long", Message{Headers: map[string]any{"a": map[string]any{long: 1}}}, `"a": field name`},
+		{"headers nested too deep", Message{Headers: deep}, "nested deeper than 32 levels"},
+		{"uint beyond int64", Message{Headers: map[string]any{"u": uint(1) << 63}}, `"u": 9223372036854775808 is larger`},
+	} {
+		if err := p.PublishMessage(context.Background(), c.msg); !errors.Is(err, ErrInvalidMessage) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %v, want ErrInvalidMessage saying %q", c.name, err, c.says)
+		}
 	}
 }
 

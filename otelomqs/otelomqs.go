@@ -50,8 +50,8 @@
 //
 // # Traces
 //
-// Send*Context, Publish and PublishMessage, called with a context that
-// carries a valid span, start a producer span "publish EXCHANGE" under it and
+// Send*Context, SendEventMessage, SendEventJSON, Publish and
+// PublishMessage, called with a context that carries a valid span, start a producer span "publish EXCHANGE" under it and
 // put its W3C trace context in the message's headers (traceparent,
 // tracestate). A context without a span adds nothing. A consumer extracts
 // the trace context and runs its callback under a consumer span

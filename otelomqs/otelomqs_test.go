@@ -410,3 +410,71 @@ func TestRetryAndDedupMetrics(t *testing.T) {
 		}
 	})
 }
+
+// SendEventMessage and SendEventJSON with a span start a publish span under
+// it and carry its trace context beside the caller's headers, and count in
+// the event lane's accepted messages.
+func TestSendEventMessageTraced(t *testing.T) {
+	tel := newTelemetry(t)
+	url := "memory://" + brokertest.Unique("otel")
+	cfg := omqs.DefaultConfig()
+	cfg.Log.Folder = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := omqs.NewManager(omqs.WithConfig(cfg), omqs.WithURL(url), omqs.WithLogger(quiet()), omqs.WithObserver(tel.obs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan omqs.Delivery, 2)
+	c, err := omqs.NewEventMsgConsumer(omqs.WithConfig(cfg), omqs.WithURL(url), omqs.WithLogger(quiet()),
+		omqs.WithCallback(func(_ context.Context, d omqs.Delivery) error { got <- d; return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- c.Run(ctx) }()
+	defer func() {
+		if err := c.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-runDone; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	hctx, handler := tel.tp.Tracer("test").Start(ctx, "handler")
+	if _, err := m.SendEventMessage(hctx, omqs.Message{Body: []byte("bytes"), Headers: map[string]any{"tenant": "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SendEventJSON(hctx, "", map[string]int{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	handler.End()
+	defer m.Stop(ctx)
+	for range 2 {
+		select {
+		case d := <-got:
+			if tp, _ := d.Headers[omqs.HeaderTraceparent].(string); !strings.Contains(tp, handler.SpanContext().TraceID().String()) {
+				t.Errorf("%s: traceparent %q does not carry the handler's trace %s", d.Body, tp, handler.SpanContext().TraceID())
+			}
+			if string(d.Body) == "bytes" && d.Headers["tenant"] != "acme" {
+				t.Errorf("the caller's header is lost: %v", d.Headers)
+			}
+		case <-ctx.Done():
+			t.Fatal("deliveries did not arrive")
+		}
+	}
+	if n := count(tel.spans.GetSpans(), "publish "+omqs.EventExchange); n != 2 {
+		t.Errorf("%d publish spans, want 2", n)
+	}
+	lane := []attribute.KeyValue{attribute.String("omqs.lane", "event"), attribute.String("messaging.destination.name", omqs.EventExchange)}
+	if n, ok := value(tel.collect(t), "omqs.messages.accepted", lane...); !ok || n != 2 {
+		t.Errorf("omqs.messages.accepted = %d (present %v), want 2", n, ok)
+	}
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -30,8 +30,8 @@ line; a line that cannot be read (a torn write, a hand edit) is "unreadable".
   show    prints the records of every spool file in DIR, or of the FILEs
           given: FILE:LINE TIME EXCHANGE KEY ID BODY (--json: one object each)
   replay  publishes the records, oldest file first, with the topology of
-          [LogWorker] and [EventWorker], message ids, times and headers kept,
-          and waits for the broker's confirms batch by batch. Only what the
+          [LogWorker] and [EventWorker], message ids, times, headers and
+          content types kept, and waits for the broker's confirms batch by batch. Only what the
           broker confirmed is removed from the files: interrupted (Ctrl-C) or
           failing, a file is rewritten without its confirmed records, and a
           later run carries on. If the command is killed outright, the file is
@@ -228,7 +228,7 @@ func spoolShow(e *env, files []string, asJSON bool) error {
 				return err // Scan checked it
 			}
 			if asJSON {
-				m := jsonMessage{File: p, Line: l.Number, Exchange: r.Exchange, Key: r.Key, ID: r.MessageID, Headers: jsonHeaders(r.Headers)}
+				m := jsonMessage{File: p, Line: l.Number, Exchange: r.Exchange, Key: r.Key, ID: r.MessageID, ContentType: r.ContentType, Headers: jsonHeaders(r.Headers)}
 				if !r.Timestamp.IsZero() {
 					m.Time = &r.Timestamp
 				}
@@ -475,7 +475,7 @@ func (r *replayer) file(path string) (fileResult, error) {
 			s = &sent{p: p, base: p.Stats()}
 			pending[p] = s
 		}
-		msg := omqs.Message{Key: rec.Key, Body: body, MessageID: rec.MessageID, Timestamp: rec.Timestamp, Headers: rec.Headers}
+		msg := omqs.Message{Key: rec.Key, Body: body, MessageID: rec.MessageID, Timestamp: rec.Timestamp, Headers: rec.Headers, ContentType: rec.ContentType}
 		if err := p.PublishMessage(r.e.ctx, msg); err != nil {
 			return fmt.Errorf("%s:%d: %w", path, l.Number, err)
 		}

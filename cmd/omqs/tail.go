@@ -23,7 +23,7 @@ EXCHANGE, omqs.exchange.event by default) or, with --log, the log exchange
 
 TIME is the message's timestamp, a body that is not one line of printable text
 is quoted. With --json each message is one JSON object instead, with time,
-exchange, key, id, app_id, headers, redelivered and body (or body64 for a body
+exchange, key, id, app_id, content_type, headers, redelivered and body (or body64 for a body
 that is not UTF-8).
 
 It takes nothing from other consumers: it reads a queue of its own, exclusive
@@ -130,6 +130,7 @@ type jsonMessage struct {
 	Key         string         `json:"key,omitempty"`
 	ID          string         `json:"id,omitempty"`
 	AppID       string         `json:"app_id,omitempty"`
+	ContentType string         `json:"content_type,omitempty"`
 	Headers     map[string]any `json:"headers,omitempty"`
 	Redelivered bool           `json:"redelivered,omitempty"`
 	Body        *string        `json:"body,omitempty"`
@@ -146,7 +147,7 @@ func (m *jsonMessage) setBody(b []byte) {
 }
 
 func tailRecord(d omqs.Delivery) jsonMessage {
-	m := jsonMessage{Exchange: d.Exchange, Key: d.RoutingKey, ID: d.MessageID, AppID: d.AppID, Headers: jsonHeaders(d.Headers), Redelivered: d.Redelivered}
+	m := jsonMessage{Exchange: d.Exchange, Key: d.RoutingKey, ID: d.MessageID, AppID: d.AppID, ContentType: d.ContentType, Headers: jsonHeaders(d.Headers), Redelivered: d.Redelivered}
 	if !d.Timestamp.IsZero() {
 		t := d.Timestamp
 		m.Time = &t

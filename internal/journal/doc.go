@@ -7,6 +7,7 @@
 //
 //	j, err := journal.Open(dir, journal.Options{Sync: journal.SyncNone})
 //	pos, err := j.Append(key, body, id, ts, lane) // any goroutine; ErrFull at the quota
+//	pos, err = j.AppendMeta(key, meta, body, id, ts, lane) // with metadata (Entry.Meta)
 //	r := j.Reader()                              // one goroutine
 //	for e, ok := r.Next(); ok; e, ok = r.Next() {
 //		publish(e)
@@ -49,12 +50,18 @@
 //	4  crc     uint32  CRC-32C of bytes 8 .. 32+len(payload)
 //	8  pos     uint64  the entry's own position
 //	16 ts      int64   the caller's timestamp
-//	24 body    uint32  body length
+//	24 body    uint32  body field length
 //	28 key     uint8   key length
 //	29 id      uint8   id length
 //	30 lane    uint8
-//	31 flags   uint8   0
-//	32 key, id, body; zeros up to the next multiple of 8
+//	31 flags   uint8   0, or 1 when the body field holds metadata
+//	32 key, id, body field; zeros up to the next multiple of 8
+//
+// The body field is the body, or, with flag 1 (an entry of AppendMeta), a
+// uint32 length, that many bytes of metadata (not 0), then the body. The
+// entries of versions without metadata all have flags 0 and read as
+// before; a version that predates flag 1 takes an entry with it for
+// corrupt and skips it.
 //
 // The position inside the entry makes a stale entry (from a reused segment)
 // invalid where it lies. On Open, the recovery scan walks from the confirmed

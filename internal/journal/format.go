@@ -15,6 +15,12 @@ const (
 
 	magicEntry uint32 = 0x314c4e4a // "JNL1"
 	magicPad   uint32 = 0x4441504a // "JPAD"
+
+	// flagMeta in an entry's flags: its body field starts with a 4-byte
+	// length (metaLen) and that many bytes of metadata (Entry.Meta), then
+	// the body.
+	flagMeta = byte(1)
+	metaLen  = 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -31,16 +37,31 @@ func word(b []byte, off uint64) *atomic.Uint32 {
 	return (*atomic.Uint32)(unsafe.Pointer(&b[off]))
 }
 
+// fieldLen is the length of an entry's body field: the body, after the
+// metadata and its length when there is metadata.
+func fieldLen(meta, body int) int {
+	if meta == 0 {
+		return body
+	}
+	return metaLen + meta + body
+}
+
 // put writes an entry at b[off:] (zeroed, with room for it), commit word last.
-func put(b []byte, off, pos uint64, key, id, body string, ts int64, lane byte) {
+func put(b []byte, off, pos uint64, key, meta, id, body string, ts int64, lane byte) {
 	h := b[off : off+hdrSize : off+hdrSize]
 	binary.LittleEndian.PutUint64(h[8:], pos)
 	binary.LittleEndian.PutUint64(h[16:], uint64(ts))
-	binary.LittleEndian.PutUint32(h[24:], uint32(len(body)))
+	binary.LittleEndian.PutUint32(h[24:], uint32(fieldLen(len(meta), len(body))))
 	h[28], h[29], h[30], h[31] = byte(len(key)), byte(len(id)), lane, 0
 	p := off + hdrSize
 	p += uint64(copy(b[p:], key))
 	p += uint64(copy(b[p:], id))
+	if meta != "" {
+		h[31] = flagMeta
+		binary.LittleEndian.PutUint32(b[p:], uint32(len(meta)))
+		p += metaLen
+		p += uint64(copy(b[p:], meta))
+	}
 	p += uint64(copy(b[p:], body))
 	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(b[off+8:p], castagnoli))
 	word(b, off).Store(magicEntry)
@@ -60,6 +81,7 @@ type Entry struct {
 	Next uint64 // the position after it: Confirm(Next) confirms it
 	Key  []byte
 	ID   []byte
+	Meta []byte // the metadata given to AppendMeta, or nil
 	Body []byte
 	TS   int64 // the timestamp given to Append
 	Lane byte  // the lane given to Append
@@ -95,7 +117,7 @@ func decode(b []byte, base, off uint64) (Entry, kind) {
 	}
 	bl, kl, il := uint64(binary.LittleEndian.Uint32(h[24:])), uint64(h[28]), uint64(h[29])
 	end := off + hdrSize + kl + il + bl
-	if end > uint64(len(b)) || h[31] != 0 {
+	if end > uint64(len(b)) || h[31]&^flagMeta != 0 {
 		return Entry{}, kCorrupt
 	}
 	if crc32.Checksum(b[off+8:end], castagnoli) != binary.LittleEndian.Uint32(h[4:]) {
@@ -107,10 +129,23 @@ func decode(b []byte, base, off uint64) (Entry, kind) {
 		Next: pos + entrySize(int(kl), int(il), int(bl)),
 		Key:  b[p : p+kl : p+kl],
 		ID:   b[p+kl : p+kl+il : p+kl+il],
-		Body: b[p+kl+il : end : end],
 		TS:   int64(binary.LittleEndian.Uint64(h[16:])),
 		Lane: h[30],
 	}
+	p += kl + il
+	if h[31]&flagMeta != 0 {
+		if bl < metaLen {
+			return Entry{}, kCorrupt
+		}
+		ml := uint64(binary.LittleEndian.Uint32(b[p:]))
+		if ml == 0 || ml > bl-metaLen {
+			return Entry{}, kCorrupt
+		}
+		p += metaLen
+		e.Meta = b[p : p+ml : p+ml]
+		p += ml
+	}
+	e.Body = b[p:end:end]
 	return e, kEntry
 }
 

@@ -16,9 +16,11 @@ func FuzzScan(f *testing.F) {
 	seg := make([]byte, 512)
 	off := uint64(0)
 	for i, body := range []string{"hello", "", "a longer body of text"} {
-		put(seg, off, 4096+off, "key", "id", body, int64(i), byte(i))
+		put(seg, off, 4096+off, "key", "", "id", body, int64(i), byte(i))
 		off += entrySize(3, 2, len(body))
 	}
+	put(seg, off, 4096+off, "key", "meta", "id", "body", 3, 0)
+	off += entrySize(3, 2, fieldLen(4, 4))
 	putPad(seg, off, 4096+off)
 	f.Add(append([]byte(nil), seg...), uint16(4096/8))
 	seg[40] ^= 1
@@ -42,7 +44,7 @@ func FuzzScan(f *testing.F) {
 			}
 			e := sc.e
 			h := b[sc.at:]
-			n := hdrSize + len(e.Key) + len(e.ID) + len(e.Body)
+			n := hdrSize + len(e.Key) + len(e.ID) + fieldLen(len(e.Meta), len(e.Body))
 			if e.Pos != base+sc.at || sc.at+uint64(n) > uint64(len(b)) {
 				t.Fatalf("entry at %d: pos %d, %d bytes in a %d-byte segment", sc.at, e.Pos, n, len(b))
 			}

@@ -135,10 +135,22 @@ func Open(dir string, opts Options) (*Journal, error) {
 // a key or id over 255 bytes or an entry larger than a segment, ErrClosed
 // after Seal. Safe for concurrent use; it allocates nothing.
 func (j *Journal) Append(key, body, id string, ts int64, lane byte) (uint64, error) {
+	return j.AppendMeta(key, "", body, id, ts, lane)
+}
+
+// AppendMeta is Append with metadata: bytes the journal keeps beside the
+// body and hands back as Entry.Meta ("" is none, as for Append). An entry
+// with metadata cannot be read by a version of this package that predates
+// it: it would be skipped as corrupt.
+func (j *Journal) AppendMeta(key, meta, body, id string, ts int64, lane byte) (uint64, error) {
 	if len(key) > 255 || len(id) > 255 {
 		return 0, ErrTooLarge
 	}
-	size := entrySize(len(key), len(id), len(body))
+	field := fieldLen(len(meta), len(body))
+	if uint64(field) > j.segSize {
+		return 0, ErrTooLarge
+	}
+	size := entrySize(len(key), len(id), field)
 	if size > j.segSize {
 		return 0, ErrTooLarge
 	}
@@ -172,7 +184,7 @@ func (j *Journal) Append(key, body, id string, ts int64, lane byte) (uint64, err
 			putPad(old.data, off, t)
 		}
 		soff := start & j.mask
-		put(s.data, soff, start, key, id, body, ts, lane)
+		put(s.data, soff, start, key, meta, id, body, ts, lane)
 		if off == 0 || start != t {
 			j.poke() // a new segment is in use: prepare the next one
 		}

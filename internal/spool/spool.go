@@ -65,6 +65,9 @@ type Record struct {
 	Body      string         `json:"body,omitempty"`
 	Body64    string         `json:"body64,omitempty"`
 	Headers   map[string]any `json:"headers,omitempty"`
+	// ContentType is the message's content type; "" (and in records
+	// written before it was kept) lets the publisher choose one.
+	ContentType string `json:"content_type,omitempty"`
 
 	// raw is the body as read back: decoded from Body64, or the body of a
 	// line of the original library.
@@ -542,13 +545,14 @@ func legacyKeyOK(key []byte) bool {
 // wireRecord is how a record is decoded: the fields every record has are
 // pointers, so that a JSON object without them is not taken for one.
 type wireRecord struct {
-	Exchange  *string        `json:"exchange"`
-	Key       *string        `json:"key"`
-	MessageID string         `json:"id"`
-	Timestamp time.Time      `json:"ts"`
-	Body      string         `json:"body"`
-	Body64    string         `json:"body64"`
-	Headers   map[string]any `json:"headers"`
+	Exchange    *string        `json:"exchange"`
+	Key         *string        `json:"key"`
+	MessageID   string         `json:"id"`
+	Timestamp   time.Time      `json:"ts"`
+	Body        string         `json:"body"`
+	Body64      string         `json:"body64"`
+	Headers     map[string]any `json:"headers"`
+	ContentType string         `json:"content_type"`
 }
 
 // parse decodes one line (without its newline). ok is false for a line that
@@ -562,7 +566,7 @@ func parse(line []byte) (r Record, ok bool) {
 			return Record{}, false
 		}
 		r = Record{Exchange: *w.Exchange, Key: *w.Key, MessageID: w.MessageID, Timestamp: w.Timestamp,
-			Body: w.Body, Body64: w.Body64, Headers: w.Headers}
+			Body: w.Body, Body64: w.Body64, Headers: w.Headers, ContentType: w.ContentType}
 		if w.Body64 != "" {
 			raw, err := base64.StdEncoding.DecodeString(w.Body64)
 			if err != nil {

@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -507,4 +508,49 @@ func FuzzReplay(f *testing.F) {
 			t.Fatalf("read %d records: %v", n, err)
 		}
 	})
+}
+
+// A record keeps its content type; a line written before records had one
+// reads with none, and one with a content type reads in a version that
+// does not know it (unknown fields are ignored).
+func TestContentType(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backup.evt")
+	s := New(path)
+	ts := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	r := NewRecord("x", "k", "id1", ts, []byte(`{"a":1}`), nil)
+	r.ContentType = "application/json"
+	if err := s.Append(r, NewRecord("x", "k", "id2", ts, []byte("plain"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"content_type":"application/json"`) || strings.Contains(lines[1], "content_type") {
+		t.Fatalf("lines %q: want a content_type on the first only", lines)
+	}
+	old := `{"exchange":"x","key":"k","id":"id3","ts":"2024-05-01T10:00:00Z","body":"old"}`
+	if err := os.WriteFile(path, []byte(string(b)+old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []Record
+	if _, err := Read(path, func(r Record) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].ContentType != "application/json" || got[1].ContentType != "" || got[2].ContentType != "" || got[2].MessageID != "id3" {
+		t.Fatalf("read %+v", got)
+	}
+	// What an older reader decodes, without the field.
+	var before struct {
+		Exchange *string `json:"exchange"`
+		Key      *string `json:"key"`
+		Body     string  `json:"body"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &before); err != nil || before.Exchange == nil || before.Body != `{"a":1}` {
+		t.Fatalf("a reader without content types: %+v, %v", before, err)
+	}
 }
