@@ -104,7 +104,7 @@ type outMsg struct {
 	id        string
 	ts        time.Time
 	headers   amqp.Table
-	ct        string     // the content type, or "": contentTypeOf(body)
+	ct        string     // the content type, or "": none is sent
 	replay    *replayRec // set when read back from the spool
 	done      chan error // SyncPublisher's waiter (buffered), or nil
 	wasOut    bool       // was published once (a resend counts as republished)
@@ -154,20 +154,13 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 // built-in workers; a publisher of its own has only endpoints and its spool.
 func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
 	return newEngine(engineConfig{
-		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appIDOr(name),
+		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appID,
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, maxBytes: s.cfg.Global.MaxInFlightBytes,
 		logger: s.logger, spool: d.spool, rep: d.rep,
 		onReturn: s.onReturn, onError: s.onError, laneBusy: d.busy, laneFree: d.free, obs: d.obs,
 	})
-}
-
-func (s *settings) appIDOr(def string) string {
-	if s.appID != "" {
-		return s.appID
-	}
-	return def
 }
 
 type engineConfig struct {

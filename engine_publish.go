@@ -83,12 +83,8 @@ func (e *engine) write(ctx context.Context, sess *session, m *outMsg) error {
 // send publishes m, already recorded as outstanding under tag; see write.
 // e.pubMu is held.
 func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg) error {
-	ct := m.ct
-	if ct == "" {
-		ct = contentTypeOf(m.body)
-	}
 	pub := amqp.Publishing{
-		ContentType:  ct,
+		ContentType:  m.ct,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    m.id,
 		Timestamp:    m.ts,
@@ -362,12 +358,4 @@ func (e *engine) freeLane(m *outMsg) {
 	if m.jseq != 0 && e.laneDone != nil {
 		e.laneDone(m.jseq)
 	}
-}
-
-// contentTypeOf is text/plain for UTF-8 text and application/octet-stream otherwise.
-func contentTypeOf(b []byte) string {
-	if isText(b) {
-		return "text/plain; charset=utf-8"
-	}
-	return "application/octet-stream"
 }

@@ -183,8 +183,8 @@ type Message struct {
 	// Headers are AMQP headers to send with the message (may be nil).
 	Headers map[string]any
 	// ContentType is the MIME type of Body, such as "application/json".
-	// Empty, the publisher sets "text/plain; charset=utf-8" for a body that
-	// is UTF-8 text and "application/octet-stream" for any other.
+	// Empty, the message goes without one (every property costs the broker
+	// work on each message; see the README's "Performance").
 	ContentType string
 
 	jseq uint64 // the Manager's journal entry it came from (see WithJournal), or 0
@@ -192,11 +192,12 @@ type Message struct {
 
 // Delivery is a message received by a consumer.
 //
-// OMQS for Go's publishers set ContentType, MessageID, AppID and Timestamp
-// and publish persistent messages. The Python original set none of them on
-// events, and only ContentType "text/plain" on logs, which it published
-// transient (DeliveryMode 1): see the README's "Running beside the Python
-// original".
+// OMQS for Go's publishers set MessageID and Timestamp and publish
+// persistent messages; ContentType when the sender gave one
+// (Message.ContentType, SendEventJSON) and AppID with WithAppID. The Python
+// original set none of them on events, and only ContentType "text/plain" on
+// logs, which it published transient (DeliveryMode 1): see the README's
+// "Running beside the Python original".
 type Delivery struct {
 	Exchange    string
 	RoutingKey  string
@@ -306,9 +307,6 @@ func newMessageID() string {
 	b = strconv.AppendUint(b, idCounter.Add(1), 10)
 	return string(b)
 }
-
-// isText reports whether b is UTF-8 text.
-func isText(b []byte) bool { return utf8.Valid(b) }
 
 // spoolPath joins the spool folder and file name.
 func spoolPath(dir, file string) string { return filepath.Join(dir, file) }

@@ -534,7 +534,7 @@ func WithSpoolDir(dir string) Option {
 }
 
 // WithAppID sets the AMQP app-id property of published messages (default:
-// the name).
+// none is sent).
 func WithAppID(id string) Option {
 	return opt("WithAppID", quoted(id), func(s *settings) error { s.appID = id; return nil })
 }

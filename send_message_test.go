@@ -80,14 +80,14 @@ func testSendEventMessageArrives(t *testing.T, url string, journal bool) {
 	headers["nested"].(map[string]any)["a"] = "changed"
 
 	send(ctx, Message{Body: []byte("caller's id, default key"), MessageID: "order-42"}, want{
-		body: "caller's id, default key", contentType: "text/plain; charset=utf-8",
+		body: "caller's id, default key", contentType: "",
 	})
 	send(traced, Message{Key: n.Key, Body: []byte("traced"), Headers: map[string]any{"tenant": "acme"}}, want{
-		body: "traced", contentType: "text/plain; charset=utf-8",
+		body: "traced", contentType: "",
 		headers: map[string]any{"tenant": "acme", HeaderTraceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", HeaderTracestate: "k=v"},
 	})
 	send(traced, Message{Key: n.Key, Body: []byte("own traceparent"), Headers: map[string]any{HeaderTraceparent: "mine"}}, want{
-		body: "own traceparent", contentType: "text/plain; charset=utf-8",
+		body: "own traceparent", contentType: "",
 		headers: map[string]any{HeaderTraceparent: "mine"},
 	})
 	send(traced, Message{Key: n.Key, Body: []byte("traced, no headers"), ContentType: "text/x-note"}, want{
@@ -101,8 +101,7 @@ func testSendEventMessageArrives(t *testing.T, url string, journal bool) {
 		t.Fatal(err)
 	}
 	wants[id] = want{body: `{"email":"someone@example.com"}`, contentType: ContentTypeJSON}
-	// The plain call still works beside them, with a content type chosen
-	// from the body.
+	// The plain call still works beside them, without a content type.
 	if err := m.SendEvent("plain", n.Key); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +112,7 @@ func testSendEventMessageArrives(t *testing.T, url string, journal bool) {
 	waitUntil(t, 10*time.Second, "every event", func() bool { return rec.len() == len(wants)+1 })
 	for _, d := range rec.all() {
 		if string(d.Body) == "plain" {
-			if d.ContentType != "text/plain; charset=utf-8" || d.MessageID == "" || len(d.Headers) != 0 {
+			if d.ContentType != "" || d.MessageID == "" || len(d.Headers) != 0 {
 				t.Errorf("SendEvent's message: content type %q, id %q, headers %v", d.ContentType, d.MessageID, d.Headers)
 			}
 			continue
@@ -386,7 +385,7 @@ func TestSendEventMessageSpoolAndReplay(t *testing.T) {
 		if d := ds[0]; d.MessageId != id || string(d.Body) != `{"a":1}` || d.ContentType != ContentTypeJSON || d.Headers["tenant"] != "acme" {
 			t.Errorf("replayed %s %q, content type %q, headers %v", d.MessageId, d.Body, d.ContentType, d.Headers)
 		}
-		if d := ds[1]; d.MessageId != "old-1" || string(d.Body) != "old record" || d.ContentType != "text/plain; charset=utf-8" {
+		if d := ds[1]; d.MessageId != "old-1" || string(d.Body) != "old record" || d.ContentType != "" {
 			t.Errorf("replayed old record %s %q, content type %q", d.MessageId, d.Body, d.ContentType)
 		}
 	})
@@ -428,7 +427,7 @@ func TestManagerJournalRedeliversMeta(t *testing.T) {
 			!reflect.DeepEqual(map[string]any(d.Headers), map[string]any{"tenant": "acme", "n": int32(7)}) {
 			t.Errorf("recovered %s: content type %q, headers %#v", d.MessageId, d.ContentType, d.Headers)
 		}
-		if d := ds[1]; d.MessageId != "id-plain" || d.ContentType != "text/plain; charset=utf-8" || len(d.Headers) != 0 {
+		if d := ds[1]; d.MessageId != "id-plain" || d.ContentType != "" || len(d.Headers) != 0 {
 			t.Errorf("recovered %s: content type %q, headers %v", d.MessageId, d.ContentType, d.Headers)
 		}
 	})

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/omqs-go/omqs"
 	"github.com/omqs-go/omqs/internal/benchkit"
@@ -30,14 +31,18 @@ func propsCost(ctx context.Context) error {
 		{"all of OMQS's", benchkit.AsOMQS},
 	}
 	rates := make([][]float64, len(variants))
+	brokerUS := make([][]float64, len(variants)) // the broker's CPU µs per message
+	pid := brokerPID()
 	for r := 0; r < *rounds; r++ {
 		for i := range variants {
 			// Rotate the order each round so no variant always goes first.
 			k := (i + r) % len(variants)
+			c0 := procCPU(pid)
 			d, err := benchkit.RawPublishProps(*url, t, *n, omqs.DefaultMaxInFlight, variants[k].props)
 			if err != nil {
 				return err
 			}
+			brokerUS[k] = append(brokerUS[k], float64(procCPU(pid)-c0)/float64(time.Microsecond)/float64(*n))
 			if err := benchkit.Purge(*url, t); err != nil {
 				return err
 			}
@@ -47,7 +52,11 @@ func propsCost(ctx context.Context) error {
 	plain := benchkit.Median(rates[0])
 	for i, v := range variants {
 		m := benchkit.Median(rates[i])
-		results = append(results, row{"raw, confirmed msgs/s: " + v.name, "", fmt.Sprintf("%.0f", m), fmt.Sprintf("%.2f", m/plain), "", ""})
+		cpu := "broker CPU not measured (not on this machine)"
+		if pid != 0 {
+			cpu = fmt.Sprintf("broker CPU %.1f µs/msg", benchkit.Median(brokerUS[i]))
+		}
+		results = append(results, row{"raw, confirmed msgs/s: " + v.name, "", fmt.Sprintf("%.0f", m), fmt.Sprintf("%.2f", m/plain), cpu, ""})
 	}
 	return nil
 }
