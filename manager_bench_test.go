@@ -237,7 +237,7 @@ func BenchmarkEventThroughput(b *testing.B) {
 	for _, v := range []struct {
 		name  string
 		props benchkit.Props
-	}{{"raw-amqp091", benchkit.Plain}, {"raw-amqp091-omqs-props", benchkit.AsOMQS}} {
+	}{{"raw-amqp091", benchkit.Plain}, {"raw-amqp091-omqs-props", benchkit.AsOMQS}, {"raw-amqp091-all-props", benchkit.AllProps}} {
 		b.Run(v.name, func(b *testing.B) {
 			_, names := testConfig(b)
 			t := benchkit.Topology{Exchange: names.Exchange + ".event", Kind: "topic", Durable: true, Queue: names.Queue, Key: names.Key}

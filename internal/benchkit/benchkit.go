@@ -87,11 +87,16 @@ type Props struct {
 // Plain is what a user's own amqp091-go publisher sends: persistent bodies.
 var Plain = Props{}
 
-// AsOMQS is what an OMQS message carries: an id of the same form, an app id,
-// a timestamp and a content type, published mandatory.
-var AsOMQS = Props{Mandatory: true, MessageID: true, AppID: true, Timestamp: true, ContentType: true}
+// AsOMQS is what an OMQS message carries when the sender gives no content
+// type and no app id: an id of the same form and a timestamp, published
+// mandatory.
+var AsOMQS = Props{Mandatory: true, MessageID: true, Timestamp: true}
 
-// RawPublish publishes n persistent messages carrying OMQS's properties
+// AllProps is every property the benchmark knows: AsOMQS with a content
+// type and an app id (what every OMQS message carried before).
+var AllProps = Props{Mandatory: true, MessageID: true, AppID: true, Timestamp: true, ContentType: true}
+
+// RawPublish publishes n persistent messages carrying what OMQS's do
 // (AsOMQS) to t; see RawPublishProps.
 func RawPublish(url string, t Topology, n, window int) (time.Duration, error) {
 	return RawPublishProps(url, t, n, window, AsOMQS)
