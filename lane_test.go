@@ -21,6 +21,11 @@ func TestLaneWakesWaitingSendersInBatches(t *testing.T) {
 	if len(l.room) != 0 {
 		t.Fatal("a failed push woke the waiting sender")
 	}
+	// A body that does not fit in the byte budget is refused without
+	// holding any of it, so it cannot make another push fail.
+	if l.push(item{key: "k", body: string(make([]byte, 1<<20))}) {
+		t.Fatal("a body over the byte budget was taken")
+	}
 	if got := l.bytes.Load(); got != size*int64(len("body")) {
 		t.Fatalf("after the failed push the lane counts %d bytes, want %d", got, size*len("body"))
 	}

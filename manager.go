@@ -418,10 +418,12 @@ const idleSpins = 64
 // is left of the byte budget.
 func (l *lane) push(it item) bool {
 	n := it.size()
-	// A push that fails takes its bytes back without waking a waiting
-	// sender: it freed nothing that was there before it.
-	if n > 0 && l.bytes.Add(int64(n)) > l.budget {
-		l.bytes.Add(-int64(n))
+	// The bytes are reserved only if they fit, so that a push that fails
+	// for bytes never makes another fail. One that fails on a full buffer
+	// gives them back without waking a waiting sender: it freed nothing
+	// that was there before it, and the full buffer wakes the waiters as
+	// the worker takes messages.
+	if n > 0 && !l.reserve(int64(n)) {
 		return false
 	}
 	if !l.q.TryPush(it) {
@@ -486,10 +488,24 @@ func (l *lane) release(n int) {
 	l.freed()
 }
 
-// freed tells a sender waiting for room that there is some: once an eighth
-// of the buffer's capacity and of its byte budget are free, so that senders
-// waiting on a full buffer wake once per batch of messages taken or
-// resolved, not once per message.
+// reserve adds n to the bytes the lane holds if they stay within its
+// budget.
+func (l *lane) reserve(n int64) bool {
+	for {
+		cur := l.bytes.Load()
+		if cur+n > l.budget {
+			return false
+		}
+		if l.bytes.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// freed tells a sender waiting for room that there is some. While the
+// buffer is full it waits until an eighth of it is free, so that senders
+// waiting on a full buffer wake once per batch of messages taken, not once
+// per message.
 func (l *lane) freed() {
 	if l.waiters.Load() > 0 && l.roomy() {
 		select {
@@ -499,11 +515,10 @@ func (l *lane) freed() {
 	}
 }
 
-// roomy reports whether an eighth of the lane's capacity and of its byte
-// budget are free.
+// roomy reports whether an eighth of the lane's buffer is free.
 func (l *lane) roomy() bool {
 	c := l.q.Cap()
-	return l.q.Len() <= c-c/8 && l.bytes.Load() <= l.budget-l.budget/8
+	return l.q.Len() <= c-c/8
 }
 
 // close ends the lane once every pushed message is taken. No push may come

@@ -75,11 +75,14 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		}
 		return b.Conn.Write(p)
 	}
-	for b.err == nil && len(b.pending) >= maxPending {
+	for b.err == nil && !b.closed && len(b.pending) >= maxPending {
 		b.room.Wait()
 	}
-	if b.err != nil {
+	if b.err != nil || b.closed {
 		err := b.err
+		if err == nil {
+			err = net.ErrClosed
+		}
 		b.mu.Unlock()
 		return 0, err
 	}
@@ -149,7 +152,7 @@ func (b *batchConn) drain() bool {
 	}
 }
 
-// flushOnClose sends what is queued, within finalFlush.
+// flushOnClose sends what is queued, within the deadline Close set.
 func (b *batchConn) flushOnClose() {
 	b.mu.Lock()
 	out := b.pending
@@ -159,9 +162,7 @@ func (b *batchConn) flushOnClose() {
 	if failed || len(out) == 0 {
 		return
 	}
-	if err := b.Conn.SetWriteDeadline(time.Now().Add(finalFlush)); err == nil {
-		b.Conn.Write(out) //nolint:errcheck // the socket is closed next either way
-	}
+	b.Conn.Write(out) //nolint:errcheck // the socket is closed next either way
 }
 
 // Close sends what is queued (within finalFlush), closes the socket and
@@ -173,9 +174,13 @@ func (b *batchConn) Close() error {
 		return net.ErrClosed
 	}
 	b.closed = true
+	b.room.Broadcast()
 	started := b.started
 	b.mu.Unlock()
 	if started {
+		// Bound a write the writer may be in on a stalled network, and
+		// the final flush.
+		b.Conn.SetWriteDeadline(time.Now().Add(finalFlush)) //nolint:errcheck // closed next either way
 		close(b.quit)
 		<-b.done
 	}
