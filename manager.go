@@ -662,19 +662,23 @@ func (m *Manager) sendWith(ctx context.Context, wait bool, overflow Overflow, l 
 		l.senders.Add(-1)
 		return err
 	}
-	it := item{key: key, body: body, ts: m.clock(), tc: tc}
+	err := m.enqueue(ctx, wait, overflow, l, item{key: key, body: body, ts: m.clock(), tc: tc})
+	l.senders.Add(-1)
+	return err
+}
+
+// enqueue pushes it into the lane's buffer. When the buffer is full it fails
+// at once (counted as refused), unless wait or the overflow policy
+// OverflowWait make it wait for room.
+func (m *Manager) enqueue(ctx context.Context, wait bool, overflow Overflow, l *lane, it item) error {
 	if l.push(it) {
-		l.senders.Add(-1)
 		return nil
 	}
 	if !wait && overflow == OverflowFail {
-		l.senders.Add(-1)
 		l.st.refused.Add(1)
 		return l.full
 	}
-	err := m.waitRoom(ctx, l, it)
-	l.senders.Add(-1)
-	return err
+	return m.waitRoom(ctx, l, it)
 }
 
 // waitRoom pushes it once the buffer has room, or gives up when ctx ends or

@@ -127,16 +127,7 @@ func (m *Manager) sendMessage(ctx context.Context, l *lane, msg Message) (string
 	}
 	it, id := messageItem(key, msg)
 	it.ts, it.tc, it.hdr = ts, tc, hdr
-	if l.push(it) {
-		l.senders.Add(-1)
-		return id, nil
-	}
-	if m.overflow == OverflowFail {
-		l.senders.Add(-1)
-		l.st.refused.Add(1)
-		return "", l.full
-	}
-	err := m.waitRoom(ctx, l, it)
+	err := m.enqueue(ctx, false, m.overflow, l, it)
 	l.senders.Add(-1)
 	if err != nil {
 		return "", err
