@@ -67,7 +67,8 @@ type SlogOptions struct {
 // Manager or of any other Manager, publisher or consumer of the process:
 // they never enter the lane, so that making this handler the default logger
 // (slog.SetDefault) and passing slog.Default() to WithLogger makes no loop. A
-// Fallback that leads back to this handler is cut: such a record is dropped.
+// Fallback that leads back to this handler is cut: such a record is dropped
+// and Handle returns an error saying so.
 //
 // The handler, and those WithAttrs and WithGroup derive from it, are safe
 // for concurrent use. A nil Manager's handler passes every record to the
@@ -142,11 +143,15 @@ func (h *slogHandler) Handle(ctx context.Context, r slog.Record) error {
 	return err
 }
 
+// errFallbackCycle is what Handle returns for a record that its fallback
+// handed back to it.
+var errFallbackCycle = errorOf("Manager", errors.New("SlogHandler: the fallback handed the record back to this handler; record dropped (set SlogOptions.Fallback to a handler that does not lead back)"))
+
 // toFallback passes r to the fallback, unless the record comes back from
-// it: then it is dropped.
+// it: then it is dropped, with errFallbackCycle.
 func (h *slogHandler) toFallback(ctx context.Context, r slog.Record) error {
 	if inFallback(ctx) {
-		return nil
+		return errFallbackCycle
 	}
 	ctx = fallbackContext(ctx)
 	if !h.fallback.Enabled(ctx, r.Level) {

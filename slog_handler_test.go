@@ -398,6 +398,11 @@ func TestSlogHandlerFallbackCycle(t *testing.T) {
 	if seen.Load() != 1 {
 		t.Errorf("the fallback saw the record %d times, want 1", seen.Load())
 	}
+	// The record that came back is dropped with an error that says so.
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "came back", 0)
+	if err := m.SlogHandler(&SlogOptions{Fallback: back}).Handle(fallbackContext(context.Background()), rec); !errors.Is(err, errFallbackCycle) {
+		t.Errorf("Handle of a record its fallback handed back: %v, want errFallbackCycle", err)
+	}
 
 	h := m.SlogHandler(&SlogOptions{Fallback: initial})
 	if h.(*slogHandler).fallback == initial {
