@@ -214,7 +214,7 @@ const (
 	DefaultBufferSize = 16384
 	// DefaultMaxInFlight bounds the unconfirmed publishes of each
 	// publishing connection.
-	DefaultMaxInFlight = 1024
+	DefaultMaxInFlight = 8192
 	// DefaultBufferBytes bounds the message bodies of each Manager lane:
 	// 64 MiB, some 16,000 messages of 4 KiB, while a broker outage lasts.
 	DefaultBufferBytes = 64 << 20

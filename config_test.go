@@ -72,7 +72,7 @@ func cfgSettingCases() []cfgSettingCase {
 		{"Global", "BUFFER_SIZE", "10",
 			func(c *Config) any { return c.Global.BufferSize }, 16384, 10},
 		{"Global", "MAX_IN_FLIGHT", "1",
-			func(c *Config) any { return c.Global.MaxInFlight }, 1024, 1},
+			func(c *Config) any { return c.Global.MaxInFlight }, 8192, 1},
 		{"Global", "BUFFER_BYTES", "1048576",
 			func(c *Config) any { return c.Global.BufferBytes }, 64 << 20, 1 << 20},
 		{"Global", "MAX_IN_FLIGHT_BYTES", "4096",

@@ -25,30 +25,39 @@ type engine struct {
 	who        string // kind, and name when it is not kind: errors say "omqs: <who>: ..."
 	topo       topology
 	defaultKey string
-	mandatory  bool
-	appID      string
-	dialer     *reconnect.Dialer
-	log        *slog.Logger
-	ownLog     *LogManager // the publisher's own LogManager, closed by stop; nil for WithLogger and the Manager's workers
-	st         *counters
-	sp         *spool.Spool // nil: no spool
-	rep        *reporter    // errors and returns go out through it
-	ownRep     bool         // rep is the engine's own, closed by Stop
-	onReturn   func(Returned)
-	interval   time.Duration
-	laneBusy   *atomic.Bool      // a Manager lane's busy flag, or nil
-	laneFree   func(int)         // gives a Manager lane's message bytes back, or nil
-	laneDone   func(uint64)      // resolves a Manager journal's entry (outMsg.jseq), or nil
-	obs        ComponentObserver // nil: no WithObserver
-	obsClose   func()            // ends obs, for a publisher of its own
+	// mandatory: unroutable messages are returned. Unless mandatoryAll
+	// (WithMandatory(true)), a message the publisher's own queue is bound
+	// to receive (topology.routesOwn) goes without the flag, which costs
+	// the broker a message to the channel for every delivery.
+	mandatory    bool
+	mandatoryAll bool
+	appID        string
+	dialer       *reconnect.Dialer
+	log          *slog.Logger
+	ownLog       *LogManager // the publisher's own LogManager, closed by stop; nil for WithLogger and the Manager's workers
+	st           *counters
+	sp           *spool.Spool // nil: no spool
+	rep          *reporter    // errors and returns go out through it
+	ownRep       bool         // rep is the engine's own, closed by Stop
+	onReturn     func(Returned)
+	interval     time.Duration
+	laneBusy     *atomic.Bool      // a Manager lane's busy flag, or nil
+	laneFree     func(int)         // gives a Manager lane's message bytes back, or nil
+	laneDone     func(uint64)      // resolves a Manager journal's entry (outMsg.jseq), or nil
+	obs          ComponentObserver // nil: no WithObserver
+	obsClose     func()            // ends obs, for a publisher of its own
 
 	window      int   // MAX_IN_FLIGHT: unresolved messages at most
 	windowBytes int64 // MAX_IN_FLIGHT_BYTES: their bodies at most, but one message always goes (0: no bound)
 
 	pubMu sync.Mutex // serializes writes to the channel; never held while waiting
-	mu    sync.Mutex // guards what follows
-	state engineState
-	sess  *session
+	// lastKey and lastOwn remember topo.routesOwn for the key published
+	// last; guarded by pubMu.
+	lastKey string
+	lastOwn bool
+	mu      sync.Mutex // guards what follows
+	state   engineState
+	sess    *session
 	// changed is closed (and replaced) whenever state, sess or blocked change.
 	changed     chan struct{}
 	blocked     bool
@@ -154,7 +163,8 @@ func newEngineFromSettings(s *settings, kind string, mandatory bool) (*engine, e
 // built-in workers; a publisher of its own has only endpoints and its spool.
 func configuredEngine(s *settings, kind, name string, topo topology, mandatory bool, d builtinDeps) *engine {
 	return newEngine(engineConfig{
-		kind: kind, name: name, topo: topo, mandatory: mandatory, appID: s.appID,
+		kind: kind, name: name, topo: topo, appID: s.appID,
+		mandatory: mandatory, mandatoryAll: mandatory && s.mandatory != nil && *s.mandatory,
 		endpoints: d.endpoints, dialOpts: transport.DialOptions{Name: name, TLS: s.tls},
 		interval: s.cfg.Global.ReconnectInterval, times: s.cfg.Global.ReconnectTimes,
 		window: s.cfg.Global.MaxInFlight, maxBytes: s.cfg.Global.MaxInFlightBytes,
@@ -168,18 +178,21 @@ type engineConfig struct {
 	name      string
 	topo      topology
 	mandatory bool
-	appID     string
-	endpoints []transport.Endpoint
-	dialOpts  transport.DialOptions
-	interval  time.Duration
-	times     int
-	window    int
-	maxBytes  int // MAX_IN_FLIGHT_BYTES
-	logger    *slog.Logger
-	spool     *spool.Spool
-	rep       *reporter // nil: own
-	onReturn  func(Returned)
-	onError   func(error)
+	// mandatoryAll: every publish is mandatory, even one routed by the
+	// publisher's own binding (WithMandatory(true)).
+	mandatoryAll bool
+	appID        string
+	endpoints    []transport.Endpoint
+	dialOpts     transport.DialOptions
+	interval     time.Duration
+	times        int
+	window       int
+	maxBytes     int // MAX_IN_FLIGHT_BYTES
+	logger       *slog.Logger
+	spool        *spool.Spool
+	rep          *reporter // nil: own
+	onReturn     func(Returned)
+	onError      func(error)
 	// wait, when set, replaces the timer between connection attempts
 	// (reconnect.Dialer.Wait): the engine's own tests build engines with it
 	// to hold a reconnect at a chosen moment. Constructors leave it nil.
@@ -194,7 +207,7 @@ func newEngine(c engineConfig) *engine {
 		c.window = 1
 	}
 	e := &engine{
-		kind: c.kind, name: c.name, topo: c.topo, mandatory: c.mandatory, appID: c.appID,
+		kind: c.kind, name: c.name, topo: c.topo, mandatory: c.mandatory, mandatoryAll: c.mandatoryAll, appID: c.appID,
 		dialer: &reconnect.Dialer{
 			Endpoints: c.endpoints, Options: c.dialOpts,
 			Interval: c.interval, Times: c.times, Logger: componentLogger(c.logger, "publisher", c.name, c.kind), Wait: c.wait,

@@ -39,7 +39,7 @@ func (e *engine) connect(ctx context.Context, failFast bool) (*session, error) {
 			conn:      c,
 			ch:        ch,
 			confirms:  ch.NotifyPublish(make(chan amqp.Confirmation, n)),
-			returns:   ch.NotifyReturn(make(chan amqp.Return, n)),
+			returns:   ch.NotifyReturn(make(chan amqp.Return, min(n, 256))),
 			chClose:   ch.NotifyClose(make(chan *amqp.Error, 1)),
 			connClose: c.NotifyClose(make(chan *amqp.Error, 1)),
 			blocked:   c.NotifyBlocked(make(chan amqp.Blocking, 8)),

@@ -97,7 +97,7 @@ func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg)
 	if e.obs != nil {
 		m.sent = time.Now()
 	}
-	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatory, false, pub); err != nil {
+	if err := sess.ch.PublishWithContext(ctx, m.exchange, m.key, e.mandatoryFor(m), false, pub); err != nil {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		mine := e.outstanding[tag] == m
@@ -118,6 +118,19 @@ func (e *engine) send(ctx context.Context, sess *session, tag uint64, m *outMsg)
 	}
 	e.st.published.Add(1)
 	return nil
+}
+
+// mandatoryFor reports whether m is published mandatory: always with
+// WithMandatory(true), never without mandatory, and otherwise unless the
+// publisher's own binding routes it (see engine.mandatory). e.pubMu is held.
+func (e *engine) mandatoryFor(m *outMsg) bool {
+	if !e.mandatory || e.mandatoryAll || m.exchange != e.topo.exchange {
+		return e.mandatory
+	}
+	if m.key != e.lastKey || e.lastKey == "" {
+		e.lastKey, e.lastOwn = m.key, e.topo.routesOwn(m.key)
+	}
+	return !e.lastOwn
 }
 
 // publish accepts m: it writes it, holds it for the next connection, or

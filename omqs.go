@@ -33,10 +33,11 @@
 // Each lane's worker publishes on one channel of its own, pipelined: the
 // broker's confirms are tracked in the background, up to MAX_IN_FLIGHT
 // messages at a time, and each lane's messages go out in the order sent.
-// Both run in publisher-confirm mode, publish persistent messages
-// with a content type, a timestamp, a unique message id and an app id, and
-// events are published mandatory so an unroutable event is reported instead of
-// vanishing. WithLogWorker and WithEventWorker replace either built-in worker
+// Both run in publisher-confirm mode and publish persistent messages with a
+// timestamp and a unique message id (a content type and an app id when one
+// is given). Events are published mandatory so an unroutable event is
+// reported instead of vanishing, except those the event worker's own
+// durable queue is bound to receive (see WithMandatory). WithLogWorker and WithEventWorker replace either built-in worker
 // (LogMsgWorker, EventMsgWorker) with a MsgWorker of your own, which can
 // embed the built-in one to keep its delivery.
 //

@@ -66,7 +66,7 @@ ROUTING_KEY=file.k1, file.k2
 		{"BUFFER_SIZE", WithBufferSize(5), func(s *settings) string { return itoa(s.cfg.Global.BufferSize) },
 			"16384", "333", "5"},
 		{"MAX_IN_FLIGHT", WithMaxInFlight(6), func(s *settings) string { return itoa(s.cfg.Global.MaxInFlight) },
-			"1024", "44", "6"},
+			"8192", "44", "6"},
 		{"BUFFER_BYTES", WithBufferBytes(7), func(s *settings) string { return itoa(s.cfg.Global.BufferBytes) },
 			"67108864", "5555", "7"},
 		{"MAX_IN_FLIGHT_BYTES", WithMaxInFlightBytes(8), func(s *settings) string { return itoa(s.cfg.Global.MaxInFlightBytes) },

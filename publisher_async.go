@@ -28,8 +28,8 @@ type AsyncPublisher struct {
 // NewAsyncPublisher builds an AsyncPublisher. Its topology defaults come from
 // the [AsyncPublisher] section (or WithSection, naming another publisher
 // section), overridden by WithExchange, WithQueue, WithQueueDurable,
-// WithQueueType and WithKeys. Publishes are mandatory unless
-// WithMandatory(false). Its log lines go to WithLogger's logger, or to a
+// WithQueueType and WithKeys. Publishes are mandatory, except those its own
+// durable queue is bound to receive, unless WithMandatory says otherwise. Its log lines go to WithLogger's logger, or to a
 // LogManager built from the [Log] section, which Stop closes. It does not
 // connect and starts no goroutine: call Start.
 func NewAsyncPublisher(opts ...Option) (*AsyncPublisher, error) {

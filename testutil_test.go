@@ -323,6 +323,7 @@ type testChannel interface {
 	ExchangeDelete(name string, ifUnused, noWait bool) error
 	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
 	QueueDelete(name string, ifUnused, ifEmpty, noWait bool) (int, error)
+	QueueUnbind(name, key, exchange string, args amqp.Table) error
 }
 
 var (

@@ -3,12 +3,14 @@ package omqs
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/omqs-go/omqs/internal/topic"
 	"github.com/omqs-go/omqs/internal/transport"
 )
 
@@ -119,6 +121,33 @@ func (t topology) declareDeadLetter(ch transport.Channel) error {
 		return fmt.Errorf("%w: declare dead-letter exchange %q (fanout, durable): %w", ErrInvalidChannel, t.deadLetter, err)
 	}
 	return nil
+}
+
+// routesOwn reports whether a message published to t's exchange with key
+// reaches t's own queue through a binding t declares: the queue is durable
+// and does not expire, and one of t's keys routes key the way the exchange's
+// kind does (direct: the same key; topic: a pattern that matches; fanout:
+// any key; a headers exchange routes by headers, so never). A publisher
+// declares the exchange, the queue and the bindings on every connection
+// before it publishes on it, so such a message is not unroutable unless
+// something else deletes the queue or the binding meanwhile.
+func (t topology) routesOwn(key string) bool {
+	if t.exchange == "" || t.queue == "" || !t.queueDurable || t.expires > 0 {
+		return false
+	}
+	switch t.kind {
+	case "fanout":
+		return true
+	case "direct":
+		return slices.Contains(t.keys, key)
+	case "topic":
+		for _, p := range t.keys {
+			if topic.Matches(p, key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // formatArgs writes queue arguments in a stable order, "none" for none.

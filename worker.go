@@ -127,7 +127,7 @@ func (w *EventMsgWorker) bindLane(lane int, s *settings, name string, d builtinD
 		return errors.New("an EventMsgWorker publishes events; it cannot be the log worker")
 	}
 	return w.bind("EventMsgWorker", s, func() *engine {
-		return configuredEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), true, d)
+		return configuredEngine(s, "EventMsgWorker", name+".event", workerTopology(s.cfg.EventWorker), s.mandatory == nil || *s.mandatory, d)
 	})
 }
 

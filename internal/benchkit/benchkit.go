@@ -88,9 +88,14 @@ type Props struct {
 var Plain = Props{}
 
 // AsOMQS is what an OMQS message carries when the sender gives no content
-// type and no app id: an id of the same form and a timestamp, published
-// mandatory.
-var AsOMQS = Props{Mandatory: true, MessageID: true, Timestamp: true}
+// type and no app id and the publisher's own queue is bound to receive it
+// (so it goes without the mandatory flag): an id of the same form and a
+// timestamp.
+var AsOMQS = Props{MessageID: true, Timestamp: true}
+
+// PlainWindow is the number of unconfirmed messages the plain client keeps,
+// as the raw amqp091-go driver of the independent peers harness does.
+const PlainWindow = 1000
 
 // AllProps is every property the benchmark knows: AsOMQS with a content
 // type and an app id (what every OMQS message carried before).

@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/topic"
 )
 
 // Exchange types.
@@ -46,48 +48,6 @@ func validKind(kind string) bool {
 		return true
 	}
 	return false
-}
-
-// splitWords splits a topic key or pattern on "."; "" has no words.
-func splitWords(s string, dst []string) []string {
-	if s == "" {
-		return dst
-	}
-	for {
-		i := strings.IndexByte(s, '.')
-		if i < 0 {
-			return append(dst, s)
-		}
-		dst = append(dst, s[:i])
-		s = s[i+1:]
-	}
-}
-
-// topicMatch reports whether key words k match pattern words p, where "*"
-// matches exactly one word and "#" zero or more.
-func topicMatch(p, k []string) bool {
-	pi, ki := 0, 0
-	starP, starK := -1, 0
-	for ki < len(k) {
-		switch {
-		case pi < len(p) && p[pi] == "#":
-			starP, starK = pi, ki
-			pi++
-		case pi < len(p) && (p[pi] == "*" || p[pi] == k[ki]):
-			pi++
-			ki++
-		case starP >= 0:
-			pi = starP + 1
-			starK++
-			ki = starK
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == "#" {
-		pi++
-	}
-	return pi == len(p)
 }
 
 // headersMatch applies a headers-exchange binding to a message's headers.
@@ -224,9 +184,9 @@ func (x *exchange) route(keys []string, h amqp.Table, dst []*queue) []*queue {
 	case kindTopic:
 		var buf [32]string
 		for _, k := range keys {
-			words := splitWords(k, buf[:0])
+			words := topic.Words(k, buf[:0])
 			for _, b := range x.bindings {
-				if topicMatch(b.words, words) {
+				if topic.Match(b.words, words) {
 					dst = addQueue(dst, b.q)
 				}
 			}

@@ -128,51 +128,6 @@ func wantErr(t *testing.T, err error, code int, reason string) {
 	}
 }
 
-func TestTopicMatch(t *testing.T) {
-	for _, c := range []struct {
-		pattern, key string
-		match        bool
-	}{
-		{"#", "", true},
-		{"#", "a", true},
-		{"#", "a.b.c", true},
-		{"*", "", false},
-		{"*", "a", true},
-		{"*", "a.b", false},
-		{"*.debug", "app.debug", true},
-		{"*.debug", "debug", false},
-		{"*.debug", "a.b.debug", false},
-		{"*.debug", "app.info", false},
-		{"a.#.z", "a.z", true},
-		{"a.#.z", "a.b.z", true},
-		{"a.#.z", "a.b.c.z", true},
-		{"a.#.z", "a.b.c", false},
-		{"a.#.z", "b.a.z", false},
-		{"#.x", "x", true},
-		{"#.x", "a.b.x", true},
-		{"#.x", "a.x.b", false},
-		{"#.x", "", false},
-		{"a.b", "a.b", true},
-		{"a.b", "a.b.c", false},
-		{"a.b", "a", false},
-		{"", "", true},
-		{"", "a", false},
-		{"a.*.#", "a.b", true},
-		{"a.*.#", "a", false},
-		{"#.#", "a.b", true},
-		{"#.*.#", "", false},
-		{"#.b.#", "a.b.c", true},
-		{"a..b", "a..b", true},
-		{"a.*.b", "a..b", true},
-		{"omqs.key.#", "omqs.key.log", true},
-	} {
-		got := topicMatch(splitWords(c.pattern, nil), splitWords(c.key, nil))
-		if got != c.match {
-			t.Errorf("pattern %q key %q: match %v, want %v", c.pattern, c.key, got, c.match)
-		}
-	}
-}
-
 func TestTopicExchangeRouting(t *testing.T) {
 	bubble(t, func(t *testing.T, b *Broker) {
 		ch := open(t, b)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omqs-go/omqs/internal/topic"
 )
 
 // queueArgKeys are the queue arguments RabbitMQ 3.10 compares on redeclare.
@@ -348,7 +350,7 @@ func (ch *Channel) bind(name, key, exchange string, args amqp.Table, add bool) *
 	}
 	bd := &binding{ex: x, q: q, key: key, args: args, xmatch: xmatch}
 	if x.kind == kindTopic {
-		bd.words = splitWords(key, nil)
+		bd.words = topic.Words(key, nil)
 	}
 	x.addBinding(bd)
 	q.bindings = append(q.bindings, bd)

@@ -297,15 +297,16 @@ func eventThroughput(ctx context.Context) error {
 		d := time.Since(start)
 		return d, m.Stop(ctx)
 	}
-	raw := func(props benchkit.Props) func() (time.Duration, error) {
+	raw := func(props benchkit.Props, window int) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			defer benchkit.Purge(*url, t)
-			return benchkit.RawPublishProps(*url, t, *n, omqs.DefaultMaxInFlight, props)
+			return benchkit.RawPublishProps(*url, t, *n, window, props)
 		}
 	}
-	// The plain client a user writes (persistent bodies, nothing else), and
-	// the same client sending what an OMQS message carries.
-	rates, err := interleave(*n, omqsRun, raw(benchkit.Plain), raw(benchkit.AsOMQS))
+	// The plain client a user writes (persistent bodies, nothing else, 1,000
+	// unconfirmed), and the same client sending what an OMQS message
+	// carries with OMQS's window.
+	rates, err := interleave(*n, omqsRun, raw(benchkit.Plain, benchkit.PlainWindow), raw(benchkit.AsOMQS, omqs.DefaultMaxInFlight))
 	if err != nil {
 		return err
 	}

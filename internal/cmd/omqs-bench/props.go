@@ -28,7 +28,8 @@ func propsCost(ctx context.Context) error {
 		{"+ app id", benchkit.Props{AppID: true}},
 		{"+ timestamp", benchkit.Props{Timestamp: true}},
 		{"+ content type", benchkit.Props{ContentType: true}},
-		{"id + timestamp + mandatory (what OMQS sends)", benchkit.AsOMQS},
+		{"id + timestamp (what OMQS sends to its own queue)", benchkit.AsOMQS},
+		{"id + timestamp + mandatory (OMQS to another queue)", benchkit.Props{Mandatory: true, MessageID: true, Timestamp: true}},
 		{"all five", benchkit.AllProps},
 	}
 	rates := make([][]float64, len(variants))
