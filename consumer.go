@@ -278,6 +278,7 @@ type consumerSession struct {
 	chClose    chan *amqp.Error
 	connClose  chan *amqp.Error
 	stopping   atomic.Bool // handlers take no new delivery
+	acks       *acker      // settles the deliveries (nil with auto-ack)
 	retry      *retrier    // publishes RetryAfter's copies
 }
 
@@ -667,6 +668,10 @@ func (c *consumer) connect(ctx context.Context, failFast bool) (*consumerSession
 			if err := ch.Qos(c.prefetch, 0, false); err != nil {
 				return fmt.Errorf("%w: set prefetch %d: %w", ErrInvalidChannel, c.prefetch, err)
 			}
+			s.acks = newAcker(ch, ackBatchFor(c.prefetch), func(err error, tag uint64, n int) {
+				c.log.Warn("omqs: could not acknowledge deliveries; the broker will deliver them again", "consumer", c.name,
+					"deliveries", n, "up_to_tag", tag, "error", err.Error())
+			})
 		}
 		sess = s
 		return nil
@@ -812,6 +817,13 @@ wait:
 			sessCancel()
 		}
 		<-handlersDone
+		if sess.acks != nil {
+			if connErr != nil || chErr != nil || sess.conn.IsClosed() || sess.ch.IsClosed() {
+				sess.acks.drop()
+			} else {
+				sess.acks.close() // the broker cancelled the subscription; the channel is open
+			}
+		}
 		cause := closeCause(sess, connErr, chErr)
 		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 		return cause
@@ -831,6 +843,9 @@ wait:
 		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 	}
 	<-handlersDone
+	if sess.acks != nil {
+		sess.acks.close()
+	}
 	_ = sess.conn.CloseDeadline(time.Now().Add(2 * time.Second))
 	if paused {
 		c.log.Info("omqs: callback removed; stopped consuming until a callback is set", "consumer", c.name, "queue", sess.queue)
@@ -912,7 +927,7 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 			return
 		}
 		c.st.requeues.Add(1)
-		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+		c.requeue(sess, d)
 		return
 	}
 	c.inflight.Add(1)
@@ -943,18 +958,18 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 		c.obs.end(pctx, d, t0, OutcomeAck, nil)
 		c.redeliv.forget(d)
 		c.st.acks.Add(1)
-		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+		sess.acks.ack(d.DeliveryTag)
 	case panicked:
 		c.obs.end(pctx, d, t0, OutcomePanic, err)
 		c.redeliv.forget(d)
 		c.st.rejects.Add(1)
-		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+		c.reject(sess, d)
 	case cbCtx.Err() != nil && errors.Is(err, cbCtx.Err()):
 		// The callback gave up because the consumer is stopping or the
 		// subscription ended.
 		c.st.requeues.Add(1)
 		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
-		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+		c.requeue(sess, d)
 	case retryOf(err) != nil:
 		c.obs.end(pctx, d, t0, c.retry(cbCtx, sess, d, retryOf(err)), err)
 	case IsRequeue(err):
@@ -963,19 +978,19 @@ func (c *consumer) deliver(cbCtx context.Context, sess *consumerSession, d *amqp
 				d.MessageId, d.RoutingKey, n, c.redeliv.max, err)))
 			c.st.rejects.Add(1)
 			c.obs.end(pctx, d, t0, OutcomeReject, err)
-			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+			c.reject(sess, d)
 			return
 		}
 		c.st.requeues.Add(1)
 		c.obs.end(pctx, d, t0, OutcomeRequeue, err)
-		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+		c.requeue(sess, d)
 	default:
 		c.obs.end(pctx, d, t0, OutcomeReject, err)
 		c.redeliv.forget(d)
 		c.log.Warn("omqs: callback rejected a delivery", "consumer", c.name,
 			"key", d.RoutingKey, "id", d.MessageId, "error", err.Error())
 		c.st.rejects.Add(1)
-		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+		c.reject(sess, d)
 	}
 }
 
@@ -989,7 +1004,7 @@ func (c *consumer) duplicate(sess *consumerSession, d *amqp.Delivery) {
 		"key", d.RoutingKey, "id", d.MessageId, "redelivered", d.Redelivered, "duplicates", n)
 	if !c.noAck {
 		c.st.acks.Add(1)
-		c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+		sess.acks.ack(d.DeliveryTag)
 	}
 }
 
@@ -1003,7 +1018,7 @@ func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
 	if !c.noAck {
 		c.redeliv.forget(d)
 		c.st.rejects.Add(1)
-		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+		c.reject(sess, d)
 		fate = "rejected without requeue"
 	}
 	size := len(d.Body)
@@ -1012,7 +1027,17 @@ func (c *consumer) refuseTooBig(sess *consumerSession, d *amqp.Delivery) {
 		ErrInvalidMessage, d.MessageId, d.RoutingKey, size, c.maxBody, fate, n)))
 }
 
-// settled logs an acknowledgement that could not be sent.
+// requeue sends d back to the queue at once.
+func (c *consumer) requeue(sess *consumerSession, d *amqp.Delivery) {
+	c.settled(sess.acks.settle(d.DeliveryTag, func() error { return sess.ch.Nack(d.DeliveryTag, false, true) }), d)
+}
+
+// reject rejects d without requeue (dead-lettered or dropped) at once.
+func (c *consumer) reject(sess *consumerSession, d *amqp.Delivery) {
+	c.settled(sess.acks.settle(d.DeliveryTag, func() error { return sess.ch.Reject(d.DeliveryTag, false) }), d)
+}
+
+// settled logs a requeue or reject that could not be sent.
 func (c *consumer) settled(err error, d *amqp.Delivery) {
 	if err != nil {
 		c.log.Warn("omqs: could not settle a delivery; the broker will deliver it again", "consumer", c.name,

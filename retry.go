@@ -222,7 +222,7 @@ func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Del
 		c.rep.report(errorOf(c.who, fmt.Errorf("message %q (key %q) was retried %d times, more than MAX_REDELIVERIES (%d); rejected: %w",
 			d.MessageId, d.RoutingKey, n-1, max, re)))
 		c.st.rejects.Add(1)
-		c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+		c.reject(sess, d)
 		return OutcomeReject
 	}
 	delay := retryDelay(re.delay, n)
@@ -234,11 +234,11 @@ func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Del
 			"key", d.RoutingKey, "id", d.MessageId, "retry_queue", name, "error", err.Error())
 		if _, ok := c.redeliv.requeue(d); !ok {
 			c.st.rejects.Add(1)
-			c.settled(sess.ch.Reject(d.DeliveryTag, false), d)
+			c.reject(sess, d)
 			return OutcomeReject
 		}
 		c.st.requeues.Add(1)
-		c.settled(sess.ch.Nack(d.DeliveryTag, false, true), d)
+		c.requeue(sess, d)
 		return OutcomeRequeue
 	}
 	c.redeliv.forget(d)
@@ -246,6 +246,6 @@ func (c *consumer) retry(ctx context.Context, sess *consumerSession, d *amqp.Del
 	c.st.acks.Add(1)
 	c.log.Debug("omqs: delivery retried later", "consumer", c.name, "key", d.RoutingKey, "id", d.MessageId,
 		"retry", n, "delay", delay, "retry_queue", name, "error", re.Error())
-	c.settled(sess.ch.Ack(d.DeliveryTag, false), d)
+	sess.acks.ack(d.DeliveryTag)
 	return OutcomeRetry
 }
