@@ -29,9 +29,13 @@ func ackBatchFor(prefetch int) int {
 // the session ends gracefully. A multiple ack covers every delivery before
 // it on the channel, so it is sent only for a tag below which every
 // delivery is settled here (an AsyncConsumer's callbacks end out of order);
-// requeues and rejects go out at once, one by one, before any multiple ack
-// that could cover them. If the connection is lost, what was not sent is
-// delivered again, as a delivery whose callback was still running is.
+// the acknowledgements held behind a callback that still runs after a
+// whole ackDelay go out one by one, so that a slow callback never holds
+// the others' (nor the broker's prefetch window) for longer than
+// 2 × ackDelay. Requeues and rejects go out at once, one by one, before any
+// multiple ack that could cover them. If the connection is lost, what was
+// not sent is delivered again, as a delivery whose callback was still
+// running is.
 type acker struct {
 	ch interface {
 		Ack(tag uint64, multiple bool) error
@@ -40,20 +44,29 @@ type acker struct {
 	warn  func(err error, tag uint64, n int) // an ack of n deliveries up to tag could not be sent
 
 	mu      sync.Mutex
-	floor   uint64          // every tag below floor is settled here
-	last    uint64          // the highest tag below floor acknowledged here and not sent; 0: none
-	ready   int             // acknowledgements below floor not sent
-	ahead   map[uint64]bool // tags at or above floor settled here: true for an ack not sent
-	waiting int             // acks in ahead
+	floor   uint64              // every tag below floor is settled here
+	last    uint64              // the highest tag below floor acknowledged here and not sent; 0: none
+	ready   int                 // acknowledgements below floor not sent
+	ahead   map[uint64]tagState // tags above floor settled here
+	waiting int                 // tagHeld entries in ahead
+	stuck   uint64              // floor when the timer last fired with acks held behind it
 	timer   *time.Timer
 	armed   bool
 	closed  bool
 }
 
+// tagState is what became of a tag settled ahead of the floor.
+type tagState uint8
+
+const (
+	tagHeld tagState = iota + 1 // acknowledged here, not sent
+	tagSent                     // sent on its own (ack, requeue or reject)
+)
+
 func newAcker(ch interface {
 	Ack(tag uint64, multiple bool) error
 }, batch int, warn func(err error, tag uint64, n int)) *acker {
-	return &acker{ch: ch, batch: max(batch, 1), warn: warn, floor: 1, ahead: make(map[uint64]bool)}
+	return &acker{ch: ch, batch: max(batch, 1), warn: warn, floor: 1, ahead: make(map[uint64]tagState)}
 }
 
 // ack records that tag's callback succeeded; the acknowledgement goes out
@@ -73,47 +86,45 @@ func (a *acker) ack(tag uint64) {
 		a.floor++
 		a.advance()
 	} else {
-		a.ahead[tag] = true
+		a.ahead[tag] = tagHeld
 		a.waiting++
 	}
-	switch {
-	case a.ready >= a.batch:
+	if a.ready >= a.batch {
 		a.flush()
-	case a.ready > 0 && !a.armed:
-		a.arm()
 	}
+	a.maybeArm()
 }
 
 // settle sends settle (a requeue or a reject of tag alone) at once and
-// records tag as settled; it returns settle's error.
+// records tag as settled; it returns settle's error. A tag whose settle
+// failed (the channel is going) is not counted as settled, so that no
+// multiple ack covers it.
 func (a *acker) settle(tag uint64, settle func() error) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	err := settle()
-	if a.closed {
+	if a.closed || err != nil {
 		return err
 	}
 	if tag == a.floor {
 		a.floor++
 		a.advance()
 	} else {
-		a.ahead[tag] = false
+		a.ahead[tag] = tagSent
 	}
-	if a.ready > 0 && !a.armed {
-		a.arm()
-	}
-	return err
+	a.maybeArm()
+	return nil
 }
 
 // advance moves floor past the tags settled ahead of it. a.mu is held.
 func (a *acker) advance() {
 	for {
-		acked, ok := a.ahead[a.floor]
+		st, ok := a.ahead[a.floor]
 		if !ok {
 			return
 		}
 		delete(a.ahead, a.floor)
-		if acked {
+		if st == tagHeld {
 			a.last = a.floor
 			a.ready++
 			a.waiting--
@@ -138,8 +149,12 @@ func (a *acker) send(tag uint64, multiple bool, n int) {
 	}
 }
 
-// arm starts the timer that flushes in ackDelay. a.mu is held.
-func (a *acker) arm() {
+// maybeArm starts the timer that flushes in ackDelay when acknowledgements
+// wait and it is not running. a.mu is held.
+func (a *acker) maybeArm() {
+	if a.armed || (a.ready == 0 && a.waiting == 0) {
+		return
+	}
 	a.armed = true
 	if a.timer == nil {
 		a.timer = time.AfterFunc(ackDelay, a.fire)
@@ -148,13 +163,38 @@ func (a *acker) arm() {
 	a.timer.Reset(ackDelay)
 }
 
+// fire sends what waits below the floor. Acknowledgements held behind the
+// floor go out one by one once the floor has not moved for a whole
+// ackDelay: its callback is slow, and the broker counts them as unacked.
 func (a *acker) fire() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.armed = false
-	if !a.closed {
-		a.flush()
+	if a.closed {
+		return
 	}
+	a.flush()
+	if a.waiting == 0 {
+		return
+	}
+	if a.stuck != a.floor {
+		a.stuck = a.floor
+		a.maybeArm()
+		return
+	}
+	a.sendHeld()
+}
+
+// sendHeld sends the acknowledgements held ahead of the floor one by one.
+// a.mu is held.
+func (a *acker) sendHeld() {
+	for tag, st := range a.ahead {
+		if st == tagHeld {
+			a.send(tag, false, 1)
+			a.ahead[tag] = tagSent
+		}
+	}
+	a.waiting = 0
 }
 
 // close sends every acknowledgement that waits, the ones past a delivery
@@ -165,13 +205,8 @@ func (a *acker) close() {
 	defer a.mu.Unlock()
 	a.stopTimer()
 	a.flush()
-	for tag, acked := range a.ahead {
-		if acked {
-			a.send(tag, false, 1)
-		}
-	}
+	a.sendHeld()
 	clear(a.ahead)
-	a.waiting = 0
 	a.closed = true
 }
 

@@ -91,8 +91,7 @@ func TestAckerOutOfOrder(t *testing.T) {
 		a.ack(2)
 		a.ack(3)
 		a.ack(5)
-		time.Sleep(2 * ackDelay)
-		synctest.Wait()
+		time.Sleep(ackDelay + ackDelay/2)
 		wantSent(t, l) // 1 still runs
 		a.settle(4, l.nack(4))
 		wantSent(t, l, "nack 4")
@@ -129,5 +128,56 @@ func TestAckerWarnsWhenAckFails(t *testing.T) {
 		if want := []string{"2 up to 2: channel closed"}; !slices.Equal(got, want) {
 			t.Fatalf("warned %q, want %q", got, want)
 		}
+	})
+}
+
+// A callback that runs long holds the acknowledgements of the deliveries
+// after it for at most two ackDelays: then they go one by one, so the
+// broker's prefetch window is not held by one slow callback.
+func TestAckerSlowCallbackDoesNotHoldOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &ackLog{}
+		a := newAcker(l, 4, nil)
+		a.ack(2)
+		a.ack(3)
+		time.Sleep(ackDelay + ackDelay/2)
+		wantSent(t, l) // 1 may be about to end
+		time.Sleep(ackDelay)
+		synctest.Wait()
+		got := l.take()
+		slices.Sort(got)
+		if want := []string{"ack 2", "ack 3"}; !slices.Equal(got, want) {
+			t.Fatalf("sent %q, want %q", got, want)
+		}
+		a.ack(4) // still behind 1
+		time.Sleep(ackDelay)
+		synctest.Wait()
+		wantSent(t, l, "ack 4")
+		a.ack(1) // the floor passes 2, 3 and 4, sent already
+		a.ack(5)
+		time.Sleep(ackDelay)
+		synctest.Wait()
+		wantSent(t, l, "ack<=5")
+		a.close()
+		wantSent(t, l)
+	})
+}
+
+// A requeue that could not be sent leaves its tag unsettled: no multiple
+// ack covers it.
+func TestAckerFailedRequeueBlocksMultipleAck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &ackLog{}
+		a := newAcker(l, 8, nil)
+		a.ack(1)
+		if err := a.settle(2, func() error { return errors.New("channel closed") }); err == nil {
+			t.Fatal("settle hid the error")
+		}
+		a.ack(3)
+		time.Sleep(ackDelay)
+		synctest.Wait()
+		wantSent(t, l, "ack 1")
+		a.close()
+		wantSent(t, l, "ack 3")
 	})
 }

@@ -836,15 +836,20 @@ wait:
 	if !c.noAck {
 		sess.stopping.Store(true)
 	}
-	if err := sess.ch.Cancel(sess.tag, false); err != nil {
+	cancelErr := sess.ch.Cancel(sess.tag, false)
+	if cancelErr != nil {
 		// The channel is going or gone: closing the connection makes sure
 		// its deliveries close, so the handlers end.
-		c.log.Debug("omqs: cancel subscription", "consumer", c.name, "error", err.Error())
+		c.log.Debug("omqs: cancel subscription", "consumer", c.name, "error", cancelErr.Error())
 		_ = sess.conn.CloseDeadline(time.Now().Add(time.Second))
 	}
 	<-handlersDone
 	if sess.acks != nil {
-		sess.acks.close()
+		if cancelErr != nil || sess.ch.IsClosed() || sess.conn.IsClosed() {
+			sess.acks.drop() // nothing can be sent any more
+		} else {
+			sess.acks.close()
+		}
 	}
 	_ = sess.conn.CloseDeadline(time.Now().Add(2 * time.Second))
 	if paused {
