@@ -143,6 +143,10 @@ func (a *acker) flush() {
 	a.last, a.ready = 0, 0
 }
 
+// send writes one ack. a.mu is held across the write on purpose: a
+// requeue or reject must reach the broker before any multiple ack that
+// covers its tag, and amqp091 holds its channel's lock across the same
+// write anyway.
 func (a *acker) send(tag uint64, multiple bool, n int) {
 	if err := a.ch.Ack(tag, multiple); err != nil && a.warn != nil {
 		a.warn(err, tag, n)

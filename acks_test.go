@@ -4,52 +4,58 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 )
 
 // ackLog records the acks an acker sends, and the requeues and rejects
-// passed through settle, in order.
+// passed through settle, in order, on a channel the tests read.
 type ackLog struct {
-	mu   sync.Mutex
-	sent []string
+	sent chan string
 	fail error
 }
 
+func newAckLog() *ackLog { return &ackLog{sent: make(chan string, 64)} }
+
 func (l *ackLog) Ack(tag uint64, multiple bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if multiple {
-		l.sent = append(l.sent, fmt.Sprintf("ack<=%d", tag))
+		l.sent <- fmt.Sprintf("ack<=%d", tag)
 	} else {
-		l.sent = append(l.sent, fmt.Sprintf("ack %d", tag))
+		l.sent <- fmt.Sprintf("ack %d", tag)
 	}
 	return l.fail
 }
 
 func (l *ackLog) nack(tag uint64) func() error {
 	return func() error {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.sent = append(l.sent, fmt.Sprintf("nack %d", tag))
+		l.sent <- fmt.Sprintf("nack %d", tag)
 		return nil
 	}
 }
 
-func (l *ackLog) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.sent
-	l.sent = nil
-	return s
+// wantNow checks what was sent so far, without letting the bubble's clock
+// move.
+func wantNow(t *testing.T, l *ackLog, want ...string) {
+	t.Helper()
+	synctest.Wait()
+	var got []string
+	for len(l.sent) > 0 {
+		got = append(got, <-l.sent)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sent %q, want %q", got, want)
+	}
 }
 
-func wantSent(t *testing.T, l *ackLog, want ...string) {
+// wantAfter waits for the next thing sent and checks it and how long the
+// bubble's clock moved before it.
+func wantAfter(t *testing.T, l *ackLog, after time.Duration, want string) {
 	t.Helper()
-	if got := l.take(); !slices.Equal(got, want) {
-		t.Fatalf("sent %q, want %q", got, want)
+	start := time.Now()
+	got := <-l.sent
+	if got != want || time.Since(start) != after {
+		t.Fatalf("sent %q after %v, want %q after %v", got, time.Since(start), want, after)
 	}
 }
 
@@ -63,21 +69,17 @@ func TestAckBatchFor(t *testing.T) {
 
 func TestAckerBatchesInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{}
+		l := newAckLog()
 		a := newAcker(l, 3, nil)
 		a.ack(1)
 		a.ack(2)
-		wantSent(t, l)
+		wantNow(t, l)
 		a.ack(3) // the batch is full
-		wantSent(t, l, "ack<=3")
-		a.ack(4)
-		time.Sleep(ackDelay / 2)
-		wantSent(t, l)
-		time.Sleep(ackDelay) // the first waited ackDelay: it goes alone
-		synctest.Wait()
-		wantSent(t, l, "ack 4")
+		wantNow(t, l, "ack<=3")
+		a.ack(4) // alone: it goes once it waited ackDelay
+		wantAfter(t, l, ackDelay, "ack 4")
 		a.close()
-		wantSent(t, l)
+		wantNow(t, l)
 	})
 }
 
@@ -86,48 +88,21 @@ func TestAckerBatchesInOrder(t *testing.T) {
 // once, before the multiple ack that passes it.
 func TestAckerOutOfOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{}
+		l := newAckLog()
 		a := newAcker(l, 2, nil)
 		a.ack(2)
 		a.ack(3)
 		a.ack(5)
-		time.Sleep(ackDelay + ackDelay/2)
-		wantSent(t, l) // 1 still runs
+		wantNow(t, l) // 1 still runs
 		a.settle(4, l.nack(4))
-		wantSent(t, l, "nack 4")
+		wantNow(t, l, "nack 4")
 		a.ack(1) // 1, 2, 3 and 5 are acknowledged; 4 was requeued
-		wantSent(t, l, "ack<=5")
+		wantNow(t, l, "ack<=5")
 		a.ack(7)
 		a.close() // 6 was never settled: 7 goes alone
-		wantSent(t, l, "ack 7")
+		wantNow(t, l, "ack 7")
 		a.ack(6) // a callback that ended after the session closed
-		wantSent(t, l, "ack 6")
-	})
-}
-
-func TestAckerDropForgets(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{}
-		a := newAcker(l, 8, nil)
-		a.ack(1)
-		a.ack(3)
-		a.drop()
-		time.Sleep(2 * ackDelay)
-		synctest.Wait()
-		wantSent(t, l)
-	})
-}
-
-func TestAckerWarnsWhenAckFails(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{fail: errors.New("channel closed")}
-		var got []string
-		a := newAcker(l, 2, func(err error, tag uint64, n int) { got = append(got, fmt.Sprintf("%d up to %d: %v", n, tag, err)) })
-		a.ack(1)
-		a.ack(2)
-		if want := []string{"2 up to 2: channel closed"}; !slices.Equal(got, want) {
-			t.Fatalf("warned %q, want %q", got, want)
-		}
+		wantNow(t, l, "ack 6")
 	})
 }
 
@@ -136,30 +111,38 @@ func TestAckerWarnsWhenAckFails(t *testing.T) {
 // broker's prefetch window is not held by one slow callback.
 func TestAckerSlowCallbackDoesNotHoldOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{}
+		l := newAckLog()
 		a := newAcker(l, 4, nil)
 		a.ack(2)
 		a.ack(3)
-		time.Sleep(ackDelay + ackDelay/2)
-		wantSent(t, l) // 1 may be about to end
-		time.Sleep(ackDelay)
-		synctest.Wait()
-		got := l.take()
+		start := time.Now()
+		got := []string{<-l.sent, <-l.sent}
 		slices.Sort(got)
-		if want := []string{"ack 2", "ack 3"}; !slices.Equal(got, want) {
-			t.Fatalf("sent %q, want %q", got, want)
+		if want := []string{"ack 2", "ack 3"}; !slices.Equal(got, want) || time.Since(start) != 2*ackDelay {
+			t.Fatalf("sent %q after %v, want %q after %v", got, time.Since(start), want, 2*ackDelay)
 		}
-		a.ack(4) // still behind 1
-		time.Sleep(ackDelay)
-		synctest.Wait()
-		wantSent(t, l, "ack 4")
+		a.ack(4) // still behind 1, which has not moved for a whole ackDelay
+		wantAfter(t, l, ackDelay, "ack 4")
 		a.ack(1) // the floor passes 2, 3 and 4, sent already
 		a.ack(5)
-		time.Sleep(ackDelay)
-		synctest.Wait()
-		wantSent(t, l, "ack<=5")
+		wantAfter(t, l, ackDelay, "ack<=5")
 		a.close()
-		wantSent(t, l)
+		wantNow(t, l)
+	})
+}
+
+func TestAckerDropForgets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newAckLog()
+		a := newAcker(l, 8, nil)
+		a.ack(1)
+		a.ack(3)
+		a.drop()
+		select {
+		case s := <-l.sent:
+			t.Fatalf("sent %q after drop", s)
+		case <-time.After(4 * ackDelay):
+		}
 	})
 }
 
@@ -167,17 +150,30 @@ func TestAckerSlowCallbackDoesNotHoldOthers(t *testing.T) {
 // ack covers it.
 func TestAckerFailedRequeueBlocksMultipleAck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &ackLog{}
+		l := newAckLog()
 		a := newAcker(l, 8, nil)
 		a.ack(1)
 		if err := a.settle(2, func() error { return errors.New("channel closed") }); err == nil {
 			t.Fatal("settle hid the error")
 		}
 		a.ack(3)
-		time.Sleep(ackDelay)
-		synctest.Wait()
-		wantSent(t, l, "ack 1")
+		wantAfter(t, l, ackDelay, "ack 1")
 		a.close()
-		wantSent(t, l, "ack 3")
+		wantNow(t, l, "ack 3")
+	})
+}
+
+func TestAckerWarnsWhenAckFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newAckLog()
+		l.fail = errors.New("channel closed")
+		var got []string
+		a := newAcker(l, 2, func(err error, tag uint64, n int) { got = append(got, fmt.Sprintf("%d up to %d: %v", n, tag, err)) })
+		a.ack(1)
+		a.ack(2)
+		if want := []string{"2 up to 2: channel closed"}; !slices.Equal(got, want) {
+			t.Fatalf("warned %q, want %q", got, want)
+		}
+		wantNow(t, l, "ack<=2")
 	})
 }
